@@ -1,0 +1,111 @@
+//! Kron-LoRA: `ΔW = A ⊗ (B1·B2)` with a tiny dense `A` and a LoRA-factored inner matrix.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::{kaiming_uniform, Adapter, AdapterKind, LoraFactors};
+use crate::error::Result;
+use crate::factorization::resolve_kron_factor;
+use crate::ops::kron;
+use crate::options::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
+
+/// The factor shapes: `d_in = d_a1 · d_b1`, `d_out = d_a2 · d_b2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KronShape {
+    pub d_a1: usize,
+    pub d_a2: usize,
+    pub d_b1: usize,
+    pub d_b2: usize,
+    pub rank: usize,
+}
+
+impl KronShape {
+    /// Resolve the factors of a `[out, in]` layer named `layer` from the config.
+    pub fn resolve(layer: &str, in_features: usize, out_features: usize, config: &AdapterConfig) -> Result<Self> {
+        let d_a1 = resolve_kron_factor(layer, "kronIn", "inFeatures", in_features, config.kron_in, DEFAULT_KRON_IN)?;
+        let d_a2 = resolve_kron_factor(layer, "kronOut", "outFeatures", out_features, config.kron_out, DEFAULT_KRON_OUT)?;
+        Ok(KronShape { d_a1, d_a2, d_b1: in_features / d_a1, d_b2: out_features / d_a2, rank: config.rank })
+    }
+
+    /// `d_A1·d_A2 + r·(d_B1 + d_B2)`, the spec's per-layer count.
+    pub fn num_parameters(&self) -> usize {
+        self.d_a1 * self.d_a2 + self.rank * (self.d_b1 + self.d_b2)
+    }
+}
+
+pub struct KronLora {
+    shape: KronShape,
+    scale: f64,
+    /// `[d_a2, d_a1]`
+    a: Var,
+    /// `[d_b2, r]`, zero-initialised so that ΔW = 0 at the start.
+    b1: Var,
+    /// `[r, d_b1]`
+    b2: Var,
+}
+
+impl KronLora {
+    pub fn new(layer: &str, in_features: usize, out_features: usize, config: &AdapterConfig, device: &Device) -> Result<Self> {
+        let shape = KronShape::resolve(layer, in_features, out_features, config)?;
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let a = kaiming_uniform(&mut rng, shape.d_a2, shape.d_a1, device)?;
+        let b2 = kaiming_uniform(&mut rng, shape.rank, shape.d_b1, device)?;
+        let b1 = Var::zeros((shape.d_b2, shape.rank), DType::F32, device)?;
+        Ok(KronLora { shape, scale: config.scale(), a, b1, b2 })
+    }
+
+    pub fn shape(&self) -> KronShape {
+        self.shape
+    }
+}
+
+impl Adapter for KronLora {
+    fn kind(&self) -> AdapterKind {
+        AdapterKind::KronLora
+    }
+    fn in_features(&self) -> usize {
+        self.shape.d_a1 * self.shape.d_b1
+    }
+    fn out_features(&self) -> usize {
+        self.shape.d_a2 * self.shape.d_b2
+    }
+    fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let KronShape { d_a1, d_a2, d_b1, d_b2, rank: r } = self.shape;
+        let n = x.dim(0)?;
+        // Y1 = X · B2ᵀ, contracting d_B1:                    [n·d_a1, r]
+        let y1 = x.contiguous()?.reshape((n * d_a1, d_b1))?.matmul(&self.b2.t()?)?;
+        // Y2 = A · Y1 over d_A1: bring d_a1 last, then · Aᵀ:  [n·r, d_a2]
+        let y1 = y1.reshape((n, d_a1, r))?.transpose(1, 2)?.contiguous()?.reshape((n * r, d_a1))?;
+        let y2 = y1.matmul(&self.a.t()?)?;
+        // Y3 = Y2 · B1ᵀ, with d_a2 back in front:            [n·d_a2, d_b2]
+        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?.reshape((n * d_a2, r))?;
+        let y3 = y2.matmul(&self.b1.t()?)?;
+        Ok(y3.reshape((n, d_a2 * d_b2))?.affine(self.scale, 0.0)?)
+    }
+
+    fn delta_weight(&self) -> Result<Tensor> {
+        let inner = self.b1.matmul(self.b2.as_tensor())?;
+        Ok(kron(self.a.as_tensor(), &inner)?.affine(self.scale, 0.0)?)
+    }
+
+    fn parameters(&self) -> Vec<(&'static str, &Var)> {
+        vec![("A", &self.a), ("B1", &self.b1), ("B2", &self.b2)]
+    }
+
+    /// `A ⊗ (B1 B2) = (A ⊗ B1)(I ⊗ B2)`: LoRA of rank `d_A1·r` with `lora_B = s·(A ⊗ B1)`,
+    /// `lora_A = I ⊗ B2`, and `alpha = rank` so that the LoRA scale is exactly 1.
+    fn to_lora(&self) -> Result<LoraFactors> {
+        let d_a1 = self.shape.d_a1;
+        let eye = Tensor::eye(d_a1, DType::F32, self.a.device())?;
+        let lora_a = kron(&eye, self.b2.as_tensor())?;
+        let lora_b = kron(self.a.as_tensor(), self.b1.as_tensor())?.affine(self.scale, 0.0)?;
+        let rank = d_a1 * self.shape.rank;
+        Ok(LoraFactors { lora_a, lora_b, rank, alpha: rank as f64 })
+    }
+}

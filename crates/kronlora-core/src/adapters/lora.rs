@@ -1,0 +1,56 @@
+//! LoRA (Hu et al.), the baseline: `ΔW = s · B·A`.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::{kaiming_uniform, Adapter, AdapterKind};
+use crate::error::Result;
+use crate::options::AdapterConfig;
+
+pub struct Lora {
+    in_features: usize,
+    out_features: usize,
+    scale: f64,
+    /// `lora_A [r, in]`, Kaiming-uniform.
+    a: Var,
+    /// `lora_B [out, r]`, zeros.
+    b: Var,
+}
+
+impl Lora {
+    pub fn new(in_features: usize, out_features: usize, config: &AdapterConfig, device: &Device) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let a = kaiming_uniform(&mut rng, config.rank, in_features, device)?;
+        let b = Var::zeros((out_features, config.rank), DType::F32, device)?;
+        Ok(Lora { in_features, out_features, scale: config.scale(), a, b })
+    }
+}
+
+impl Adapter for Lora {
+    fn kind(&self) -> AdapterKind {
+        AdapterKind::Lora
+    }
+    fn in_features(&self) -> usize {
+        self.in_features
+    }
+    fn out_features(&self) -> usize {
+        self.out_features
+    }
+    fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.matmul(&self.a.t()?)?;
+        Ok(h.matmul(&self.b.t()?)?.affine(self.scale, 0.0)?)
+    }
+
+    fn delta_weight(&self) -> Result<Tensor> {
+        Ok(self.b.matmul(self.a.as_tensor())?.affine(self.scale, 0.0)?)
+    }
+
+    fn parameters(&self) -> Vec<(&'static str, &Var)> {
+        vec![("lora_A", &self.a), ("lora_B", &self.b)]
+    }
+}

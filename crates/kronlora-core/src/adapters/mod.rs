@@ -1,0 +1,62 @@
+//! Adapters: trainable low-parameter updates `Δy = s · ΔW x` of a frozen linear layer.
+
+mod init;
+mod kron_lora;
+mod lora;
+
+use candle_core::{Tensor, Var};
+
+use crate::error::{Error, Result};
+
+pub use init::kaiming_uniform;
+pub use kron_lora::{KronLora, KronShape};
+pub use lora::Lora;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterKind {
+    KronLora,
+    Lora,
+}
+
+impl AdapterKind {
+    /// The class name users see, used in default layer names and messages.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            AdapterKind::KronLora => "KronLoraLinear",
+            AdapterKind::Lora => "LoraLinear",
+        }
+    }
+}
+
+/// The plain-LoRA form of an update: `ΔW = (alpha / rank) · lora_B · lora_A`.
+#[derive(Debug, Clone)]
+pub struct LoraFactors {
+    /// `[rank, in]`
+    pub lora_a: Tensor,
+    /// `[out, rank]`
+    pub lora_b: Tensor,
+    pub rank: usize,
+    pub alpha: f64,
+}
+
+/// An adapter on one linear layer of shape `[out, in]`.
+pub trait Adapter: Send + Sync {
+    fn kind(&self) -> AdapterKind;
+    fn in_features(&self) -> usize;
+    fn out_features(&self) -> usize;
+    /// The scale `s` applied to the update.
+    fn scale(&self) -> f64;
+    /// `Δy = s · x · ΔWᵀ` for `x [rows, in]`, without building `ΔW`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// The full update `s · ΔW`, `[out, in]` (for merging and inspection, not training).
+    fn delta_weight(&self) -> Result<Tensor>;
+    /// Trainable parameters, in a fixed order, with their names.
+    fn parameters(&self) -> Vec<(&'static str, &Var)>;
+    /// The exact plain-LoRA equivalent of this update.
+    fn to_lora(&self) -> Result<LoraFactors> {
+        Err(Error::Unsupported(format!("toLora() is defined for Kron-LoRA adapters, not for {:?}", self.kind())))
+    }
+    fn num_trainable_parameters(&self) -> usize {
+        self.parameters().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+}

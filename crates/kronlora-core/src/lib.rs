@@ -1,0 +1,24 @@
+//! kronlora-core: Kron-LoRA (`ΔW = A ⊗ (B1·B2)`) and LoRA adapters on candle.
+//!
+//! Everything numerical lives here; the Node (napi) and WASM bindings only convert arguments.
+//! The same code runs on every candle device (CPU now; CUDA behind the `cuda` feature).
+
+pub mod adapters;
+pub mod error;
+pub mod factorization;
+pub mod linear;
+pub mod ops;
+pub mod options;
+pub mod tensor_data;
+
+pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
+pub use error::{Error, Result};
+pub use factorization::{factorization, factorization_checked, resolve_kron_factor};
+pub use linear::{AdaptedLinear, Gradients};
+pub use options::{AdapterConfig, LayerOptions};
+pub use tensor_data::TensorData;
+
+/// The device new layers are created on. CPU for now; the `cuda` feature will pick a GPU here.
+pub fn default_device() -> candle_core::Device {
+    candle_core::Device::Cpu
+}

@@ -1,0 +1,173 @@
+//! Options of an adapter and of a standalone adapted layer, parsed from JSON.
+//!
+//! The bindings pass the user's options object through as JSON so that validation (unknown
+//! names, types, ranges) is written once, here, for every backend.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::adapters::AdapterKind;
+use crate::error::{Error, Result};
+
+/// Kron-LoRA's default outer factors, the paper's DistilBERT setting (d_A1 = 2, d_A2 = 4).
+pub const DEFAULT_KRON_IN: usize = 2;
+pub const DEFAULT_KRON_OUT: usize = 4;
+
+/// How one adapter is shaped and initialised, independent of the layer it sits on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterConfig {
+    pub kind: AdapterKind,
+    pub rank: usize,
+    pub alpha: f64,
+    /// Kron-LoRA only: requested `d_A1` (None: default).
+    pub kron_in: Option<usize>,
+    /// Kron-LoRA only: requested `d_A2` (None: default).
+    pub kron_out: Option<usize>,
+    /// Scale `alpha / √r` (rsLoRA) instead of `alpha / r`.
+    pub use_rslora: bool,
+    pub seed: u64,
+}
+
+impl AdapterConfig {
+    pub fn scale(&self) -> f64 {
+        if self.use_rslora {
+            self.alpha / (self.rank as f64).sqrt()
+        } else {
+            self.alpha / self.rank as f64
+        }
+    }
+}
+
+/// Options of a standalone adapted linear layer (`new KronLoraLinear({...})` in JS).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerOptions {
+    pub name: String,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub adapter: AdapterConfig,
+}
+
+/// The JSON form; numbers are read as f64 so that errors can say "must be a positive integer".
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawLayerOptions {
+    in_features: Option<Value>,
+    out_features: Option<Value>,
+    rank: Option<Value>,
+    alpha: Option<Value>,
+    kron_in: Option<Value>,
+    kron_out: Option<Value>,
+    seed: Option<Value>,
+    use_rslora: Option<Value>,
+    name: Option<Value>,
+}
+
+fn invalid(msg: String) -> Error {
+    Error::InvalidOption(msg)
+}
+
+fn number(field: &str, value: &Value) -> Result<f64> {
+    value.as_f64().ok_or_else(|| invalid(format!("option `{field}` must be a number, got {value}")))
+}
+
+fn positive_int(field: &str, value: Option<&Value>) -> Result<Option<usize>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
+    let x = number(field, value)?;
+    if !(x.is_finite() && x >= 1.0 && x.fract() == 0.0 && x <= (1u64 << 40) as f64) {
+        return Err(invalid(format!("option `{field}` must be a positive integer, got {value}")));
+    }
+    Ok(Some(x as usize))
+}
+
+fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+    value.ok_or_else(|| invalid(format!("option `{field}` is required")))
+}
+
+impl LayerOptions {
+    /// Parse `{ inFeatures, outFeatures, rank, alpha, kronIn?, kronOut?, seed?, useRslora?, name? }`.
+    pub fn from_json(kind: AdapterKind, json: &str) -> Result<Self> {
+        let raw: RawLayerOptions = serde_json::from_str(json).map_err(|e| {
+            let msg = e.to_string();
+            // serde's text for unknown names already lists the accepted ones.
+            invalid(format!("invalid layer options: {}", msg.split(" at line").next().unwrap_or(&msg)))
+        })?;
+        let name = match raw.name.as_ref().filter(|v| !v.is_null()) {
+            None => kind.class_name().to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => return Err(invalid(format!("option `name` must be a string, got {v}"))),
+        };
+        let in_features = required("inFeatures", positive_int("inFeatures", raw.in_features.as_ref())?)?;
+        let out_features = required("outFeatures", positive_int("outFeatures", raw.out_features.as_ref())?)?;
+        let rank = required("rank", positive_int("rank", raw.rank.as_ref())?)?;
+        let alpha_value = required("alpha", raw.alpha.as_ref().filter(|v| !v.is_null()))?;
+        let alpha = number("alpha", alpha_value)?;
+        if !alpha.is_finite() || alpha == 0.0 {
+            return Err(invalid(format!("option `alpha` must be a finite non-zero number, got {alpha_value}")));
+        }
+        let kron_in = positive_int("kronIn", raw.kron_in.as_ref())?;
+        let kron_out = positive_int("kronOut", raw.kron_out.as_ref())?;
+        if kind == AdapterKind::Lora && (kron_in.is_some() || kron_out.is_some()) {
+            return Err(invalid(
+                "options `kronIn` / `kronOut` apply to Kron-LoRA only; remove them for LoraLinear".into(),
+            ));
+        }
+        let seed = match raw.seed.as_ref().filter(|v| !v.is_null()) {
+            None => 0,
+            Some(v) => {
+                let x = number("seed", v)?;
+                if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0) {
+                    return Err(invalid(format!("option `seed` must be a non-negative safe integer, got {v}")));
+                }
+                x as u64
+            }
+        };
+        let use_rslora = match raw.use_rslora.as_ref().filter(|v| !v.is_null()) {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(invalid(format!("option `useRslora` must be true or false, got {v}"))),
+        };
+        Ok(LayerOptions {
+            name,
+            in_features,
+            out_features,
+            adapter: AdapterConfig { kind, rank, alpha, kron_in, kron_out, use_rslora, seed },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_options() {
+        let o = LayerOptions::from_json(
+            AdapterKind::KronLora,
+            r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":4,"kronIn":2,"kronOut":3,"seed":7}"#,
+        )
+        .unwrap();
+        assert_eq!((o.in_features, o.out_features, o.adapter.rank), (8, 6, 2));
+        assert_eq!((o.adapter.kron_in, o.adapter.kron_out, o.adapter.seed), (Some(2), Some(3), 7));
+        assert_eq!(o.adapter.scale(), 2.0);
+    }
+
+    #[test]
+    fn rejects_bad_options() {
+        let cases = [
+            (r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":4,"rnak":1}"#, "unknown field `rnak`"),
+            (r#"{"inFeatures":0,"outFeatures":6,"rank":2,"alpha":4}"#, "`inFeatures` must be a positive integer"),
+            (r#"{"inFeatures":8,"outFeatures":-6,"rank":2,"alpha":4}"#, "`outFeatures` must be a positive integer"),
+            (r#"{"inFeatures":8,"outFeatures":6,"rank":2.5,"alpha":4}"#, "`rank` must be a positive integer"),
+            (r#"{"inFeatures":8,"outFeatures":6,"alpha":4}"#, "`rank` is required"),
+            (r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":"x"}"#, "`alpha` must be a number"),
+        ];
+        for (json, want) in cases {
+            let err = LayerOptions::from_json(AdapterKind::KronLora, json).unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_OPTION");
+            assert!(err.to_string().contains(want), "{json}: {err}");
+        }
+        let err = LayerOptions::from_json(AdapterKind::Lora, r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":4,"kronIn":2}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("Kron-LoRA only"));
+    }
+}

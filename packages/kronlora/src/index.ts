@@ -1,0 +1,42 @@
+/**
+ * kronlora: Kron-LoRA (`ΔW = A ⊗ (B1·B2)`) and LoRA adapters with a Rust core.
+ *
+ * Everything here runs on the backend `backend()` names (native addon, or WASM as fallback);
+ * `withBackend(name)` gives the same API pinned to one backend.
+ */
+import { type BackendName, type Binding, defaultBinding, loadBackend } from './backend.js';
+import { call } from './errors.js';
+import { KronLoraLinear, LoraLinear, layersOn } from './layers.js';
+
+export { KronLoraError, type KronLoraErrorCode } from './errors.js';
+export type { BackendName } from './backend.js';
+export { KronLoraLinear, LoraLinear } from './layers.js';
+export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
+
+function factorizationOn(binding: Binding, dim: number, factor: number): [number, number] {
+  const [m, n] = call(() => binding.factorization(dim, factor));
+  return [m, n];
+}
+
+/**
+ * LyCORIS' `factorization`: split `dim` into `[m, n]`, `m ≤ n`, with `m = factor` when it
+ * divides `dim`, else the divisor `m ≤ factor` closest to √dim (`factor = -1`: unlimited).
+ */
+export function factorization(dim: number, factor = -1): [number, number] {
+  return factorizationOn(defaultBinding(), dim, factor);
+}
+
+/** The backend in use: `'native'` or `'wasm'` (set `KRONLORA_BACKEND` to force one). */
+export function backend(): BackendName {
+  return defaultBinding().name;
+}
+
+/** The whole API pinned to one backend, e.g. to compare native and WASM in one process. */
+export function withBackend(name: BackendName) {
+  const binding = loadBackend(name);
+  return {
+    ...layersOn(binding),
+    factorization: (dim: number, factor = -1) => factorizationOn(binding, dim, factor),
+    backend: (): BackendName => binding.name,
+  };
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (`npm test`): set up and build, then the Rust tests of the core and
+# the vitest suites, which run every case on both backends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+source scripts/env.sh
+
+echo "test: cargo test (kronlora-core)"
+cargo test --release -p kronlora-core
+echo "test: vitest (native and WASM backends)"
+pnpm exec vitest run
