@@ -231,3 +231,23 @@ fn bad_inputs_give_coded_errors() {
     let unknown = TensorData { shape: vec![3, 2], data: vec![0.0; 6] };
     assert_eq!(c.layer.set_parameters(&[("C".into(), unknown)]).unwrap_err().code(), "ERR_INVALID_OPTION");
 }
+
+#[test]
+fn adapters_fold_leading_dims_into_rows() {
+    use candle_core::Tensor;
+    use kronlora_core::{Adapter, KronLora, Lora};
+    let dev = kronlora_core::default_device();
+    let config = options(AdapterKind::KronLora, r#"{"inFeatures":12,"outFeatures":8,"rank":3,"alpha":3,"kronIn":3,"kronOut":2,"seed":4}"#).adapter;
+    let kron = KronLora::new("k", 12, 8, &config, &dev).unwrap();
+    let lora = Lora::new(12, 8, &config, &dev).unwrap();
+    for adapter in [&kron as &dyn Adapter, &lora] {
+        // B1 or lora_B, the zero-initialised factor
+        let (_, zero_init) = adapter.parameters()[1];;
+        zero_init.set(&Tensor::ones(zero_init.dims(), candle_core::DType::F32, &dev).unwrap()).unwrap();
+        let x = Tensor::from_vec(Lcg::new(8).vec(2 * 3 * 12), (2, 3, 12), &dev).unwrap();
+        let y3 = adapter.forward(&x).unwrap();
+        assert_eq!(y3.dims(), &[2, 3, 8]);
+        let y2 = adapter.forward(&x.reshape((6, 12)).unwrap()).unwrap();
+        assert_eq!(y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y2.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+}

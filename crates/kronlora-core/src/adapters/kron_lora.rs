@@ -4,10 +4,10 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{kaiming_uniform, Adapter, AdapterKind, LoraFactors};
+use super::{kaiming_uniform, out_shape, Adapter, AdapterKind, LoraFactors};
 use crate::error::Result;
 use crate::factorization::resolve_kron_factor;
-use crate::ops::kron;
+use crate::ops::{kron, matmul_t};
 use crate::options::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 
 /// The factor shapes: `d_in = d_a1 · d_b1`, `d_out = d_a2 · d_b2`.
@@ -74,19 +74,20 @@ impl Adapter for KronLora {
         self.scale
     }
 
-    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built.
+    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built. The two that
+    /// touch activation-sized tensors read and write them in place of reshapes (`matmul_t`).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let KronShape { d_a1, d_a2, d_b1, d_b2, rank: r } = self.shape;
-        let n = x.dim(0)?;
-        // Y1 = X · B2ᵀ, contracting d_B1:                    [n·d_a1, r]
-        let y1 = x.contiguous()?.reshape((n * d_a1, d_b1))?.matmul(&self.b2.t()?)?;
+        let n = x.elem_count() / (d_a1 * d_b1);
+        // Y1 = s · X · B2ᵀ with X = x as [n·d_a1, d_b1]:       [n·d_a1, r]
+        // (the scale goes on this small intermediate, not on the [n, out] output)
+        let y1 = matmul_t(x, self.b2.as_tensor(), n * d_a1, (n * d_a1, r))?.affine(self.scale, 0.0)?;
         // Y2 = A · Y1 over d_A1: bring d_a1 last, then · Aᵀ:  [n·r, d_a2]
         let y1 = y1.reshape((n, d_a1, r))?.transpose(1, 2)?.contiguous()?.reshape((n * r, d_a1))?;
         let y2 = y1.matmul(&self.a.t()?)?;
-        // Y3 = Y2 · B1ᵀ, with d_a2 back in front:            [n·d_a2, d_b2]
-        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?.reshape((n * d_a2, r))?;
-        let y3 = y2.matmul(&self.b1.t()?)?;
-        Ok(y3.reshape((n, d_a2 * d_b2))?.affine(self.scale, 0.0)?)
+        // Y3 = Y2 · B1ᵀ with d_a2 back in front, written as [.., d_a2·d_b2] = [.., out]
+        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?;
+        Ok(matmul_t(&y2, self.b1.as_tensor(), n * d_a2, out_shape(x, d_a2 * d_b2))?)
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

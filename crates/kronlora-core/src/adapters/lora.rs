@@ -4,7 +4,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{kaiming_uniform, Adapter, AdapterKind};
+use super::{kaiming_uniform, out_shape, Adapter, AdapterKind};
+use crate::ops::matmul_t;
 use crate::error::Result;
 use crate::options::AdapterConfig;
 
@@ -42,8 +43,10 @@ impl Adapter for Lora {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = x.matmul(&self.a.t()?)?;
-        Ok(h.matmul(&self.b.t()?)?.affine(self.scale, 0.0)?)
+        let n = x.elem_count() / self.in_features;
+        // Scale the [rows, r] intermediate rather than the [rows, out] output: far fewer elements.
+        let h = matmul_t(x, self.a.as_tensor(), n, (n, self.a.dim(0)?))?.affine(self.scale, 0.0)?;
+        Ok(matmul_t(&h, self.b.as_tensor(), n, out_shape(x, self.out_features))?)
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

@@ -28,6 +28,15 @@ impl AdapterKind {
     }
 }
 
+/// `x`'s shape with the last dimension replaced by `features`: adapters take any `[.., in]`.
+fn out_shape(x: &Tensor, features: usize) -> Vec<usize> {
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = features;
+    }
+    dims
+}
+
 /// The plain-LoRA form of an update: `ΔW = (alpha / rank) · lora_B · lora_A`.
 #[derive(Debug, Clone)]
 pub struct LoraFactors {
@@ -46,7 +55,7 @@ pub trait Adapter: Send + Sync {
     fn out_features(&self) -> usize;
     /// The scale `s` applied to the update.
     fn scale(&self) -> f64;
-    /// `Δy = s · x · ΔWᵀ` for `x [rows, in]`, without building `ΔW`.
+    /// `Δy = s · x · ΔWᵀ` for `x [.., in]` (leading dims folded into rows), without building `ΔW`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
     /// The full update `s · ΔW`, `[out, in]` (for merging and inspection, not training).
     fn delta_weight(&self) -> Result<Tensor>;

@@ -1,7 +1,7 @@
 //! Custom candle operations with their own backward passes. They know no model or adapter.
 
-mod frozen_matmul;
 mod kron;
+mod matmul_t;
 
-pub use frozen_matmul::frozen_matmul;
 pub use kron::kron;
+pub use matmul_t::{frozen_matmul, matmul_t};
