@@ -9,7 +9,7 @@ import { withBackend } from 'kronlora';
 const quick = process.argv.includes('--quick');
 const ROWS = quick ? 256 : 2048;
 const SIZES = quick ? [256] : [768, 4096];
-const reps = (size, backend) => (quick ? 3 : size >= 4096 ? (backend === 'wasm' ? 3 : 5) : 11);
+const reps = (size, backend) => (quick ? 3 : size >= 4096 ? (backend === 'wasm' ? 3 : 9) : 41);
 
 function random(n, seed) {
   const out = new Float32Array(n);

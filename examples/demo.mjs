@@ -24,7 +24,7 @@ const kronOptions = { inFeatures: SIZE, outFeatures: SIZE, rank: 8, alpha: 16, k
 const loraOptions = { inFeatures: SIZE, outFeatures: SIZE, rank: 16, alpha: 32, seed: 7, weight };
 const kron = new KronLoraLinear(kronOptions);
 const lora = new LoraLinear(loraOptions);
-console.log(`Trainable parameters of one ${SIZE}×${SIZE} projection (frozen weight: ${SIZE * SIZE}):`);
+console.log(`Trainable parameters of one ${SIZE}×${SIZE} projection (frozen weight: ${(SIZE * SIZE).toLocaleString('en')}):`);
 console.log(`  Kron-LoRA  d_A1=2 d_A2=4 r=8 : ${kron.numTrainableParameters.toLocaleString('en')}   (2·4 + 8·(384 + 192))`);
 console.log(`  LoRA       r=16              : ${lora.numTrainableParameters.toLocaleString('en')}   (16·(768 + 768))`);
 console.log(`  ratio LoRA / Kron-LoRA       : ${(lora.numTrainableParameters / kron.numTrainableParameters).toFixed(2)}×\n`);
