@@ -5,21 +5,13 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { withBackend } from 'kronlora';
+import { randomArray } from '../examples/random.mjs';
 
 const quick = process.argv.includes('--quick');
 const ROWS = quick ? 256 : 2048;
 const SIZES = quick ? [256] : [768, 4096];
 const reps = (size, backend) => (quick ? 3 : size >= 4096 ? (backend === 'wasm' ? 3 : 9) : 41);
 
-function random(n, seed) {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * 0.1;
-  }
-  return out;
-}
 
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -36,9 +28,9 @@ for (const name of ['native', 'wasm']) {
     continue;
   }
   for (const size of SIZES) {
-    const weight = random(size * size, 1);
-    const x = random(ROWS * size, 2);
-    const g = random(ROWS * size, 3);
+    const weight = randomArray(size * size, 1, 0.1);
+    const x = randomArray(ROWS * size, 2, 0.1);
+    const g = randomArray(ROWS * size, 3, 0.1);
     const common = { inFeatures: size, outFeatures: size, alpha: 16, weight };
     const kron = new api.KronLoraLinear({ ...common, rank: 8, kronIn: 2, kronOut: 4 });
     const lora = new api.LoraLinear({ ...common, rank: 16 });

@@ -2,24 +2,16 @@
 // in DistilBERT / MiniLM attention) on every backend that loads; their trainable-parameter
 // counts, and how closely the native and WASM backends agree on the same parameters.
 import { KronLoraLinear, LoraLinear, backend, withBackend } from 'kronlora';
+import { randomArray } from './random.mjs';
 
 const SIZE = 768;
 const ROWS = 64;
 
-function random(n, seed) {
-  const out = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = (s / 4294967296 - 0.5) * 0.2;
-  }
-  return out;
-}
 const maxAbsDiff = (a, b) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
 console.log(`kronlora demo — default backend: ${backend()}\n`);
 
-const weight = random(SIZE * SIZE, 1);
+const weight = randomArray(SIZE * SIZE, 1);
 const kronOptions = { inFeatures: SIZE, outFeatures: SIZE, rank: 8, alpha: 16, kronIn: 2, kronOut: 4, seed: 7, weight };
 const loraOptions = { inFeatures: SIZE, outFeatures: SIZE, rank: 16, alpha: 32, seed: 7, weight };
 const kron = new KronLoraLinear(kronOptions);
@@ -30,10 +22,10 @@ console.log(`  LoRA       r=16              : ${lora.numTrainableParameters.toLo
 console.log(`  ratio LoRA / Kron-LoRA       : ${(lora.numTrainableParameters / kron.numTrainableParameters).toFixed(2)}×\n`);
 
 // Give the zero-initialised factors values, so that the update is not trivially zero.
-const b1 = { shape: [SIZE / 4, 8], data: random((SIZE / 4) * 8, 3) };
-const loraB = { shape: [SIZE, 16], data: random(SIZE * 16, 4) };
-const x = random(ROWS * SIZE, 5);
-const g = random(ROWS * SIZE, 6);
+const b1 = { shape: [SIZE / 4, 8], data: randomArray((SIZE / 4) * 8, 3) };
+const loraB = { shape: [SIZE, 16], data: randomArray(SIZE * 16, 4) };
+const x = randomArray(ROWS * SIZE, 5);
+const g = randomArray(ROWS * SIZE, 6);
 
 const runs = {};
 for (const name of ['native', 'wasm']) {
