@@ -7,6 +7,8 @@ bash scripts/build.sh
 source scripts/env.sh
 
 echo "test: cargo test (kronlora-core)"
-cargo test --release -p kronlora-core
+# The napi CLI builds with an explicit --target; the same here reuses its compiled dependencies.
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo test --release --target "$host" -p kronlora-core
 echo "test: vitest (native and WASM backends)"
 pnpm exec vitest run

@@ -23,6 +23,9 @@ pub enum Error {
     /// The operation does not exist for this kind of object.
     #[error("{0}")]
     Unsupported(String),
+    /// A model file or directory is missing, truncated, or disagrees with its config.
+    #[error("{0}")]
+    InvalidModel(String),
     /// A failure inside candle; this indicates a bug in kronlora, not bad input.
     #[error("internal tensor error (please report this as a kronlora bug): {0}")]
     Internal(#[from] candle_core::Error),
@@ -38,6 +41,7 @@ impl Error {
             Error::NonFinite(_) => "ERR_NON_FINITE",
             Error::InvalidState(_) => "ERR_INVALID_STATE",
             Error::Unsupported(_) => "ERR_UNSUPPORTED",
+            Error::InvalidModel(_) => "ERR_INVALID_MODEL",
             Error::Internal(_) => "ERR_INTERNAL",
         }
     }

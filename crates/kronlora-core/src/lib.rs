@@ -6,7 +6,9 @@
 pub mod adapters;
 pub mod error;
 pub mod factorization;
+pub mod io;
 pub mod linear;
+pub mod models;
 pub mod ops;
 pub mod options;
 pub mod tensor_data;

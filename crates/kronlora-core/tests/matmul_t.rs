@@ -30,7 +30,7 @@ fn forward_and_backward_skip_the_weight() {
 fn matmul_t_matches_candle_matmul_and_its_gradients() {
     use kronlora_core::ops::matmul_t;
     let dev = Device::Cpu;
-    let data = |n: usize, s: f32| Tensor::from_vec((0..n).map(|i| ((i as f32 * s).sin())).collect::<Vec<_>>(), n, &dev).unwrap();
+    let data = |n: usize, s: f32| Tensor::from_vec((0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>(), n, &dev).unwrap();
     // lhs [2, 6] read as [4, 3]; rhs [5, 3]; result [4, 5] written as [2, 10].
     let lhs = Var::from_tensor(&data(12, 0.7).reshape((2, 6)).unwrap()).unwrap();
     let rhs = Var::from_tensor(&data(15, 1.3).reshape((5, 3)).unwrap()).unwrap();

@@ -1,0 +1,104 @@
+//! Weights of a Hugging Face model directory: `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`, memory-mapped so that loading does not hold two copies.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+fn model_file_error(path: &Path, what: String) -> Error {
+    Error::InvalidModel(format!("{}: {what}", path.display()))
+}
+
+/// Parse `config.json` (or another JSON file) into `T`, naming the file and field on error.
+pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| model_file_error(path, format!("cannot read: {e}")))?;
+    serde_json::from_str(&text).map_err(|e| model_file_error(path, format!("invalid: {e}")))
+}
+
+/// The tensors of a model directory, looked up by name with an optional prefix (`bert.`).
+pub struct Weights {
+    files: MmapedSafetensors,
+    /// What to name in errors: the single file, or the index of a sharded model.
+    path: PathBuf,
+    names: BTreeSet<String>,
+    prefix: String,
+    device: Device,
+}
+
+impl Weights {
+    /// Open `dir/model.safetensors` or the shards of `dir/model.safetensors.index.json`.
+    pub fn open(dir: &Path, device: &Device) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let (path, shards) = if single.is_file() {
+            (single.clone(), vec![single])
+        } else if index.is_file() {
+            #[derive(serde::Deserialize)]
+            struct Index {
+                weight_map: std::collections::HashMap<String, String>,
+            }
+            let idx: Index = read_json_config(&index)?;
+            let files: BTreeSet<&String> = idx.weight_map.values().collect();
+            (index.clone(), files.into_iter().map(|f| dir.join(f)).collect())
+        } else {
+            return Err(Error::InvalidModel(format!(
+                "{}: no model.safetensors or model.safetensors.index.json in this directory",
+                dir.display()
+            )));
+        };
+        for shard in &shards {
+            if !shard.is_file() {
+                return Err(model_file_error(&path, format!("shard {} is missing", shard.display())));
+            }
+        }
+        // Safety: the files are mapped read-only; modifying a model file while it is loaded
+        // is undefined, as for every memory-mapped loader (PyTorch's and candle's included).
+        let files = unsafe { MmapedSafetensors::multi(&shards) }
+            .map_err(|e| model_file_error(&path, format!("not a valid safetensors file: {e}")))?;
+        let names = files.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Weights { files, path, names, prefix: String::new(), device: device.clone() })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Use `prefix` (e.g. `bert.`) when it is what the file's names start with.
+    pub fn detect_prefix(&mut self, probe: &str, candidates: &[&str]) {
+        if let Some(p) = candidates.iter().find(|p| self.names.contains(&format!("{p}{probe}"))) {
+            self.prefix = p.to_string();
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(&format!("{}{name}", self.prefix))
+    }
+
+    /// Load `name` as f32 and check its shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let full = format!("{}{name}", self.prefix);
+        if !self.names.contains(&full) {
+            return Err(model_file_error(&self.path, format!("tensor `{full}` is missing")));
+        }
+        let t = self
+            .files
+            .load(&full, &self.device)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{full}` cannot be read: {e}")))?;
+        if t.dims() != shape {
+            return Err(model_file_error(
+                &self.path,
+                format!("tensor `{full}` has shape {:?}, but the config implies {shape:?}", t.dims()),
+            ));
+        }
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}

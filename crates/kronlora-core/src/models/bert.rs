@@ -1,0 +1,246 @@
+//! BERT-style encoders (BERT, MiniLM), following Hugging Face's `modeling_bert.py` module by
+//! module so a reader can check it line by line. Every linear is an adapter-aware `Projection`.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::Deserialize;
+
+use super::nn::{layer_norm, softmax_last_dim};
+use super::projection::Projection;
+use super::targets::AdapterPlan;
+use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
+use crate::error::{Error, Result};
+use crate::io::{read_json_config, Weights};
+
+/// The fields of a BERT `config.json` that the model needs.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl Norm {
+    fn load(w: &Weights, name: &str, size: usize, eps: f64) -> Result<Self> {
+        Ok(Norm { weight: w.get(&format!("{name}.weight"), &[size])?, bias: w.get(&format!("{name}.bias"), &[size])?, eps })
+    }
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
+    }
+}
+
+fn projection(w: &Weights, name: &str, out: usize, inp: usize) -> Result<Projection> {
+    let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+    let bias = w.get(&format!("{name}.bias"), &[out])?;
+    Ok(Projection::new(name.to_string(), weight, Some(bias)))
+}
+
+struct BertLayer {
+    query: Projection,
+    key: Projection,
+    value: Projection,
+    attention_output: Projection,
+    attention_norm: Norm,
+    intermediate: Projection,
+    output: Projection,
+    output_norm: Norm,
+}
+
+pub struct BertModel {
+    pub config: BertConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embedding_norm: Norm,
+    layers: Vec<BertLayer>,
+    device: Device,
+}
+
+impl BertModel {
+    /// Load `dir/config.json` and the directory's safetensors weights.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config: BertConfig = read_json_config(&dir.join("config.json"))?;
+        let mut weights = Weights::open(dir, device)?;
+        weights.detect_prefix("embeddings.word_embeddings.weight", &["", "bert.", "model."]);
+        Self::from_weights(config, &weights)
+    }
+
+    pub fn from_weights(config: BertConfig, w: &Weights) -> Result<Self> {
+        let c = &config;
+        if !matches!(c.model_type.as_str(), "bert") {
+            return Err(Error::InvalidModel(format!(
+                "{}: model_type `{}` is not a BERT-style encoder this loader reads (expected \"bert\")",
+                w.path().display(),
+                c.model_type
+            )));
+        }
+        if c.hidden_act != "gelu" {
+            return Err(Error::InvalidModel(format!("{}: hidden_act `{}` is not supported (only \"gelu\")", w.path().display(), c.hidden_act)));
+        }
+        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+            return Err(Error::InvalidModel(format!(
+                "{}: hidden_size {} is not divisible by num_attention_heads {}",
+                w.path().display(),
+                c.hidden_size,
+                c.num_attention_heads
+            )));
+        }
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let eps = c.layer_norm_eps;
+        let layers = (0..c.num_hidden_layers)
+            .map(|l| {
+                let p = format!("encoder.layer.{l}");
+                Ok(BertLayer {
+                    query: projection(w, &format!("{p}.attention.self.query"), h, h)?,
+                    key: projection(w, &format!("{p}.attention.self.key"), h, h)?,
+                    value: projection(w, &format!("{p}.attention.self.value"), h, h)?,
+                    attention_output: projection(w, &format!("{p}.attention.output.dense"), h, h)?,
+                    attention_norm: Norm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
+                    intermediate: projection(w, &format!("{p}.intermediate.dense"), i, h)?,
+                    output: projection(w, &format!("{p}.output.dense"), h, i)?,
+                    output_norm: Norm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertModel {
+            word_embeddings: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
+            position_embeddings: w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?,
+            token_type_embeddings: w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
+            embedding_norm: Norm::load(w, "embeddings.LayerNorm", h, eps)?,
+            layers,
+            device: w.device().clone(),
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every adapter-aware projection, in model order.
+    pub fn projections(&self) -> Vec<&Projection> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attention_output, &l.intermediate, &l.output])
+            .collect()
+    }
+
+    fn projections_mut(&mut self) -> Vec<&mut Projection> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output])
+            .collect()
+    }
+
+    /// Frozen parameters of the encoder (embeddings, norms, projections).
+    pub fn num_base_parameters(&self) -> usize {
+        let norms = (1 + 2 * self.layers.len()) * 2 * self.config.hidden_size;
+        let emb = self.word_embeddings.elem_count() + self.position_embeddings.elem_count() + self.token_type_embeddings.elem_count();
+        emb + norms + self.projections().iter().map(|p| p.num_parameters()).sum::<usize>()
+    }
+
+    /// Add an adapter named `name` to the projections `plan` selects; returns how many.
+    pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
+        let modules: Vec<(String, bool)> = self.projections().iter().map(|p| (p.name.clone(), false)).collect();
+        let chosen = plan.resolve(&modules)?;
+        if self.projections().iter().any(|p| p.adapters().any(|(n, _)| n == name)) {
+            return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
+        }
+        let device = self.device.clone();
+        // Build every adapter first, so a factorization error leaves the model unchanged.
+        let mut built: Vec<(String, Box<dyn Adapter>)> = Vec::with_capacity(chosen.len());
+        for (path, config) in &chosen {
+            let p = self.projections().into_iter().find(|p| &p.name == path).expect("resolved from this model");
+            let adapter: Box<dyn Adapter> = match config.kind {
+                AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, &device)?),
+                AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, &device)?),
+            };
+            built.push((path.clone(), adapter));
+        }
+        let count = built.len();
+        for (path, adapter) in built {
+            let p = self.projections_mut().into_iter().find(|p| p.name == path).expect("resolved from this model");
+            p.add_adapter(name.to_string(), adapter);
+        }
+        Ok(count)
+    }
+
+    /// Hidden states `[batch, seq, hidden]` for `input_ids [batch, seq]` (u32) and
+    /// `attention_mask [batch, seq]` (1 = token, 0 = padding); token types are all 0.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = input_ids.dims2()?;
+        if t > c.max_position_embeddings {
+            return Err(Error::InvalidOption(format!(
+                "sequence of {t} tokens is longer than the model's max_position_embeddings = {}; truncate the input",
+                c.max_position_embeddings
+            )));
+        }
+        let words = self.word_embeddings.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        let positions = self.position_embeddings.narrow(0, 0, t)?;
+        let types = self.token_type_embeddings.narrow(0, 0, 1)?;
+        let x = words.broadcast_add(&positions)?.broadcast_add(&types)?;
+        let mut x = self.embedding_norm.forward(&x)?;
+        // Additive mask [b, 1, 1, t]: 0 for tokens, a large negative number for padding.
+        let mask = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, t))?;
+        for layer in &self.layers {
+            x = self.layer_forward(layer, &x, &mask)?;
+        }
+        Ok(x)
+    }
+
+    fn layer_forward(&self, l: &BertLayer, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let heads = self.config.num_attention_heads;
+        let d = h / heads;
+        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?) };
+        let q = split(l.query.forward(x)?)?;
+        let k = split(l.key.forward(x)?)?;
+        let v = split(l.value.forward(x)?)?;
+        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
+        let probs = softmax_last_dim(&scores)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h))?;
+        let attended = l.attention_norm.forward(&(l.attention_output.forward(&context)? + x)?)?;
+        let inner = l.intermediate.forward(&attended)?.gelu_erf()?;
+        Ok(l.output_norm.forward(&(l.output.forward(&inner)? + attended)?)?)
+    }
+
+    /// Mean of the hidden states over the tokens (sentence-transformers' pooling): `[batch, hidden]`.
+    pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+        Ok(summed.broadcast_div(&counts)?)
+    }
+}

@@ -1,0 +1,224 @@
+//! BERT encoders with adapters, on tiny models generated here (random weights, real formats).
+
+mod reference;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use kronlora_core::models::bert::BertModel;
+use kronlora_core::models::{AdapterPlan, TargetModules};
+use kronlora_core::{AdapterConfig, AdapterKind};
+use reference::Lcg;
+
+const CONFIG: &str = r#"{"model_type":"bert","vocab_size":50,"hidden_size":16,"num_hidden_layers":2,
+  "num_attention_heads":4,"intermediate_size":32,"hidden_act":"gelu","max_position_embeddings":24,
+  "type_vocab_size":2,"layer_norm_eps":1e-12}"#;
+
+fn tensor(rng: &mut Lcg, shape: &[usize], scale: f32) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(rng.vec(n).into_iter().map(|v| v * scale).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
+/// HF BertModel tensor names and shapes for CONFIG, random values.
+fn tiny_bert_tensors(seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = Lcg::new(seed);
+    let (h, i) = (16, 32);
+    let mut t = HashMap::new();
+    let mut put = |name: String, shape: &[usize], scale: f32, offset: f32| {
+        let v = (tensor(&mut rng, shape, scale) + offset as f64).unwrap();
+        t.insert(name, v);
+    };
+    put("embeddings.word_embeddings.weight".into(), &[50, h], 0.5, 0.0);
+    put("embeddings.position_embeddings.weight".into(), &[24, h], 0.5, 0.0);
+    put("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.5, 0.0);
+    put("embeddings.LayerNorm.weight".into(), &[h], 0.1, 1.0);
+    put("embeddings.LayerNorm.bias".into(), &[h], 0.1, 0.0);
+    for l in 0..2 {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            put(format!("{p}.{name}.weight"), &[out, inp], 0.3, 0.0);
+            put(format!("{p}.{name}.bias"), &[out], 0.1, 0.0);
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            put(format!("{p}.{norm}.weight"), &[h], 0.1, 1.0);
+            put(format!("{p}.{norm}.bias"), &[h], 0.1, 0.0);
+        }
+    }
+    t
+}
+
+fn write_model(dir: &Path, tensors: &HashMap<String, Tensor>, config: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    candle_core::safetensors::save(tensors, dir.join("model.safetensors")).unwrap();
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kronlora-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn inputs() -> (Tensor, Tensor) {
+    let ids = Tensor::new(&[[1u32, 7, 9, 23, 4, 2], [1, 30, 12, 2, 0, 0]], &Device::Cpu).unwrap();
+    let mask = Tensor::new(&[[1f32, 1., 1., 1., 1., 1.], [1., 1., 1., 1., 0., 0.]], &Device::Cpu).unwrap();
+    (ids, mask)
+}
+
+fn plan(kind: AdapterKind, targets: TargetModules) -> AdapterPlan {
+    let config = AdapterConfig { kind, rank: 4, alpha: 8.0, kron_in: Some(2), kron_out: Some(4), use_rslora: false, seed: 3 };
+    let config = if kind == AdapterKind::Lora { AdapterConfig { kron_in: None, kron_out: None, ..config } } else { config };
+    AdapterPlan { targets, config, overrides: vec![] }
+}
+
+fn embed(model: &BertModel) -> Vec<Vec<f32>> {
+    let (ids, mask) = inputs();
+    BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap()
+}
+
+/// Give every adapter parameter random values (the zero-initialised factors included).
+fn randomise_adapters(model: &BertModel, seed: u64) {
+    let mut rng = Lcg::new(seed);
+    for p in model.projections() {
+        for (_, adapter) in p.adapters() {
+            for (_, var) in adapter.parameters() {
+                var.set(&tensor(&mut rng, var.dims(), 0.2)).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn fresh_adapters_leave_outputs_unchanged() {
+    let dir = temp_dir("fresh");
+    write_model(&dir, &tiny_bert_tensors(1), CONFIG);
+    let base = BertModel::load(&dir, &Device::Cpu).unwrap();
+    let want = embed(&base);
+    assert_eq!(want.len(), 2);
+    assert_eq!(want[0].len(), 16);
+    for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
+        let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
+        assert_eq!(model.add_adapter("default", &plan(kind, TargetModules::AllLinear)).unwrap(), 12);
+        assert_eq!(embed(&model), want, "{kind:?}: ΔW = 0 must give the base outputs exactly");
+    }
+}
+
+#[test]
+fn trained_adapters_equal_the_merged_weights() {
+    let dir = temp_dir("merged");
+    let tensors = tiny_bert_tensors(2);
+    write_model(&dir, &tensors, CONFIG);
+    for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
+        let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
+        model.add_adapter("a", &plan(kind, TargetModules::Names(vec!["query".into(), "value".into(), "output.dense".into()]))).unwrap();
+        randomise_adapters(&model, 11);
+        // Write a second model whose weights are W + ΔW and load it without adapters.
+        let mut merged = tensors.clone();
+        for p in model.projections() {
+            for (_, adapter) in p.adapters() {
+                let key = format!("{}.weight", p.name);
+                let w = (&merged[&key] + adapter.delta_weight().unwrap()).unwrap();
+                merged.insert(key, w);
+            }
+        }
+        let merged_dir = temp_dir(&format!("merged-{kind:?}"));
+        write_model(&merged_dir, &merged, CONFIG);
+        let want = embed(&BertModel::load(&merged_dir, &Device::Cpu).unwrap());
+        let got = embed(&model);
+        let diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{kind:?}: adapter outputs differ from merged weights by {diff}");
+        assert_ne!(got, embed(&BertModel::load(&dir, &Device::Cpu).unwrap()), "the adapters must change the outputs");
+    }
+}
+
+#[test]
+fn gradients_reach_every_adapter_in_every_layer() {
+    let dir = temp_dir("grads");
+    write_model(&dir, &tiny_bert_tensors(3), CONFIG);
+    for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
+        let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
+        model.add_adapter("a", &plan(kind, TargetModules::AllLinear)).unwrap();
+        // Fresh adapters: the zero factor gets a gradient, the other one does not yet (ΔW = 0
+        // blocks it), so give the zero factor values first, as after one optimiser step.
+        randomise_adapters(&model, 5);
+        let (ids, mask) = inputs();
+        let pooled = BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap();
+        let weights = tensor(&mut Lcg::new(9), &[2, 16], 1.0);
+        let grads = (pooled * weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut checked = 0;
+        for p in model.projections() {
+            for (_, adapter) in p.adapters() {
+                for (name, var) in adapter.parameters() {
+                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind:?} {}.{name}: no gradient", p.name));
+                    let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(norm > 0.0, "{kind:?} {}.{name}: zero gradient", p.name);
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 12 * if kind == AdapterKind::KronLora { 3 } else { 2 });
+    }
+}
+
+#[test]
+fn bad_files_name_the_file_and_the_tensor() {
+    let tensors = tiny_bert_tensors(4);
+    let msg = |dir: &Path| BertModel::load(dir, &Device::Cpu).err().expect("load must fail").to_string();
+
+    let dir = temp_dir("missing");
+    let mut t = tensors.clone();
+    t.remove("encoder.layer.1.attention.self.key.weight");
+    write_model(&dir, &t, CONFIG);
+    let m = msg(&dir);
+    assert!(m.contains("model.safetensors") && m.contains("encoder.layer.1.attention.self.key.weight") && m.contains("missing"), "{m}");
+
+    let dir = temp_dir("shape");
+    let mut t = tensors.clone();
+    t.insert("encoder.layer.0.intermediate.dense.weight".into(), Tensor::zeros((31, 16), DType::F32, &Device::Cpu).unwrap());
+    write_model(&dir, &t, CONFIG);
+    assert!(msg(&dir).contains("has shape [31, 16], but the config implies [32, 16]"), "{}", msg(&dir));
+
+    let dir = temp_dir("config");
+    write_model(&dir, &tensors, &CONFIG.replace("\"hidden_size\":16", "\"hidden_size\":32"));
+    assert!(msg(&dir).contains("attention.self.query.weight` has shape [16, 16], but the config implies [32, 32]"), "{}", msg(&dir));
+
+    let dir = temp_dir("truncated");
+    write_model(&dir, &tensors, CONFIG);
+    let file = dir.join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(msg(&dir).contains("not a valid safetensors file"), "{}", msg(&dir));
+
+    let dir = temp_dir("arch");
+    write_model(&dir, &tensors, &CONFIG.replace("\"bert\"", "\"gpt2\""));
+    assert!(msg(&dir).contains("model_type `gpt2`"), "{}", msg(&dir));
+
+    let dir = temp_dir("empty");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(msg(&dir).contains("config.json: cannot read"), "{}", msg(&dir));
+}
+
+#[test]
+fn bad_target_specs_are_errors() {
+    let dir = temp_dir("targets");
+    write_model(&dir, &tiny_bert_tensors(5), CONFIG);
+    let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
+    let err = model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::Names(vec!["q_proj".into()]))).unwrap_err();
+    assert!(err.to_string().contains("dense, key, query, value"), "{err}");
+    // kronOut = 3 does not divide 16: an error naming the layer, and the model is unchanged.
+    let mut bad = plan(AdapterKind::KronLora, TargetModules::AllLinear);
+    bad.config.kron_out = Some(3);
+    let err = model.add_adapter("a", &bad).unwrap_err();
+    assert!(err.to_string().contains("encoder.layer.0.attention.self.query"), "{err}");
+    assert!(model.projections().iter().all(|p| p.adapters().count() == 0));
+    model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::AllLinear)).unwrap();
+    assert!(model.add_adapter("a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(), "duplicate adapter name");
+}
