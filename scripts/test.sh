@@ -10,5 +10,11 @@ echo "test: cargo test (kronlora-core)"
 # The napi CLI builds with an explicit --target; the same here reuses its compiled dependencies.
 host=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --release --target "$host" -p kronlora-core
+if [ -f .cache/models/minilm/model.safetensors ] && [ -f .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+  echo "test: parity with transformers on the real models in .cache/models"
+  cargo test --release --target "$host" -p kronlora-core --test parity -- --ignored
+else
+  echo "test: parity tests skipped (no real models; \`npm run fetch-models\` fetches them)"
+fi
 echo "test: vitest (native and WASM backends)"
 pnpm exec vitest run

@@ -1,5 +1,23 @@
-//! Reading model files: Hugging Face directories (config.json + safetensors).
+//! Reading model files: Hugging Face directories (config.json + safetensors) and GGUF files.
 
+mod gguf;
 mod safetensors_dir;
 
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+
+pub use gguf::{GgufFile, GgufWeights};
 pub use safetensors_dir::{read_json_config, Weights};
+
+/// Named f32 tensors of a model, whatever the file format; names are Hugging Face's.
+pub trait TensorSource {
+    /// Load `name` as f32 with exactly `shape`, or an error naming the file and the tensor.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    fn contains(&self, name: &str) -> bool;
+    /// The file to name in errors.
+    fn path(&self) -> &Path;
+    fn device(&self) -> &Device;
+}

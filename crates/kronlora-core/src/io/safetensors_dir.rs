@@ -8,9 +8,10 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
 
+use super::TensorSource;
 use crate::error::{Error, Result};
 
-fn model_file_error(path: &Path, what: String) -> Error {
+pub(crate) fn model_file_error(path: &Path, what: String) -> Error {
     Error::InvalidModel(format!("{}: {what}", path.display()))
 }
 
@@ -64,27 +65,20 @@ impl Weights {
         Ok(Weights { files, path, names, prefix: String::new(), device: device.clone() })
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Use `prefix` (e.g. `bert.`) when it is what the file's names start with.
     pub fn detect_prefix(&mut self, probe: &str, candidates: &[&str]) {
         if let Some(p) = candidates.iter().find(|p| self.names.contains(&format!("{p}{probe}"))) {
             self.prefix = p.to_string();
         }
     }
+}
 
-    pub fn contains(&self, name: &str) -> bool {
+impl TensorSource for Weights {
+    fn contains(&self, name: &str) -> bool {
         self.names.contains(&format!("{}{name}", self.prefix))
     }
 
-    /// Load `name` as f32 and check its shape.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let full = format!("{}{name}", self.prefix);
         if !self.names.contains(&full) {
             return Err(model_file_error(&self.path, format!("tensor `{full}` is missing")));
@@ -100,5 +94,13 @@ impl Weights {
             ));
         }
         Ok(t.to_dtype(DType::F32)?)
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
     }
 }

@@ -9,9 +9,8 @@ use serde::Deserialize;
 use super::nn::{layer_norm, softmax_last_dim};
 use super::projection::Projection;
 use super::targets::AdapterPlan;
-use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
-use crate::io::{read_json_config, Weights};
+use crate::io::{read_json_config, TensorSource, Weights};
 
 /// The fields of a BERT `config.json` that the model needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -52,7 +51,7 @@ struct Norm {
 }
 
 impl Norm {
-    fn load(w: &Weights, name: &str, size: usize, eps: f64) -> Result<Self> {
+    fn load(w: &dyn TensorSource, name: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(Norm { weight: w.get(&format!("{name}.weight"), &[size])?, bias: w.get(&format!("{name}.bias"), &[size])?, eps })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -60,7 +59,7 @@ impl Norm {
     }
 }
 
-fn projection(w: &Weights, name: &str, out: usize, inp: usize) -> Result<Projection> {
+fn projection(w: &dyn TensorSource, name: &str, out: usize, inp: usize) -> Result<Projection> {
     let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
     let bias = w.get(&format!("{name}.bias"), &[out])?;
     Ok(Projection::new(name.to_string(), weight, Some(bias)))
@@ -96,7 +95,7 @@ impl BertModel {
         Self::from_weights(config, &weights)
     }
 
-    pub fn from_weights(config: BertConfig, w: &Weights) -> Result<Self> {
+    pub fn from_weights(config: BertConfig, w: &dyn TensorSource) -> Result<Self> {
         let c = &config;
         if !matches!(c.model_type.as_str(), "bert") {
             return Err(Error::InvalidModel(format!(
@@ -172,28 +171,8 @@ impl BertModel {
 
     /// Add an adapter named `name` to the projections `plan` selects; returns how many.
     pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
-        let modules: Vec<(String, bool)> = self.projections().iter().map(|p| (p.name.clone(), false)).collect();
-        let chosen = plan.resolve(&modules)?;
-        if self.projections().iter().any(|p| p.adapters().any(|(n, _)| n == name)) {
-            return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
-        }
         let device = self.device.clone();
-        // Build every adapter first, so a factorization error leaves the model unchanged.
-        let mut built: Vec<(String, Box<dyn Adapter>)> = Vec::with_capacity(chosen.len());
-        for (path, config) in &chosen {
-            let p = self.projections().into_iter().find(|p| &p.name == path).expect("resolved from this model");
-            let adapter: Box<dyn Adapter> = match config.kind {
-                AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, &device)?),
-                AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, &device)?),
-            };
-            built.push((path.clone(), adapter));
-        }
-        let count = built.len();
-        for (path, adapter) in built {
-            let p = self.projections_mut().into_iter().find(|p| p.name == path).expect("resolved from this model");
-            p.add_adapter(name.to_string(), adapter);
-        }
-        Ok(count)
+        super::add_adapter(self.projections_mut().into_iter().map(|p| (p, false)).collect(), name, plan, &device)
     }
 
     /// Hidden states `[batch, seq, hidden]` for `input_ids [batch, seq]` (u32) and

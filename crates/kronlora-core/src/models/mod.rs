@@ -1,10 +1,42 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
 pub mod bert;
+pub mod llama;
 mod nn;
 mod projection;
 mod targets;
 
-pub use nn::{layer_norm, softmax_last_dim};
+pub use nn::{layer_norm, rms_norm, softmax_last_dim};
 pub use projection::Projection;
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
+
+use candle_core::Device;
+
+use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
+use crate::error::{Error, Result};
+
+/// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
+/// in model order); returns how many. Every adapter is built before any is attached, so an
+/// error (a factor that does not divide, say) leaves the model unchanged.
+pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str, plan: &AdapterPlan, device: &Device) -> Result<usize> {
+    if projections.iter().any(|(p, _)| p.adapters().any(|(n, _)| n == name)) {
+        return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
+    }
+    let modules: Vec<(String, bool)> = projections.iter().map(|(p, head)| (p.name.clone(), *head)).collect();
+    let chosen = plan.resolve(&modules)?;
+    let mut built: Vec<Option<Box<dyn Adapter>>> = projections.iter().map(|_| None).collect();
+    for (path, config) in &chosen {
+        let index = modules.iter().position(|(n, _)| n == path).expect("resolved from these modules");
+        let p = &projections[index].0;
+        built[index] = Some(match config.kind {
+            AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, device)?),
+            AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, device)?),
+        });
+    }
+    for ((p, _), adapter) in projections.into_iter().zip(built) {
+        if let Some(adapter) = adapter {
+            p.add_adapter(name.to_string(), adapter);
+        }
+    }
+    Ok(chosen.len())
+}

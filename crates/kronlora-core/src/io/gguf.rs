@@ -1,0 +1,184 @@
+//! GGUF files (llama.cpp): metadata, and weights dequantised to f32 under Hugging Face names.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+
+use super::safetensors_dir::model_file_error;
+use super::TensorSource;
+use crate::error::{Error, Result};
+
+/// An open GGUF file: its metadata and tensor directory (the data stays on disk until read).
+pub struct GgufFile {
+    path: PathBuf,
+    content: Content,
+    reader: Mutex<BufReader<File>>,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| model_file_error(path, format!("cannot open: {e}")))?;
+        let mut reader = BufReader::new(file);
+        let content = Content::read(&mut reader).map_err(|e| model_file_error(path, format!("not a valid GGUF file: {e}")))?;
+        Ok(GgufFile { path: path.to_path_buf(), content, reader: Mutex::new(reader) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn value(&self, key: &str) -> Result<&Value> {
+        self.content.metadata.get(key).ok_or_else(|| model_file_error(&self.path, format!("metadata `{key}` is missing")))
+    }
+
+    fn bad(&self, key: &str, e: candle_core::Error) -> Error {
+        model_file_error(&self.path, format!("metadata `{key}` has the wrong type: {e}"))
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        self.content.metadata.contains_key(key)
+    }
+
+    pub fn string(&self, key: &str) -> Result<String> {
+        self.value(key)?.to_string().cloned().map_err(|e| self.bad(key, e))
+    }
+
+    /// An integer of any GGUF integer type.
+    pub fn usize(&self, key: &str) -> Result<usize> {
+        let v = self.value(key)?;
+        let n = match v {
+            Value::U8(x) => *x as i64,
+            Value::I8(x) => *x as i64,
+            Value::U16(x) => *x as i64,
+            Value::I16(x) => *x as i64,
+            Value::U32(x) => *x as i64,
+            Value::I32(x) => *x as i64,
+            Value::U64(x) => *x as i64,
+            Value::I64(x) => *x,
+            _ => return Err(model_file_error(&self.path, format!("metadata `{key}` must be an integer"))),
+        };
+        usize::try_from(n).map_err(|_| model_file_error(&self.path, format!("metadata `{key}` = {n} is negative")))
+    }
+
+    pub fn f64(&self, key: &str) -> Result<f64> {
+        match self.value(key)? {
+            Value::F32(x) => Ok(*x as f64),
+            Value::F64(x) => Ok(*x),
+            _ => Err(model_file_error(&self.path, format!("metadata `{key}` must be a number"))),
+        }
+    }
+
+    pub fn strings(&self, key: &str) -> Result<Vec<String>> {
+        let list = self.value(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        list.iter().map(|v| v.to_string().cloned().map_err(|e| self.bad(key, e))).collect()
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Read and dequantise a tensor to f32 (candle orders dims as PyTorch does: `[out, in]`).
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        if !self.has_tensor(name) {
+            return Err(model_file_error(&self.path, format!("tensor `{name}` is missing")));
+        }
+        let mut reader = self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
+        let q = self
+            .content
+            .tensor(&mut *reader, name, device)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be read (truncated file or unsupported quantisation?): {e}")))?;
+        let t = q
+            .dequantize(device)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` ({:?}) cannot be dequantised: {e}", q.dtype())))?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+}
+
+/// A llama.cpp model's tensors under Hugging Face names (`model.layers.0.self_attn.q_proj.weight`).
+pub struct GgufWeights {
+    file: std::sync::Arc<GgufFile>,
+    device: Device,
+    /// llama.cpp stores Q and K of `llama`-architecture models permuted for its interleaved
+    /// RoPE; (heads, kv heads) to undo that, or None (e.g. qwen2, stored as in HF).
+    unpermute: Option<(usize, usize)>,
+}
+
+impl GgufWeights {
+    pub fn new(file: std::sync::Arc<GgufFile>, device: &Device, unpermute: Option<(usize, usize)>) -> Self {
+        GgufWeights { file, device: device.clone(), unpermute }
+    }
+
+    /// The GGUF name of a Hugging Face Llama-family tensor name.
+    fn gguf_name(name: &str) -> Option<String> {
+        let fixed = match name {
+            "model.embed_tokens.weight" => Some("token_embd.weight"),
+            "model.norm.weight" => Some("output_norm.weight"),
+            "lm_head.weight" => Some("output.weight"),
+            _ => None,
+        };
+        if let Some(f) = fixed {
+            return Some(f.to_string());
+        }
+        let rest = name.strip_prefix("model.layers.")?;
+        let (layer, module) = rest.split_once('.')?;
+        let (module, suffix) = module.rsplit_once('.')?;
+        let g = match module {
+            "input_layernorm" => "attn_norm",
+            "post_attention_layernorm" => "ffn_norm",
+            "self_attn.q_proj" => "attn_q",
+            "self_attn.k_proj" => "attn_k",
+            "self_attn.v_proj" => "attn_v",
+            "self_attn.o_proj" => "attn_output",
+            "mlp.gate_proj" => "ffn_gate",
+            "mlp.up_proj" => "ffn_up",
+            "mlp.down_proj" => "ffn_down",
+            _ => return None,
+        };
+        Some(format!("blk.{layer}.{g}.{suffix}"))
+    }
+}
+
+/// Undo llama.cpp's `permute`: `[h, hd/2, 2, ..] → [h, 2, hd/2, ..]`.
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rest: usize = dims[1..].iter().product();
+    let half = dims[0] / heads / 2;
+    Ok(t.reshape((heads, half, 2, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+}
+
+impl TensorSource for GgufWeights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let g = Self::gguf_name(name).ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
+        let mut t = self.file.tensor(&g, &self.device)?;
+        if t.dims() != shape {
+            return Err(model_file_error(
+                self.path(),
+                format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", t.dims()),
+            ));
+        }
+        if let Some((heads, kv_heads)) = self.unpermute {
+            if name.ends_with("self_attn.q_proj.weight") {
+                t = unpermute(&t, heads)?;
+            } else if name.ends_with("self_attn.k_proj.weight") {
+                t = unpermute(&t, kv_heads)?;
+            }
+        }
+        Ok(t)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        Self::gguf_name(name).is_some_and(|g| self.file.has_tensor(&g))
+    }
+
+    fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}

@@ -1,0 +1,358 @@
+//! Llama-family decoders (Llama, Mistral, Qwen2, SmolLM2), following Hugging Face's
+//! `modeling_llama.py`: RMSNorm, rotary embeddings (rotate-half form), grouped-query
+//! attention, SwiGLU MLP, tied or untied LM head. Every linear is an adapter-aware `Projection`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::Deserialize;
+
+use super::nn::{rms_norm, softmax_last_dim};
+use super::projection::Projection;
+use super::targets::AdapterPlan;
+use crate::error::{Error, Result};
+use crate::io::{read_json_config, GgufFile, GgufWeights, TensorSource, Weights};
+use crate::ops::frozen_matmul;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LlamaConfig {
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// q/k/v biases (Qwen2 has them; Llama does not).
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_max_pos() -> usize {
+    2048
+}
+fn default_act() -> String {
+    "silu".into()
+}
+
+impl LlamaConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+    fn qkv_bias(&self) -> bool {
+        self.attention_bias.unwrap_or(self.model_type == "qwen2")
+    }
+
+    /// The config of a llama.cpp GGUF file (`general.architecture` = llama or qwen2).
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let arch = file.string("general.architecture")?;
+        if !matches!(arch.as_str(), "llama" | "qwen2" | "mistral") {
+            return Err(Error::InvalidModel(format!(
+                "{}: architecture `{arch}` is not supported (llama, mistral and qwen2 are)",
+                file.path().display()
+            )));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let heads = file.usize(&key("attention.head_count"))?;
+        let hidden = file.usize(&key("embedding_length"))?;
+        Ok(LlamaConfig {
+            model_type: if arch == "mistral" { "llama".into() } else { arch.clone() },
+            vocab_size: file.strings("tokenizer.ggml.tokens")?.len(),
+            hidden_size: hidden,
+            intermediate_size: file.usize(&key("feed_forward_length"))?,
+            num_hidden_layers: file.usize(&key("block_count"))?,
+            num_attention_heads: heads,
+            num_key_value_heads: Some(if file.has(&key("attention.head_count_kv")) { file.usize(&key("attention.head_count_kv"))? } else { heads }),
+            head_dim: if file.has(&key("attention.key_length")) { Some(file.usize(&key("attention.key_length"))?) } else { None },
+            rms_norm_eps: file.f64(&key("attention.layer_norm_rms_epsilon"))?,
+            rope_theta: if file.has(&key("rope.freq_base")) { file.f64(&key("rope.freq_base"))? } else { 10000.0 },
+            max_position_embeddings: file.usize(&key("context_length"))?,
+            tie_word_embeddings: !file.has_tensor("output.weight"),
+            attention_bias: Some(file.has_tensor("blk.0.attn_q.bias")),
+            hidden_act: "silu".into(),
+        })
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidModel(format!("{}: {m}", path.display())));
+        if !matches!(self.model_type.as_str(), "llama" | "mistral" | "qwen2") {
+            return bad(format!("model_type `{}` is not a Llama-family decoder (llama, mistral, qwen2)", self.model_type));
+        }
+        if self.hidden_act != "silu" {
+            return bad(format!("hidden_act `{}` is not supported (only \"silu\")", self.hidden_act));
+        }
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
+            return bad(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+        }
+        Ok(())
+    }
+}
+
+struct DecoderLayer {
+    input_norm: Tensor,
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
+    post_attention_norm: Tensor,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
+}
+
+/// Cached keys and values of the tokens seen so far, one entry per layer (inference only).
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct LlamaModel {
+    pub config: LlamaConfig,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    /// Untied output head; None when tied to `embed_tokens`.
+    lm_head: Option<Projection>,
+    device: Device,
+}
+
+impl LlamaModel {
+    /// A Hugging Face directory (`config.json` + safetensors).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config: LlamaConfig = read_json_config(&dir.join("config.json"))?;
+        let weights = Weights::open(dir, device)?;
+        Self::from_weights(config, &weights)
+    }
+
+    /// A llama.cpp GGUF file, weights dequantised to f32.
+    pub fn load_gguf(file: Arc<GgufFile>, device: &Device) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(&file)?;
+        let permuted = file.string("general.architecture")? != "qwen2";
+        let unpermute = permuted.then(|| (config.num_attention_heads, config.kv_heads()));
+        let weights = GgufWeights::new(file, device, unpermute);
+        Self::from_weights(config, &weights)
+    }
+
+    pub fn from_weights(config: LlamaConfig, w: &dyn TensorSource) -> Result<Self> {
+        config.validate(w.path())?;
+        let c = &config;
+        let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim());
+        let (q_out, kv_out) = (c.num_attention_heads * hd, c.kv_heads() * hd);
+        let proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
+            let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+            let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None };
+            Ok(Projection::new(name.to_string(), weight, bias))
+        };
+        let qkv_bias = c.qkv_bias();
+        let layers = (0..c.num_hidden_layers)
+            .map(|l| {
+                let p = format!("model.layers.{l}");
+                Ok(DecoderLayer {
+                    input_norm: w.get(&format!("{p}.input_layernorm.weight"), &[h])?,
+                    q_proj: proj(&format!("{p}.self_attn.q_proj"), q_out, h, qkv_bias)?,
+                    k_proj: proj(&format!("{p}.self_attn.k_proj"), kv_out, h, qkv_bias)?,
+                    v_proj: proj(&format!("{p}.self_attn.v_proj"), kv_out, h, qkv_bias)?,
+                    o_proj: proj(&format!("{p}.self_attn.o_proj"), h, q_out, false)?,
+                    post_attention_norm: w.get(&format!("{p}.post_attention_layernorm.weight"), &[h])?,
+                    gate_proj: proj(&format!("{p}.mlp.gate_proj"), i, h, false)?,
+                    up_proj: proj(&format!("{p}.mlp.up_proj"), i, h, false)?,
+                    down_proj: proj(&format!("{p}.mlp.down_proj"), h, i, false)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = if c.tie_word_embeddings && !w.contains("lm_head.weight") {
+            None
+        } else {
+            Some(proj("lm_head", c.vocab_size, h, false)?)
+        };
+        Ok(LlamaModel {
+            embed_tokens: w.get("model.embed_tokens.weight", &[c.vocab_size, h])?,
+            norm: w.get("model.norm.weight", &[h])?,
+            layers,
+            lm_head,
+            device: w.device().clone(),
+            config,
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Every adapter-aware projection with whether it is the output head, in model order.
+    pub fn projections(&self) -> Vec<(&Projection, bool)> {
+        let mut out: Vec<(&Projection, bool)> = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj])
+            .map(|p| (p, false))
+            .collect();
+        if let Some(head) = &self.lm_head {
+            out.push((head, true));
+        }
+        out
+    }
+
+    fn projections_mut(&mut self) -> Vec<&mut Projection> {
+        let mut out: Vec<&mut Projection> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.o_proj, &mut l.gate_proj, &mut l.up_proj, &mut l.down_proj])
+            .collect();
+        if let Some(head) = &mut self.lm_head {
+            out.push(head);
+        }
+        out
+    }
+
+    pub fn num_base_parameters(&self) -> usize {
+        let norms = (2 * self.layers.len() + 1) * self.config.hidden_size;
+        self.embed_tokens.elem_count() + norms + self.projections().iter().map(|(p, _)| p.num_parameters()).sum::<usize>()
+    }
+
+    /// Add an adapter named `name` to the projections `plan` selects; returns how many.
+    pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
+        let device = self.device.clone();
+        let has_head = self.lm_head.is_some();
+        let mut projections: Vec<(&mut Projection, bool)> = self.projections_mut().into_iter().map(|p| (p, false)).collect();
+        if let (true, Some(last)) = (has_head, projections.last_mut()) {
+            last.1 = true;
+        }
+        super::add_adapter(projections, name, plan, &device)
+    }
+
+    /// `cos`, `sin` tables `[t, head_dim]` for positions `start..start + t` (rotate-half layout).
+    fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let hd = self.config.head_dim();
+        let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f64 / hd as f64) as f32).collect();
+        let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
+        let pos = Tensor::arange(start as u32, (start + t) as u32, &self.device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
+        Ok((freqs.cos()?, freqs.sin()?))
+    }
+
+    /// Logits `[batch, t, vocab]` for `input_ids [batch, t]` (u32). With a cache, the tokens
+    /// continue the cached sequence (generation); without, they start at position 0 (training).
+    pub fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = input_ids.dims2()?;
+        let start = cache.as_ref().map_or(0, |c| c.len());
+        if start + t > c.max_position_embeddings {
+            return Err(Error::InvalidOption(format!(
+                "{} tokens exceed the model's context of {} positions; shorten the input",
+                start + t,
+                c.max_position_embeddings
+            )));
+        }
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.layers.resize(self.layers.len(), None);
+        }
+        let (cos, sin) = self.rope_tables(start, t)?;
+        // Causal additive mask [t, start + t]: a query sees the cache and the tokens up to itself.
+        let total = start + t;
+        let mask: Vec<f32> = (0..t).flat_map(|i| (0..total).map(move |j| if j > start + i { -1e30 } else { 0.0 })).collect();
+        let mask = Tensor::from_vec(mask, (1, 1, t, total), &self.device)?;
+        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
+            x = self.layer_forward(layer, &x, &cos, &sin, &mask, kv)?;
+        }
+        let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
+        Ok(match &self.lm_head {
+            Some(head) => head.forward(&x)?,
+            None => frozen_matmul(&x, &self.embed_tokens)?,
+        })
+    }
+
+    fn layer_forward(
+        &self,
+        l: &DecoderLayer,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        kv: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let h = rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
+        let split = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
+        let q = rope(&split(l.q_proj.forward(&h)?, heads)?, cos, sin)?;
+        let mut k = rope(&split(l.k_proj.forward(&h)?, kv_heads)?, cos, sin)?;
+        let mut v = split(l.v_proj.forward(&h)?, kv_heads)?;
+        if let Some(kv) = kv {
+            if let Some((pk, pv)) = kv.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *kv = Some((k.clone(), v.clone()));
+        }
+        let (k, v) = (repeat_kv(&k, heads / kv_heads)?, repeat_kv(&v, heads / kv_heads)?);
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
+        let context = softmax_last_dim(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, heads * hd))?;
+        let x = (x + l.o_proj.forward(&context)?)?;
+        let h = rms_norm(&x, &l.post_attention_norm, c.rms_norm_eps)?;
+        let mlp = l.down_proj.forward(&(l.gate_proj.forward(&h)?.silu()? * l.up_proj.forward(&h)?)?)?;
+        Ok((x + mlp)?)
+    }
+}
+
+/// HF's `apply_rotary_pos_emb`: `x·cos + rotate_half(x)·sin`, `x [b, heads, t, hd]`.
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let hd = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+/// `[b, kv, t, hd] → [b, kv·n, t, hd]`, each kv head repeated n times (as HF's `repeat_kv`).
+fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
+    if n == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, t, hd) = x.dims4()?;
+    Ok(x.unsqueeze(2)?.broadcast_as((b, kv, n, t, hd))?.contiguous()?.reshape((b, kv * n, t, hd))?)
+}

@@ -1,0 +1,68 @@
+//! Parity with Hugging Face transformers (PyTorch) on the real models. The expected numbers in
+//! test/fixtures/ were produced by scripts/reference/make_fixtures.py. These tests need the
+//! models in .cache/models (`npm run fetch-models`), so they are ignored by default;
+//! scripts/test.sh runs them with `--ignored` when the cache is there.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use kronlora_core::io::GgufFile;
+use kronlora_core::models::bert::BertModel;
+use kronlora_core::models::llama::LlamaModel;
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("test/fixtures").join(name)).unwrap()).unwrap()
+}
+
+fn matrix_u32(v: &Value) -> Vec<Vec<u32>> {
+    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect()
+}
+
+#[test]
+#[ignore = "needs the real models: npm run fetch-models"]
+fn minilm_mean_pooled_embeddings_match_transformers() {
+    let f = fixture("minilm.json");
+    let model = BertModel::load(&repo().join(".cache/models/minilm"), &Device::Cpu).unwrap();
+    let ids = matrix_u32(&f["input_ids"]);
+    let mask = matrix_u32(&f["attention_mask"]);
+    let ids = Tensor::new(ids, &Device::Cpu).unwrap();
+    let mask = Tensor::new(mask, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F32).unwrap();
+    let pooled = BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap();
+    let want = f["mean_pooled"].as_array().unwrap();
+    let mut max = 0f64;
+    for (row, w) in pooled.iter().zip(want) {
+        for (g, w) in row.iter().zip(w.as_array().unwrap()) {
+            max = max.max((*g as f64 - w.as_f64().unwrap()).abs());
+        }
+    }
+    eprintln!("MiniLM: max abs difference {max:.2e}");
+    assert!(max < 1e-4, "MiniLM embeddings differ from transformers by {max}");
+}
+
+#[test]
+#[ignore = "needs the real models: npm run fetch-models"]
+fn smollm2_next_token_logits_match_transformers() {
+    let f = fixture("smollm2.json");
+    let file = Arc::new(GgufFile::open(&repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
+    let model = LlamaModel::load_gguf(file, &Device::Cpu).unwrap();
+    for case in f["cases"].as_array().unwrap() {
+        let ids: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let t = ids.len();
+        let logits = model.forward(&Tensor::new(vec![ids], &Device::Cpu).unwrap(), None).unwrap();
+        let last = logits.get(0).unwrap().get(t - 1).unwrap().to_vec1::<f32>().unwrap();
+        let mut max = 0f64;
+        for (i, w) in case["indices"].as_array().unwrap().iter().zip(case["logits"].as_array().unwrap()) {
+            max = max.max((last[i.as_u64().unwrap() as usize] as f64 - w.as_f64().unwrap()).abs());
+        }
+        let best = last.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert_eq!(best as u64, case["top10"][0].as_u64().unwrap(), "{}: argmax differs", case["prompt"]);
+        eprintln!("SmolLM2 {}: max abs difference {max:.2e}", case["prompt"]);
+        assert!(max < 1e-4, "{}: logits differ from transformers by {max}", case["prompt"]);
+    }
+}
