@@ -16,6 +16,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MODELS = ROOT / ".cache" / "models"
 OUT = ROOT / "test" / "fixtures"
 torch.manual_seed(0)
+TOKENIZER_TEXTS = [
+    "Hello, world!",
+    "In 2024 there were 366 days; 12345 is a number.",
+    "  leading spaces and\ttabs\nnew lines  ",
+    "Ünïcödé — naïve café, 日本語, emoji 🎉.",
+    "don't won't it's",
+]
 
 
 def minilm():
@@ -30,6 +37,7 @@ def minilm():
     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
     return {
         "source": f"transformers {transformers.__version__}, torch {torch.__version__}, AutoModel + mean pooling",
+        "tokenized": [{"text": t, "ids": tok(t)["input_ids"]} for t in TOKENIZER_TEXTS],
         "texts": texts,
         "input_ids": enc["input_ids"].tolist(),
         "attention_mask": enc["attention_mask"].tolist(),
@@ -60,6 +68,9 @@ def smollm2():
         })
     return {
         "source": f"transformers {transformers.__version__}, torch {torch.__version__}, AutoModelForCausalLM(gguf_file) (weights dequantised to f32)",
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "tokenized": [{"text": t, "ids": tok(t)["input_ids"]} for t in TOKENIZER_TEXTS],
         "cases": cases,
     }
 

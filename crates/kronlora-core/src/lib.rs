@@ -12,6 +12,7 @@ pub mod models;
 pub mod ops;
 pub mod options;
 pub mod tensor_data;
+pub mod tokenizer;
 
 pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
 pub use error::{Error, Result};

@@ -66,3 +66,24 @@ fn smollm2_next_token_logits_match_transformers() {
         assert!(max < 1e-4, "{}: logits differ from transformers by {max}", case["prompt"]);
     }
 }
+
+#[test]
+#[ignore = "needs the real models: npm run fetch-models"]
+fn tokenizers_match_transformers() {
+    use kronlora_core::tokenizer::TextTokenizer;
+    let minilm = TextTokenizer::from_file(&repo().join(".cache/models/minilm/tokenizer.json")).unwrap();
+    let gguf = GgufFile::open(&repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let smollm = TextTokenizer::from_gguf(&gguf).unwrap();
+    let f = fixture("smollm2.json");
+    assert_eq!(smollm.bos_token_id.map(u64::from), f["bos_token_id"].as_u64());
+    assert_eq!(smollm.eos_token_id.map(u64::from), f["eos_token_id"].as_u64());
+    for (tok, name) in [(&minilm, "minilm.json"), (&smollm, "smollm2.json")] {
+        for case in fixture(name)["tokenized"].as_array().unwrap() {
+            let text = case["text"].as_str().unwrap();
+            let want: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+            assert_eq!(tok.encode(text).unwrap(), want, "{name}: {text:?}");
+        }
+    }
+    let ids = smollm.encode("Hello, world!").unwrap();
+    assert_eq!(smollm.decode(&ids).unwrap(), "Hello, world!");
+}

@@ -77,6 +77,24 @@ impl GgufFile {
         list.iter().map(|v| v.to_string().cloned().map_err(|e| self.bad(key, e))).collect()
     }
 
+    /// An array of integers of any GGUF integer type.
+    pub fn i64s(&self, key: &str) -> Result<Vec<i64>> {
+        let list = self.value(key)?.to_vec().map_err(|e| self.bad(key, e))?;
+        list.iter()
+            .map(|v| match v {
+                Value::U8(x) => Ok(*x as i64),
+                Value::I8(x) => Ok(*x as i64),
+                Value::U16(x) => Ok(*x as i64),
+                Value::I16(x) => Ok(*x as i64),
+                Value::U32(x) => Ok(*x as i64),
+                Value::I32(x) => Ok(*x as i64),
+                Value::U64(x) => Ok(*x as i64),
+                Value::I64(x) => Ok(*x),
+                _ => Err(model_file_error(&self.path, format!("metadata `{key}` must hold integers"))),
+            })
+            .collect()
+    }
+
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
