@@ -11,6 +11,7 @@ pub mod linear;
 pub mod models;
 pub mod ops;
 pub mod options;
+pub mod pretrained;
 pub mod tensor_data;
 pub mod tokenizer;
 

@@ -62,15 +62,15 @@ struct RawLayerOptions {
     name: Option<Value>,
 }
 
-fn invalid(msg: String) -> Error {
+pub(crate) fn invalid(msg: String) -> Error {
     Error::InvalidOption(msg)
 }
 
-fn number(field: &str, value: &Value) -> Result<f64> {
+pub(crate) fn number(field: &str, value: &Value) -> Result<f64> {
     value.as_f64().ok_or_else(|| invalid(format!("option `{field}` must be a number, got {value}")))
 }
 
-fn positive_int(field: &str, value: Option<&Value>) -> Result<Option<usize>> {
+pub(crate) fn positive_int(field: &str, value: Option<&Value>) -> Result<Option<usize>> {
     let Some(value) = value.filter(|v| !v.is_null()) else { return Ok(None) };
     let x = number(field, value)?;
     if !(x.is_finite() && x >= 1.0 && x.fract() == 0.0 && x <= (1u64 << 40) as f64) {
@@ -79,18 +79,50 @@ fn positive_int(field: &str, value: Option<&Value>) -> Result<Option<usize>> {
     Ok(Some(x as usize))
 }
 
-fn required<T>(field: &str, value: Option<T>) -> Result<T> {
+pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| invalid(format!("option `{field}` is required")))
+}
+
+/// A finite non-zero number (an adapter's `alpha`).
+pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
+    let value = required(field, value.filter(|v| !v.is_null()))?;
+    let x = number(field, value)?;
+    if !x.is_finite() || x == 0.0 {
+        return Err(invalid(format!("option `{field}` must be a finite non-zero number, got {value}")));
+    }
+    Ok(x)
+}
+
+/// A non-negative safe integer (JavaScript's Number.MAX_SAFE_INTEGER at most); default 0.
+pub(crate) fn seed(field: &str, value: Option<&Value>) -> Result<u64> {
+    let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(0) };
+    let x = number(field, v)?;
+    if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0) {
+        return Err(invalid(format!("option `{field}` must be a non-negative safe integer, got {v}")));
+    }
+    Ok(x as u64)
+}
+
+/// true / false; default false.
+pub(crate) fn flag(field: &str, value: Option<&Value>) -> Result<bool> {
+    match value.filter(|v| !v.is_null()) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(invalid(format!("option `{field}` must be true or false, got {v}"))),
+    }
+}
+
+/// serde's message without its " at line 1 column N" suffix (the JSON was built by us).
+pub(crate) fn json_error(what: &str, e: serde_json::Error) -> Error {
+    let msg = e.to_string();
+    invalid(format!("invalid {what}: {}", msg.split(" at line").next().unwrap_or(&msg)))
 }
 
 impl LayerOptions {
     /// Parse `{ inFeatures, outFeatures, rank, alpha, kronIn?, kronOut?, seed?, useRslora?, name? }`.
     pub fn from_json(kind: AdapterKind, json: &str) -> Result<Self> {
-        let raw: RawLayerOptions = serde_json::from_str(json).map_err(|e| {
-            let msg = e.to_string();
-            // serde's text for unknown names already lists the accepted ones.
-            invalid(format!("invalid layer options: {}", msg.split(" at line").next().unwrap_or(&msg)))
-        })?;
+        // serde's text for unknown names already lists the accepted ones.
+        let raw: RawLayerOptions = serde_json::from_str(json).map_err(|e| json_error("layer options", e))?;
         let name = match raw.name.as_ref().filter(|v| !v.is_null()) {
             None => kind.class_name().to_string(),
             Some(Value::String(s)) => s.clone(),
@@ -99,11 +131,7 @@ impl LayerOptions {
         let in_features = required("inFeatures", positive_int("inFeatures", raw.in_features.as_ref())?)?;
         let out_features = required("outFeatures", positive_int("outFeatures", raw.out_features.as_ref())?)?;
         let rank = required("rank", positive_int("rank", raw.rank.as_ref())?)?;
-        let alpha_value = required("alpha", raw.alpha.as_ref().filter(|v| !v.is_null()))?;
-        let alpha = number("alpha", alpha_value)?;
-        if !alpha.is_finite() || alpha == 0.0 {
-            return Err(invalid(format!("option `alpha` must be a finite non-zero number, got {alpha_value}")));
-        }
+        let alpha = alpha("alpha", raw.alpha.as_ref())?;
         let kron_in = positive_int("kronIn", raw.kron_in.as_ref())?;
         let kron_out = positive_int("kronOut", raw.kron_out.as_ref())?;
         if kind == AdapterKind::Lora && (kron_in.is_some() || kron_out.is_some()) {
@@ -111,21 +139,8 @@ impl LayerOptions {
                 "options `kronIn` / `kronOut` apply to Kron-LoRA only; remove them for LoraLinear".into(),
             ));
         }
-        let seed = match raw.seed.as_ref().filter(|v| !v.is_null()) {
-            None => 0,
-            Some(v) => {
-                let x = number("seed", v)?;
-                if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0) {
-                    return Err(invalid(format!("option `seed` must be a non-negative safe integer, got {v}")));
-                }
-                x as u64
-            }
-        };
-        let use_rslora = match raw.use_rslora.as_ref().filter(|v| !v.is_null()) {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => return Err(invalid(format!("option `useRslora` must be true or false, got {v}"))),
-        };
+        let seed = seed("seed", raw.seed.as_ref())?;
+        let use_rslora = flag("useRslora", raw.use_rslora.as_ref())?;
         Ok(LayerOptions {
             name,
             in_features,

@@ -27,7 +27,12 @@ impl TextTokenizer {
     /// A Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", path.display())))?;
-        let mut inner = Tokenizer::from_bytes(&bytes).map_err(|e| tokenizer_error(path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// A `tokenizer.json` given as bytes; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| tokenizer_error(path, e))?;
         // Padding and truncation are kronlora's job (dynamic padding, `maxLength`), per batch.
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| tokenizer_error(path, e))?;

@@ -1,7 +1,7 @@
 //! GGUF files (llama.cpp): metadata, and weights dequantised to f32 under Hugging Face names.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -12,17 +12,28 @@ use super::safetensors_dir::model_file_error;
 use super::TensorSource;
 use crate::error::{Error, Result};
 
+trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
 /// An open GGUF file: its metadata and tensor directory (the data stays on disk until read).
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: Mutex<BufReader<File>>,
+    reader: Mutex<Box<dyn ReadSeek>>,
 }
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| model_file_error(path, format!("cannot open: {e}")))?;
-        let mut reader = BufReader::new(file);
+        Self::from_reader(path, Box::new(BufReader::new(file)))
+    }
+
+    /// A GGUF file given as bytes (WASM in a browser); `name` is used in errors.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_reader(Path::new(name), Box::new(Cursor::new(bytes)))
+    }
+
+    fn from_reader(path: &Path, mut reader: Box<dyn ReadSeek>) -> Result<Self> {
         let content = Content::read(&mut reader).map_err(|e| model_file_error(path, format!("not a valid GGUF file: {e}")))?;
         Ok(GgufFile { path: path.to_path_buf(), content, reader: Mutex::new(reader) })
     }

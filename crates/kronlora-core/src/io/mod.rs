@@ -2,6 +2,7 @@
 
 mod gguf;
 mod safetensors_dir;
+mod source;
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use crate::error::Result;
 
 pub use gguf::{GgufFile, GgufWeights};
 pub use safetensors_dir::{read_json_config, Weights};
+pub use source::ModelSource;
 
 /// Named f32 tensors of a model, whatever the file format; names are Hugging Face's.
 pub trait TensorSource {

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
 
-use super::TensorSource;
+use super::{ModelSource, TensorSource};
 use crate::error::{Error, Result};
 
 pub(crate) fn model_file_error(path: &Path, what: String) -> Error {
@@ -21,9 +21,27 @@ pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).map_err(|e| model_file_error(path, format!("invalid: {e}")))
 }
 
+/// Memory-mapped files (native) or in-memory buffers (WASM, which has no file system).
+enum Store {
+    Mapped(MmapedSafetensors),
+    Buffers { buffers: Vec<BufferedSafetensors>, route: std::collections::HashMap<String, usize> },
+}
+
+impl Store {
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Store::Mapped(m) => m.load(name, device),
+            Store::Buffers { buffers, route } => match route.get(name) {
+                Some(i) => buffers[*i].load(name, device),
+                None => candle_core::bail!("no tensor {name}"),
+            },
+        }
+    }
+}
+
 /// The tensors of a model directory, looked up by name with an optional prefix (`bert.`).
 pub struct Weights {
-    files: MmapedSafetensors,
+    files: Store,
     /// What to name in errors: the single file, or the index of a sharded model.
     path: PathBuf,
     names: BTreeSet<String>,
@@ -62,7 +80,42 @@ impl Weights {
         let files = unsafe { MmapedSafetensors::multi(&shards) }
             .map_err(|e| model_file_error(&path, format!("not a valid safetensors file: {e}")))?;
         let names = files.tensors().into_iter().map(|(n, _)| n).collect();
-        Ok(Weights { files, path, names, prefix: String::new(), device: device.clone() })
+        Ok(Weights { files: Store::Mapped(files), path, names, prefix: String::new(), device: device.clone() })
+    }
+
+    /// The weights of a model source: memory-mapped from disk, or parsed from given bytes.
+    pub fn from_source(source: &mut ModelSource, device: &Device) -> Result<Self> {
+        if let Some(dir) = source.is_path() {
+            return Self::open(&dir.to_path_buf(), device);
+        }
+        let (path, shards) = if source.exists("model.safetensors") {
+            (PathBuf::from("model.safetensors"), vec!["model.safetensors".to_string()])
+        } else if source.exists("model.safetensors.index.json") {
+            #[derive(serde::Deserialize)]
+            struct Index {
+                weight_map: std::collections::HashMap<String, String>,
+            }
+            let bytes = source.read("model.safetensors.index.json")?;
+            let idx: Index = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::InvalidModel(format!("model.safetensors.index.json: invalid: {e}")))?;
+            let files: BTreeSet<String> = idx.weight_map.into_values().collect();
+            (PathBuf::from("model.safetensors.index.json"), files.into_iter().collect())
+        } else {
+            return Err(Error::InvalidModel(format!("{}: no model.safetensors or model.safetensors.index.json among the files", source.display())));
+        };
+        let mut buffers = Vec::new();
+        let mut route = std::collections::HashMap::new();
+        let mut names = BTreeSet::new();
+        for shard in shards {
+            let bytes = source.take(&shard)?;
+            let st = BufferedSafetensors::new(bytes).map_err(|e| Error::InvalidModel(format!("{shard}: not a valid safetensors file: {e}")))?;
+            for (name, _) in st.tensors() {
+                route.insert(name.clone(), buffers.len());
+                names.insert(name);
+            }
+            buffers.push(st);
+        }
+        Ok(Weights { files: Store::Buffers { buffers, route }, path, names, prefix: String::new(), device: device.clone() })
     }
 
     /// Use `prefix` (e.g. `bert.`) when it is what the file's names start with.
@@ -73,16 +126,30 @@ impl Weights {
     }
 }
 
+impl Weights {
+    /// The stored name of `name`: with the prefix, or as is (heads such as `classifier` sit
+    /// outside the `bert.` prefix in transformers' task models).
+    fn stored_name(&self, name: &str) -> Option<String> {
+        let prefixed = format!("{}{name}", self.prefix);
+        if self.names.contains(&prefixed) {
+            Some(prefixed)
+        } else if self.names.contains(name) {
+            Some(name.to_string())
+        } else {
+            None
+        }
+    }
+}
+
 impl TensorSource for Weights {
     fn contains(&self, name: &str) -> bool {
-        self.names.contains(&format!("{}{name}", self.prefix))
+        self.stored_name(name).is_some()
     }
 
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let full = format!("{}{name}", self.prefix);
-        if !self.names.contains(&full) {
-            return Err(model_file_error(&self.path, format!("tensor `{full}` is missing")));
-        }
+        let Some(full) = self.stored_name(name) else {
+            return Err(model_file_error(&self.path, format!("tensor `{}{name}` is missing", self.prefix)));
+        };
         let t = self
             .files
             .load(&full, &self.device)

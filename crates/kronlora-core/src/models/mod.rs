@@ -2,6 +2,7 @@
 
 pub mod bert;
 pub mod llama;
+pub mod head;
 mod nn;
 mod projection;
 mod targets;

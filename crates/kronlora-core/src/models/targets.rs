@@ -75,12 +75,12 @@ impl AdapterPlan {
             }
             let mut config = self.config.clone();
             config.seed = config.seed.wrapping_add(name_hash(path)) & ((1u64 << 53) - 1);
-            if let Some((_, o)) = overrides.iter().find(|(re, _)| re.is_match(path)) {
-                config.rank = o.rank.unwrap_or(config.rank);
-                config.alpha = o.alpha.unwrap_or(config.alpha);
-                config.kron_in = o.kron_in.or(config.kron_in);
-                config.kron_out = o.kron_out.or(config.kron_out);
-            }
+            // Each setting comes from the first override that matches and sets it.
+            let matching: Vec<&ModuleOverride> = overrides.iter().filter(|(re, _)| re.is_match(path)).map(|(_, o)| *o).collect();
+            config.rank = matching.iter().find_map(|o| o.rank).unwrap_or(config.rank);
+            config.alpha = matching.iter().find_map(|o| o.alpha).unwrap_or(config.alpha);
+            config.kron_in = matching.iter().find_map(|o| o.kron_in).or(config.kron_in);
+            config.kron_out = matching.iter().find_map(|o| o.kron_out).or(config.kron_out);
             out.push((path.clone(), config));
         }
         if out.is_empty() {

@@ -1,0 +1,70 @@
+//! BERT's sequence-classification head: pooler (dense + tanh on the first token) and
+//! classifier, both trainable as whole modules (PEFT's `modules_to_save`).
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::error::Result;
+use crate::io::TensorSource;
+
+pub struct ClassificationHead {
+    pooler_weight: Var,
+    pooler_bias: Var,
+    classifier_weight: Var,
+    classifier_bias: Var,
+}
+
+/// `N(0, std²)` by Box–Muller from a seeded StdRng (the same numbers on every backend).
+fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+            let u2: f32 = rng.random();
+            std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+        })
+        .collect()
+}
+
+impl ClassificationHead {
+    /// Pooler from the checkpoint when it has one; classifier from the checkpoint when its
+    /// shape fits `num_labels`, else initialised as transformers does (N(0, 0.02²), zero bias).
+    pub fn new(w: &dyn TensorSource, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut init = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_vec(normal(&mut rng, shape.iter().product(), 0.02), shape, device)?) };
+        let pooler_weight = if w.contains("pooler.dense.weight") { w.get("pooler.dense.weight", &[hidden, hidden])? } else { init(&[hidden, hidden])? };
+        let pooler_bias = if w.contains("pooler.dense.bias") { w.get("pooler.dense.bias", &[hidden])? } else { Tensor::zeros(hidden, DType::F32, device)? };
+        // A checkpoint's own classifier is reused only when it has this many labels.
+        let (classifier_weight, classifier_bias) = match (w.get("classifier.weight", &[num_labels, hidden]), w.get("classifier.bias", &[num_labels])) {
+            (Ok(weight), Ok(bias)) => (weight, bias),
+            _ => (init(&[num_labels, hidden])?, Tensor::zeros(num_labels, DType::F32, device)?),
+        };
+        Ok(ClassificationHead {
+            pooler_weight: Var::from_tensor(&pooler_weight)?,
+            pooler_bias: Var::from_tensor(&pooler_bias)?,
+            classifier_weight: Var::from_tensor(&classifier_weight)?,
+            classifier_bias: Var::from_tensor(&classifier_bias)?,
+        })
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.classifier_bias.dim(0).unwrap_or(0)
+    }
+
+    /// Class logits `[batch, labels]` from hidden states `[batch, seq, hidden]`.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = first.matmul(&self.pooler_weight.t()?)?.broadcast_add(&self.pooler_bias)?.tanh()?;
+        Ok(pooled.matmul(&self.classifier_weight.t()?)?.broadcast_add(&self.classifier_bias)?)
+    }
+
+    /// Trainable parameters under their transformers names.
+    pub fn parameters(&self) -> Vec<(&'static str, &Var)> {
+        vec![
+            ("pooler.dense.weight", &self.pooler_weight),
+            ("pooler.dense.bias", &self.pooler_bias),
+            ("classifier.weight", &self.classifier_weight),
+            ("classifier.bias", &self.classifier_bias),
+        ]
+    }
+}

@@ -1,0 +1,177 @@
+//! A pretrained model ready for a task: backbone (BERT or Llama family), tokenizer, optional
+//! classification head, and named adapters. What `loadModel` returns in JavaScript.
+
+mod inference;
+mod options;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::io::{GgufFile, ModelSource, TensorSource, Weights};
+use crate::models::bert::{BertConfig, BertModel};
+use crate::models::head::ClassificationHead;
+use crate::models::llama::{LlamaConfig, LlamaModel};
+use crate::tokenizer::TextTokenizer;
+
+pub use inference::{Classification, Generation, GenerateOptions};
+pub use options::{adapter_plan_from_json, ModelOptions, Task};
+
+pub enum Backbone {
+    Bert(BertModel),
+    Llama(LlamaModel),
+}
+
+pub struct PretrainedModel {
+    pub backbone: Backbone,
+    pub tokenizer: TextTokenizer,
+    pub task: Task,
+    pub head: Option<ClassificationHead>,
+    adapters: Vec<(String, usize)>,
+}
+
+/// Like PEFT's `print_trainable_parameters`, with the adapters and head broken down.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParameterReport {
+    pub trainable: usize,
+    pub total: usize,
+    /// 100 · trainable / total.
+    pub percentage: f64,
+    /// Trainable parameters per adapter name.
+    pub adapters: std::collections::BTreeMap<String, usize>,
+    /// Trainable parameters of the classification head (0 without one).
+    pub head: usize,
+    /// How many projections carry each adapter.
+    pub adapted_modules: std::collections::BTreeMap<String, usize>,
+}
+
+fn model_type(bytes: &[u8], path: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        model_type: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
+    probe.model_type.ok_or_else(|| Error::InvalidModel(format!("{path}: field `model_type` is missing")))
+}
+
+fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid: {e}")))
+}
+
+impl PretrainedModel {
+    /// Load from a directory / `.gguf` path or from file bytes; `options_json` is `ModelOptions`.
+    pub fn load(mut source: ModelSource, options_json: &str) -> Result<Self> {
+        let (task, options) = ModelOptions::from_json(options_json)?;
+        source.check()?;
+        let device = crate::default_device();
+        if let Some(name) = source.gguf_name() {
+            let file = match &source {
+                ModelSource::Path(p) => GgufFile::open(p)?,
+                ModelSource::Files(_) => GgufFile::from_bytes(&name, source.take(&name)?)?,
+            };
+            let file = Arc::new(file);
+            let tokenizer = TextTokenizer::from_gguf(&file)?;
+            let model = LlamaModel::load_gguf(file, &device)?;
+            return Self::decoder(model, tokenizer, task, &name);
+        }
+        let config_path = source.file_path("config.json").display().to_string();
+        let config_bytes = source.read("config.json")?;
+        let tokenizer = TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
+        match model_type(&config_bytes, &config_path)?.as_str() {
+            "bert" => {
+                let config: BertConfig = parse_config(&config_bytes, &config_path)?;
+                let mut weights = Weights::from_source(&mut source, &device)?;
+                weights.detect_prefix("embeddings.word_embeddings.weight", &["", "bert.", "model."]);
+                let model = BertModel::from_weights(config, &weights)?;
+                let task = task.unwrap_or(Task::Embedding);
+                let head = match task {
+                    Task::SequenceClassification => {
+                        Some(ClassificationHead::new(&weights, model.config.hidden_size, options.num_labels, options.seed, &device)?)
+                    }
+                    Task::Embedding => None,
+                    Task::CausalLm => {
+                        return Err(Error::InvalidOption(format!(
+                            "{config_path}: a BERT encoder has no causal-LM head; use task \"embedding\" or \"sequence-classification\""
+                        )))
+                    }
+                };
+                Ok(PretrainedModel { backbone: Backbone::Bert(model), tokenizer, task, head, adapters: Vec::new() })
+            }
+            "llama" | "mistral" | "qwen2" => {
+                let config: LlamaConfig = parse_config(&config_bytes, &config_path)?;
+                let weights = Weights::from_source(&mut source, &device)?;
+                let model = LlamaModel::from_weights(config, &weights as &dyn TensorSource)?;
+                Self::decoder(model, tokenizer, task, &config_path)
+            }
+            other => Err(Error::InvalidModel(format!(
+                "{config_path}: model_type `{other}` is not supported; kronlora loads BERT-style encoders (bert) \
+                 and Llama-family decoders (llama, mistral, qwen2)"
+            ))),
+        }
+    }
+
+    fn decoder(model: LlamaModel, tokenizer: TextTokenizer, task: Option<Task>, path: &str) -> Result<Self> {
+        match task.unwrap_or(Task::CausalLm) {
+            Task::CausalLm => Ok(PretrainedModel { backbone: Backbone::Llama(model), tokenizer, task: Task::CausalLm, head: None, adapters: Vec::new() }),
+            other => Err(Error::InvalidOption(format!(
+                "{path}: a Llama-family decoder is loaded for task \"causal-lm\", not \"{}\"",
+                other.name()
+            ))),
+        }
+    }
+
+    /// `bert` or `llama` (the family), and the config's model type.
+    pub fn architecture(&self) -> String {
+        match &self.backbone {
+            Backbone::Bert(m) => format!("bert ({} layers, hidden {})", m.config.num_hidden_layers, m.config.hidden_size),
+            Backbone::Llama(m) => format!("{} ({} layers, hidden {})", m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size),
+        }
+    }
+
+    /// Add an adapter from its JSON options; returns how many projections got one.
+    pub fn add_adapter(&mut self, name: &str, options_json: &str) -> Result<usize> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(Error::InvalidOption(format!("adapter name `{name}` must be non-empty letters, digits, `_` or `-`")));
+        }
+        let plan = adapter_plan_from_json(options_json)?;
+        let count = match &mut self.backbone {
+            Backbone::Bert(m) => m.add_adapter(name, &plan)?,
+            Backbone::Llama(m) => m.add_adapter(name, &plan)?,
+        };
+        self.adapters.push((name.to_string(), count));
+        Ok(count)
+    }
+
+    /// Every adapted projection's adapters, as `(module path, adapter name, adapter)`.
+    pub fn adapters(&self) -> Vec<(String, String, &dyn crate::adapters::Adapter)> {
+        let projections: Vec<&crate::models::Projection> = match &self.backbone {
+            Backbone::Bert(m) => m.projections(),
+            Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
+        };
+        projections.into_iter().flat_map(|p| p.adapters().map(move |(n, a)| (p.name.clone(), n.to_string(), a))).collect()
+    }
+
+    pub fn parameter_report(&self) -> ParameterReport {
+        let base = match &self.backbone {
+            Backbone::Bert(m) => m.num_base_parameters(),
+            Backbone::Llama(m) => m.num_base_parameters(),
+        };
+        let mut adapters = std::collections::BTreeMap::new();
+        for (_, name, a) in self.adapters() {
+            *adapters.entry(name).or_insert(0) += a.num_trainable_parameters();
+        }
+        let head = self.head.as_ref().map_or(0, |h| h.parameters().iter().map(|(_, v)| v.elem_count()).sum());
+        let trainable = adapters.values().sum::<usize>() + head;
+        let total = base + trainable;
+        ParameterReport {
+            trainable,
+            total,
+            percentage: 100.0 * trainable as f64 / total as f64,
+            adapters,
+            head,
+            adapted_modules: self.adapters.iter().cloned().collect(),
+        }
+    }
+}
