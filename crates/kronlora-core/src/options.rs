@@ -94,7 +94,7 @@ pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
 }
 
 /// A non-negative safe integer (JavaScript's Number.MAX_SAFE_INTEGER at most); default 0.
-pub(crate) fn seed(field: &str, value: Option<&Value>) -> Result<u64> {
+pub fn seed(field: &str, value: Option<&Value>) -> Result<u64> {
     let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(0) };
     let x = number(field, v)?;
     if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0) {

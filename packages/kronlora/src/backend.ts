@@ -6,7 +6,8 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { KronLoraError } from './errors.js';
+import { KronLoraError, fromBackendError } from './errors.js';
+import { WasmHost } from './wasm-host.js';
 
 export type BackendName = 'native' | 'wasm';
 
@@ -37,10 +38,31 @@ export interface RawLayer {
 
 export type AdapterType = 'kron-lora' | 'lora';
 
+/** Row-major rows × width floats. */
+export interface FloatRows {
+  data: Float32Array;
+  width: number;
+}
+
+/** What both bindings' models offer, all asynchronous (native: libuv pool; WASM: a worker). */
+export interface RawModel {
+  describe(): Promise<string>;
+  addAdapter(name: string, optionsJson: string): Promise<number>;
+  embed(texts: string[]): Promise<FloatRows>;
+  logits(texts: string[]): Promise<FloatRows>;
+  classify(texts: string[]): Promise<string>;
+  generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
+  dispose(): void;
+}
+
+/** A model directory or `.gguf` path, or (WASM only, e.g. in a browser) the files' bytes by name. */
+export type ModelFiles = string | Record<string, Uint8Array>;
+
 export interface Binding {
   readonly name: BackendName;
   createLayer(kind: AdapterType, optionsJson: string, weight?: Float32Array, bias?: Float32Array): RawLayer;
   factorization(dim: number, factor: number): number[];
+  loadModel(source: ModelFiles, optionsJson: string): Promise<RawModel>;
 }
 
 type LayerClass = new (kind: string, json: string, weight?: Float32Array, bias?: Float32Array) => RawLayer;
@@ -58,14 +80,50 @@ function nativeTriple(): string {
   return `linux-${arch}-${header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
 }
 
+interface NativeModel {
+  describe(): string;
+  addAdapter(name: string, json: string): number;
+  embed(texts: string[]): Promise<FloatRows>;
+  logits(texts: string[]): Promise<FloatRows>;
+  classify(texts: string[]): Promise<string>;
+  generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
+}
+
+/** Await a backend promise, rethrowing its failure as a `KronLoraError`. */
+async function settle<T>(promise: () => Promise<T>): Promise<T> {
+  try {
+    return await promise();
+  } catch (error) {
+    throw fromBackendError(error);
+  }
+}
+
 function loadNative(): Binding {
   const file = join(packageRoot, 'native', `kronlora.${nativeTriple()}.node`);
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
-  const mod = require(file) as RawModule & { NativeLayer: LayerClass };
+  const mod = require(file) as RawModule & {
+    NativeLayer: LayerClass;
+    loadModel(path: string, json: string): Promise<NativeModel>;
+  };
+  const wrap = (m: NativeModel): RawModel => ({
+    describe: () => settle(async () => m.describe()),
+    addAdapter: (name, json) => settle(async () => m.addAdapter(name, json)),
+    embed: (texts) => settle(() => m.embed(texts)),
+    logits: (texts) => settle(() => m.logits(texts)),
+    classify: (texts) => settle(() => m.classify(texts)),
+    generate: (prompt, maxTokens, temperature, seed) => settle(() => m.generate(prompt, maxTokens, temperature, seed)),
+    dispose: () => {},
+  });
   return {
     name: 'native',
     createLayer: (kind, json, weight, bias) => new mod.NativeLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
+    loadModel: async (source, json) => {
+      if (typeof source !== 'string') {
+        throw new KronLoraError('ERR_UNSUPPORTED', 'the native backend loads models from a path; file bytes are for the WASM backend');
+      }
+      return wrap(await settle(() => mod.loadModel(source, json)));
+    },
   };
 }
 
@@ -73,10 +131,28 @@ function loadWasm(): Binding {
   const file = join(packageRoot, 'wasm', 'kronlora_wasm.js');
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
   const mod = require(file) as RawModule & { WasmLayer: LayerClass };
+  // Layers are small and synchronous here; models live in a worker thread.
+  const host = new WasmHost(file);
+  const wrap = (model: number): RawModel => {
+    const call = <T>(method: string, ...args: unknown[]) => host.request<T>({ op: 'call', model, method, args });
+    return {
+      describe: () => call<string>('describe'),
+      addAdapter: (name, json) => call<number>('addAdapter', name, json),
+      embed: (texts) => call<FloatRows>('embed', texts),
+      logits: (texts) => call<FloatRows>('logits', texts),
+      classify: (texts) => call<string>('classify', texts),
+      generate: (prompt, maxTokens, temperature, seed) => call<string>('generate', prompt, maxTokens, temperature, seed),
+      dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
+    };
+  };
   return {
     name: 'wasm',
     createLayer: (kind, json, weight, bias) => new mod.WasmLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
+    loadModel: async (source, optionsJson) => {
+      const message = typeof source === 'string' ? { op: 'load', path: source, optionsJson } : { op: 'load', files: source, optionsJson };
+      return wrap(await host.request<number>(message));
+    },
   };
 }
 

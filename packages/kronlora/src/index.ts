@@ -7,11 +7,16 @@
 import { type BackendName, type Binding, defaultBinding, loadBackend } from './backend.js';
 import { call } from './errors.js';
 import { KronLoraLinear, LoraLinear, layersOn } from './layers.js';
+import { type LoadModelOptions, Model } from './model.js';
+import type { ModelFiles } from './backend.js';
 
 export { KronLoraError, type KronLoraErrorCode } from './errors.js';
 export type { BackendName } from './backend.js';
 export { KronLoraLinear, LoraLinear } from './layers.js';
 export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
+export { Model, loadModel } from './model.js';
+export type { AdapterConfig, Classification, GenerateOptions, Generation, LoadModelOptions, Task, TrainableParameters } from './model.js';
+export type { ModelFiles } from './backend.js';
 
 function factorizationOn(binding: Binding, dim: number, factor: number): [number, number] {
   const [m, n] = call(() => binding.factorization(dim, factor));
@@ -38,5 +43,6 @@ export function withBackend(name: BackendName) {
     ...layersOn(binding),
     factorization: (dim: number, factor = -1) => factorizationOn(binding, dim, factor),
     backend: (): BackendName => binding.name,
+    loadModel: (source: ModelFiles, options?: LoadModelOptions) => Model.create(binding, source, options),
   };
 }

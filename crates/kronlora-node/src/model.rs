@@ -1,0 +1,95 @@
+//! `NativeModel`: a pretrained model with adapters (`loadModel` in TS). Inference runs off the
+//! JS thread; results are JSON strings or flat Float32Arrays, the same as the WASM binding's.
+
+use std::sync::{Arc, RwLock};
+
+use kronlora_core::io::ModelSource;
+use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use crate::js_error;
+use crate::task::CoreTask;
+
+/// Row-major rows × width floats.
+#[napi(object)]
+pub struct FloatRows {
+    pub data: Float32Array,
+    pub width: u32,
+}
+
+#[napi]
+pub struct NativeModel {
+    inner: Arc<RwLock<PretrainedModel>>,
+}
+
+fn busy() -> kronlora_core::Error {
+    kronlora_core::Error::InvalidState("the model is busy with another call; await it before changing the model".into())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> kronlora_core::Result<String> {
+    serde_json::to_string(value).map_err(|e| kronlora_core::Error::InvalidState(format!("cannot serialise a result: {e}")))
+}
+
+impl NativeModel {
+    /// Run `f` on the model in the thread pool (a read lock: calls may overlap).
+    fn run<T: ToNapiValue + TypeName + Send + 'static>(
+        &self,
+        f: impl FnOnce(&PretrainedModel) -> kronlora_core::Result<T> + Send + 'static,
+    ) -> AsyncTask<CoreTask<T>> {
+        let inner = self.inner.clone();
+        CoreTask::new(move || f(&*inner.read().map_err(|_| busy())?))
+    }
+}
+
+/// Load a model directory or `.gguf` file; `options_json` is `{ task?, numLabels?, seed? }`.
+#[napi(ts_return_type = "Promise<NativeModel>")]
+pub fn load_model(path: String, options_json: String) -> AsyncTask<CoreTask<NativeModel>> {
+    CoreTask::new(move || {
+        let model = PretrainedModel::load(ModelSource::Path(path.into()), &options_json)?;
+        Ok(NativeModel { inner: Arc::new(RwLock::new(model)) })
+    })
+}
+
+#[napi]
+impl NativeModel {
+    /// JSON `{ architecture, task, report }`.
+    #[napi(catch_unwind)]
+    pub fn describe(&self) -> Result<String> {
+        let m = self.inner.try_read().map_err(|_| js_error(busy()))?;
+        let value = serde_json::json!({ "architecture": m.architecture(), "task": m.task.name(), "report": m.parameter_report() });
+        Ok(value.to_string())
+    }
+
+    /// Add an adapter; returns the number of adapted modules.
+    #[napi(catch_unwind)]
+    pub fn add_adapter(&self, name: String, options_json: String) -> Result<u32> {
+        let mut m = self.inner.try_write().map_err(|_| js_error(busy()))?;
+        m.add_adapter(&name, &options_json).map(|n| n as u32).map_err(js_error)
+    }
+
+    #[napi(ts_return_type = "Promise<FloatRows>")]
+    pub fn embed(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
+        self.run(move |m| m.embed(&texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 }))
+    }
+
+    #[napi(ts_return_type = "Promise<FloatRows>")]
+    pub fn logits(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
+        self.run(move |m| m.logits(&texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 }))
+    }
+
+    /// JSON `[{ label, score, scores }]`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn classify(&self, texts: Vec<String>) -> AsyncTask<CoreTask<String>> {
+        self.run(move |m| json(&m.classify(&texts)?))
+    }
+
+    /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn generate(&self, prompt: String, max_tokens: u32, temperature: f64, seed: f64) -> AsyncTask<CoreTask<String>> {
+        self.run(move |m| {
+            let seed = kronlora_core::options::seed("seed", Some(&serde_json::json!(seed)))?;
+            json(&m.generate(&prompt, &GenerateOptions { max_tokens: max_tokens as usize, temperature, seed })?)
+        })
+    }
+}

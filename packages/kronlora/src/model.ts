@@ -1,0 +1,183 @@
+/**
+ * `loadModel` and `Model`: a pretrained transformer (BERT-family encoder or Llama-family
+ * decoder) with Kron-LoRA / LoRA adapters. Everything runs in the Rust core off the JS thread.
+ */
+import { type Binding, type FloatRows, type ModelFiles, type RawModel, defaultBinding } from './backend.js';
+import { KronLoraError } from './errors.js';
+
+export type Task = 'sequence-classification' | 'causal-lm' | 'embedding';
+
+export interface LoadModelOptions {
+  /** Default: `embedding` for encoders, `causal-lm` for decoders. */
+  task?: Task;
+  /** Classes of the sequence-classification head (default 2). */
+  numLabels?: number;
+  /** Seed of the classification head's initialisation (default 0). */
+  seed?: number;
+}
+
+export interface AdapterConfig {
+  type: 'kron-lora' | 'lora';
+  rank: number;
+  alpha: number;
+  /** Kron-LoRA: `d_A1` (default 2, or the nearest smaller divisor of each layer's input width). */
+  kronIn?: number;
+  /** Kron-LoRA: `d_A2` (default 4, or the nearest smaller divisor of each layer's output width). */
+  kronOut?: number;
+  /**
+   * Module names (`['query', 'value']`: a module matches when its path ends with `.name`), a
+   * regular expression over the whole path, or `'all-linear'` (every linear but the output head).
+   */
+  targetModules: string | string[];
+  /** Per-module overrides, keyed by a pattern matched against the end of the module path. */
+  rankPattern?: Record<string, number>;
+  alphaPattern?: Record<string, number>;
+  kronInPattern?: Record<string, number>;
+  kronOutPattern?: Record<string, number>;
+  /** Scale by `alpha/√rank` instead of `alpha/rank`. */
+  useRslora?: boolean;
+  /** Seed of the initialisation; each module derives its own from it and its path. */
+  seed?: number;
+}
+
+/** Like PEFT's `print_trainable_parameters`, broken down by adapter and head. */
+export interface TrainableParameters {
+  trainable: number;
+  total: number;
+  percentage: number;
+  adapters: Record<string, number>;
+  head: number;
+  adaptedModules: Record<string, number>;
+}
+
+export interface Classification {
+  /** Index of the most likely class. */
+  label: number;
+  /** Its probability. */
+  score: number;
+  /** Probabilities of every class. */
+  scores: number[];
+}
+
+export interface GenerateOptions {
+  /** Tokens to generate at most (default 64). */
+  maxTokens?: number;
+  /** 0 (default) is greedy; higher samples more freely. */
+  temperature?: number;
+  /** Seed of the sampling (default 0). */
+  seed?: number;
+}
+
+export interface Generation {
+  text: string;
+  promptTokens: number;
+  generatedTokens: number;
+  stoppedAtEos: boolean;
+}
+
+function checkTexts(texts: unknown): string[] {
+  if (!Array.isArray(texts) || !texts.every((t) => typeof t === 'string')) {
+    throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'texts must be an array of strings');
+  }
+  return texts;
+}
+
+function rows({ data, width }: FloatRows): Float32Array[] {
+  const out: Float32Array[] = [];
+  for (let i = 0; i < data.length; i += width) out.push(data.subarray(i, i + width));
+  return out;
+}
+
+/** JSON that keeps NaN and ±Infinity visible to the core's checks. */
+function toJson(options: object): string {
+  return JSON.stringify(options, (_key, value) => (typeof value === 'number' && !Number.isFinite(value) ? String(value) : value));
+}
+
+export class Model {
+  private report: TrainableParameters;
+
+  private constructor(
+    private readonly raw: RawModel,
+    /** Architecture summary, e.g. `bert (6 layers, hidden 384)`. */
+    readonly architecture: string,
+    readonly task: Task,
+    /** The backend this model runs on. */
+    readonly backend: Binding['name'],
+    report: TrainableParameters,
+  ) {
+    this.report = report;
+  }
+
+  /** @internal */
+  static async create(binding: Binding, source: ModelFiles, options: LoadModelOptions = {}): Promise<Model> {
+    if (typeof source !== 'string' && (typeof source !== 'object' || source === null)) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadModel expects a path, or an object of file name → Uint8Array');
+    }
+    if (typeof options !== 'object' || options === null) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadModel options must be an object like { task, numLabels }');
+    }
+    const raw = await binding.loadModel(source, toJson(options));
+    const { architecture, task, report } = JSON.parse(await raw.describe());
+    return new Model(raw, architecture, task, binding.name, report);
+  }
+
+  /** Add an adapter named `name` to the modules `config.targetModules` selects. */
+  async addAdapter(name: string, config: AdapterConfig): Promise<{ modules: number }> {
+    if (typeof name !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'adapter name must be a string');
+    if (typeof config !== 'object' || config === null) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', "adapter config must be an object like { type: 'kron-lora', rank, alpha, targetModules }");
+    }
+    const modules = await this.raw.addAdapter(name, toJson(config));
+    this.report = JSON.parse(await this.raw.describe()).report;
+    return { modules };
+  }
+
+  /** Trainable and total parameter counts (adapters and head), like PEFT's. */
+  trainableParameters(): TrainableParameters {
+    return structuredClone(this.report);
+  }
+
+  /** Class probabilities of each text (task `sequence-classification`). */
+  async classify(texts: string[]): Promise<Classification[]> {
+    return JSON.parse(await this.raw.classify(checkTexts(texts)));
+  }
+
+  /** Mean-pooled sentence embeddings (encoders). */
+  async embed(texts: string[]): Promise<Float32Array[]> {
+    return rows(await this.raw.embed(checkTexts(texts)));
+  }
+
+  /** Class logits (classification) or the next-token logits after each text (causal LM). */
+  async logits(texts: string[]): Promise<Float32Array[]> {
+    return rows(await this.raw.logits(checkTexts(texts)));
+  }
+
+  /** Continue `prompt` (causal LM): greedy by default, sampled with `temperature > 0`. */
+  async generate(prompt: string, options: GenerateOptions = {}): Promise<Generation> {
+    if (typeof prompt !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'prompt must be a string');
+    const { maxTokens = 64, temperature = 0, seed = 0, ...unknown } = options;
+    const extra = Object.keys(unknown);
+    if (extra.length) throw new KronLoraError('ERR_INVALID_OPTION', `unknown generate option(s) ${extra.join(', ')}; use maxTokens, temperature, seed`);
+    if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 0xffffffff) {
+      throw new KronLoraError('ERR_INVALID_OPTION', `maxTokens must be a positive integer, got ${maxTokens}`);
+    }
+    if (typeof temperature !== 'number' || typeof seed !== 'number') {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'temperature and seed must be numbers');
+    }
+    return JSON.parse(await this.raw.generate(prompt, maxTokens, temperature, seed));
+  }
+
+  /** Release the model's memory now rather than at garbage collection (WASM backend). */
+  dispose(): void {
+    this.raw.dispose();
+  }
+}
+
+/**
+ * Load a Hugging Face model directory (`config.json`, `model.safetensors` or shards,
+ * `tokenizer.json`) or a llama.cpp `.gguf` file. On the WASM backend (e.g. in a browser) the
+ * files may also be given as bytes: `{ 'config.json': Uint8Array, ... }`.
+ */
+export function loadModel(source: ModelFiles, options?: LoadModelOptions): Promise<Model> {
+  return Model.create(defaultBinding(), source, options);
+}

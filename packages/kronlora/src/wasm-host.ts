@@ -1,0 +1,61 @@
+/**
+ * The main-thread side of the WASM backend's worker: one worker per process, started on first
+ * use, with requests matched to replies by id. It does not keep the process alive when idle.
+ */
+import { Worker } from 'node:worker_threads';
+import { KronLoraError, fromBackendError } from './errors.js';
+
+interface Reply {
+  id: number;
+  ok: boolean;
+  value?: unknown;
+  message?: string;
+  runtime?: boolean;
+}
+
+export class WasmHost {
+  private worker?: Worker;
+  private nextId = 1;
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+
+  constructor(private readonly modulePath: string) {}
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), { workerData: { modulePath: this.modulePath } });
+    worker.on('message', (reply: Reply) => {
+      const p = this.pending.get(reply.id);
+      if (!p) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if (reply.ok) p.resolve(reply.value);
+      else {
+        const error = reply.runtime ? new WebAssembly.RuntimeError(reply.message) : new Error(reply.message);
+        p.reject(fromBackendError(error));
+      }
+    });
+    worker.on('error', (error) => this.failAll(error));
+    worker.on('exit', (code) => {
+      this.worker = undefined;
+      this.failAll(new KronLoraError('ERR_INTERNAL', `the WASM worker exited (code ${code})`));
+    });
+    worker.unref();
+    this.worker = worker;
+    return worker;
+  }
+
+  private failAll(error: unknown): void {
+    for (const p of this.pending.values()) p.reject(fromBackendError(error));
+    this.pending.clear();
+  }
+
+  request<T>(message: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<T> {
+    const worker = this.start();
+    const id = this.nextId++;
+    return new Promise<T>((resolve, reject) => {
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      worker.ref();
+      worker.postMessage({ id, ...message }, transfer);
+    });
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * The WASM backend's worker thread: it owns the WASM models so that loading and inference do
+ * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
+ * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { basename, join } from 'node:path';
+import { parentPort, workerData } from 'node:worker_threads';
+
+interface WasmModel {
+  describe(): string;
+  addAdapter(name: string, json: string): number;
+  embed(texts: string[]): unknown;
+  logits(texts: string[]): unknown;
+  classify(texts: string[]): string;
+  generate(prompt: string, maxTokens: number, temperature: number, seed: number): string;
+  free(): void;
+}
+interface WasmModule {
+  WasmModel: { load(names: string[], contents: Uint8Array[], optionsJson: string): WasmModel };
+}
+
+const wasm = createRequire(import.meta.url)(workerData.modulePath as string) as WasmModule;
+const models = new Map<number, WasmModel>();
+let nextModel = 1;
+
+/** The files of a model path: a `.gguf` file, or a directory's JSON and safetensors files. */
+function readModelFiles(path: string): [string[], Uint8Array[]] {
+  const names = statSync(path).isDirectory()
+    ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
+    : [path];
+  return [names.map((n) => basename(n)), names.map((n) => readFileSync(n))];
+}
+
+type Request =
+  | { id: number; op: 'load'; path?: string; files?: Record<string, Uint8Array>; optionsJson: string }
+  | { id: number; op: 'call'; model: number; method: keyof WasmModel; args: unknown[] }
+  | { id: number; op: 'free'; model: number };
+
+function handle(req: Request): unknown {
+  switch (req.op) {
+    case 'load': {
+      const [names, contents] = req.path !== undefined ? readModelFiles(req.path) : [Object.keys(req.files!), Object.values(req.files!)];
+      const model = wasm.WasmModel.load(names, contents, req.optionsJson);
+      const handle = nextModel++;
+      models.set(handle, model);
+      return handle;
+    }
+    case 'call': {
+      const model = models.get(req.model);
+      if (!model) throw new Error('[ERR_INVALID_STATE] this model was disposed');
+      return (model[req.method] as (...a: unknown[]) => unknown).apply(model, req.args);
+    }
+    case 'free':
+      models.get(req.model)?.free();
+      models.delete(req.model);
+      return undefined;
+  }
+}
+
+parentPort!.on('message', (req: Request) => {
+  try {
+    parentPort!.postMessage({ id: req.id, ok: true, value: handle(req) });
+  } catch (error) {
+    const runtime = error instanceof WebAssembly.RuntimeError;
+    const message = error instanceof Error ? error.message : String(error);
+    parentPort!.postMessage({ id: req.id, ok: false, message, runtime });
+  }
+});
