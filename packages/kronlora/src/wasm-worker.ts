@@ -25,12 +25,19 @@ const wasm = createRequire(import.meta.url)(workerData.modulePath as string) as 
 const models = new Map<number, WasmModel>();
 let nextModel = 1;
 
-/** The files of a model path: a `.gguf` file, or a directory's JSON and safetensors files. */
+/**
+ * The files of a model path: a `.gguf` file, or a directory's JSON and safetensors files (the
+ * core picks what it needs among them). File-system failures get the core's error code.
+ */
 function readModelFiles(path: string): [string[], Uint8Array[]] {
-  const names = statSync(path).isDirectory()
-    ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
-    : [path];
-  return [names.map((n) => basename(n)), names.map((n) => readFileSync(n))];
+  try {
+    const names = statSync(path).isDirectory()
+      ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
+      : [path];
+    return [names.map((n) => basename(n)), names.map((n) => readFileSync(n))];
+  } catch (error) {
+    throw new Error(`[ERR_INVALID_MODEL] ${path}: cannot read the model: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 type Request =
