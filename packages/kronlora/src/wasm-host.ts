@@ -13,6 +13,25 @@ interface Reply {
   runtime?: boolean;
 }
 
+/**
+ * The parent's Node flags minus those that only make sense for the main script: a worker
+ * started with `--input-type` or `--eval` fails (e.g. under `node --input-type=module -e ...`).
+ */
+export function workerExecArgv(execArgv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const a = execArgv[i];
+    if (a.startsWith('--input-type')) continue;
+    if (['-e', '--eval', '-p', '--print'].includes(a)) {
+      i++; // and its code
+      continue;
+    }
+    if (/^(--eval|--print)=/.test(a)) continue;
+    out.push(a);
+  }
+  return out;
+}
+
 export class WasmHost {
   private worker?: Worker;
   private nextId = 1;
@@ -22,7 +41,10 @@ export class WasmHost {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), { workerData: { modulePath: this.modulePath } });
+    const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), {
+      workerData: { modulePath: this.modulePath },
+      execArgv: workerExecArgv(process.execArgv),
+    });
     worker.on('message', (reply: Reply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;

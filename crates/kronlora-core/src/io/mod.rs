@@ -1,6 +1,8 @@
 //! Reading model files: Hugging Face directories (config.json + safetensors) and GGUF files.
 
 mod gguf;
+#[cfg(not(target_arch = "wasm32"))]
+mod mapped;
 mod safetensors_dir;
 mod source;
 

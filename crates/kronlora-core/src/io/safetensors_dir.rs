@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::safetensors::{BufferedSafetensors, MmapedSafetensors};
+use candle_core::safetensors::BufferedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
 
@@ -23,18 +23,18 @@ pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
 
 /// Memory-mapped files (native) or in-memory buffers (WASM, which has no file system).
 enum Store {
-    Mapped(MmapedSafetensors),
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped { files: Vec<super::mapped::MappedSafetensors>, route: std::collections::HashMap<String, usize> },
     Buffers { buffers: Vec<BufferedSafetensors>, route: std::collections::HashMap<String, usize> },
 }
 
 impl Store {
-    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+    fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let missing = || Error::InvalidModel(format!("no tensor {name}"));
         match self {
-            Store::Mapped(m) => m.load(name, device),
-            Store::Buffers { buffers, route } => match route.get(name) {
-                Some(i) => buffers[*i].load(name, device),
-                None => candle_core::bail!("no tensor {name}"),
-            },
+            #[cfg(not(target_arch = "wasm32"))]
+            Store::Mapped { files, route } => files[*route.get(name).ok_or_else(missing)?].load(name, device),
+            Store::Buffers { buffers, route } => Ok(buffers[*route.get(name).ok_or_else(missing)?].load(name, device)?),
         }
     }
 }
@@ -75,12 +75,28 @@ impl Weights {
                 return Err(model_file_error(&path, format!("shard {} is missing", shard.display())));
             }
         }
-        // Safety: the files are mapped read-only; modifying a model file while it is loaded
-        // is undefined, as for every memory-mapped loader (PyTorch's and candle's included).
-        let files = unsafe { MmapedSafetensors::multi(&shards) }
-            .map_err(|e| model_file_error(&path, format!("not a valid safetensors file: {e}")))?;
-        let names = files.tensors().into_iter().map(|(n, _)| n).collect();
-        Ok(Weights { files: Store::Mapped(files), path, names, prefix: String::new(), device: device.clone() })
+        Self::map(path, &shards, device)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn map(path: PathBuf, shards: &[PathBuf], device: &Device) -> Result<Self> {
+        let mut files = Vec::new();
+        let mut route = std::collections::HashMap::new();
+        let mut names = BTreeSet::new();
+        for shard in shards {
+            let file = super::mapped::MappedSafetensors::open(shard)?;
+            for name in file.names() {
+                route.insert(name.clone(), files.len());
+                names.insert(name.clone());
+            }
+            files.push(file);
+        }
+        Ok(Weights { files: Store::Mapped { files, route }, path, names, prefix: String::new(), device: device.clone() })
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn map(path: PathBuf, _shards: &[PathBuf], _device: &Device) -> Result<Self> {
+        Err(model_file_error(&path, "WASM has no file system; pass the files' bytes".into()))
     }
 
     /// The weights of a model source: memory-mapped from disk, or parsed from given bytes.
