@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { backend } from 'kronlora';
+import { tinyBertDir } from './tiny-models.js';
 
 /** Run a snippet in a fresh Node process with KRONLORA_BACKEND set (or unset). */
 function runWith(value: string | undefined, code: string): string {
@@ -27,7 +28,17 @@ describe('backend selection', () => {
 
   it('an unknown KRONLORA_BACKEND is a clear error', () => {
     const out = runWith('gpu', `import { backend } from 'kronlora';
+import { tinyBertDir } from './tiny-models.js';
       try { backend(); } catch (e) { console.log(e.code + ': ' + e.message) }`);
     expect(out).toBe('ERR_BACKEND: KRONLORA_BACKEND must be "native" or "wasm", got "gpu"');
+  });
+
+  it('WASM models load in a process started with --input-type=module -e (worker flags are filtered)', () => {
+    const dir = tinyBertDir(5);
+    const out = runWith('wasm', `import { loadModel } from 'kronlora';
+      const m = await loadModel(${JSON.stringify(dir)});
+      const [v] = await m.embed(['the movie']);
+      console.log(m.backend, v.length)`);
+    expect(out).toBe('wasm 16');
   });
 });
