@@ -28,7 +28,6 @@ describe('backend selection', () => {
 
   it('an unknown KRONLORA_BACKEND is a clear error', () => {
     const out = runWith('gpu', `import { backend } from 'kronlora';
-import { tinyBertDir } from './tiny-models.js';
       try { backend(); } catch (e) { console.log(e.code + ': ' + e.message) }`);
     expect(out).toBe('ERR_BACKEND: KRONLORA_BACKEND must be "native" or "wasm", got "gpu"');
   });
