@@ -222,3 +222,29 @@ fn bad_target_specs_are_errors() {
     model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::AllLinear)).unwrap();
     assert!(model.add_adapter("a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(), "duplicate adapter name");
 }
+
+#[test]
+fn sharded_checkpoints_load_like_single_files() {
+    let tensors = tiny_bert_tensors(6);
+    let single = temp_dir("single");
+    write_model(&single, &tensors, CONFIG);
+    let sharded = temp_dir("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    std::fs::write(sharded.join("config.json"), CONFIG).unwrap();
+    let (mut a, mut b) = (HashMap::new(), HashMap::new());
+    let mut weight_map = serde_json::Map::new();
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        let (shard, file) = if i % 2 == 0 { (&mut a, "model-00001-of-00002.safetensors") } else { (&mut b, "model-00002-of-00002.safetensors") };
+        shard.insert(name.clone(), t.clone());
+        weight_map.insert(name.clone(), serde_json::Value::String(file.into()));
+    }
+    candle_core::safetensors::save(&a, sharded.join("model-00001-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&b, sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+    std::fs::write(sharded.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_eq!(embed(&BertModel::load(&sharded, &Device::Cpu).unwrap()), embed(&BertModel::load(&single, &Device::Cpu).unwrap()));
+    // A shard listed in the index but absent is named.
+    std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
+    let err = BertModel::load(&sharded, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("model.safetensors.index.json") && err.contains("model-00002-of-00002.safetensors is missing"), "{err}");
+}
