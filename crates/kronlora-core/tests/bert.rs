@@ -248,3 +248,65 @@ fn sharded_checkpoints_load_like_single_files() {
     let err = BertModel::load(&sharded, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("model.safetensors.index.json") && err.contains("model-00002-of-00002.safetensors is missing"), "{err}");
 }
+
+#[test]
+fn distilbert_checkpoints_compute_the_same_encoder() {
+    // A BERT model whose token-type embeddings are zero equals the DistilBERT model with the
+    // same weights under DistilBERT's names (stored with the `distilbert.` prefix of task models).
+    let mut tensors = tiny_bert_tensors(7);
+    tensors.insert("embeddings.token_type_embeddings.weight".into(), Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap());
+    let bert_dir = temp_dir("bert-for-distil");
+    write_model(&bert_dir, &tensors, CONFIG);
+    let renames = [
+        ("attention.self.query", "attention.q_lin"),
+        ("attention.self.key", "attention.k_lin"),
+        ("attention.self.value", "attention.v_lin"),
+        ("attention.output.dense", "attention.out_lin"),
+        ("attention.output.LayerNorm", "sa_layer_norm"),
+        ("intermediate.dense", "ffn.lin1"),
+        ("output.dense", "ffn.lin2"),
+        ("output.LayerNorm", "output_layer_norm"),
+    ];
+    let mut distil: HashMap<String, Tensor> = HashMap::new();
+    for (name, t) in &tensors {
+        if name.contains("token_type") {
+            continue;
+        }
+        let mut n = name.replace("encoder.layer.", "transformer.layer.");
+        if let Some((from, to)) = renames.iter().find(|(from, _)| n.contains(&format!(".{from}."))) {
+            n = n.replace(&format!(".{from}."), &format!(".{to}."));
+        }
+        distil.insert(format!("distilbert.{n}"), t.clone());
+    }
+    distil.insert("pre_classifier.weight".into(), tensor(&mut Lcg::new(8), &[16, 16], 0.3));
+    distil.insert("pre_classifier.bias".into(), Tensor::zeros(16, DType::F32, &Device::Cpu).unwrap());
+    distil.insert("classifier.weight".into(), tensor(&mut Lcg::new(9), &[2, 16], 0.3));
+    distil.insert("classifier.bias".into(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap());
+    let distil_dir = temp_dir("distil");
+    let config = r#"{"model_type":"distilbert","vocab_size":50,"dim":16,"n_layers":2,"n_heads":4,"hidden_dim":32,
+      "max_position_embeddings":24,"activation":"gelu"}"#;
+    write_model(&distil_dir, &distil, config);
+    let d = BertModel::load(&distil_dir, &Device::Cpu).unwrap();
+    assert!(d.projections().iter().any(|p| p.name == "transformer.layer.1.ffn.lin2"));
+    let (a, b) = (embed(&BertModel::load(&bert_dir, &Device::Cpu).unwrap()), embed(&d));
+    let diff = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-6, "BERT and DistilBERT differ by {diff}");
+    // PEFT-style short names work for DistilBERT too.
+    let mut d = d;
+    let plan = AdapterPlan { targets: TargetModules::Names(vec!["q_lin".into(), "lin1".into()]), ..plan(AdapterKind::Lora, TargetModules::AllLinear) };
+    assert_eq!(d.add_adapter("a", &plan).unwrap(), 4);
+    // The task model: pre_classifier (ReLU) + classifier, read from the checkpoint.
+    let tokenizer = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2},"unk_token":"[UNK]"},
+      "pre_tokenizer":{"type":"Whitespace"}}"#;
+    std::fs::write(distil_dir.join("tokenizer.json"), tokenizer).unwrap();
+    let m = kronlora_core::pretrained::PretrainedModel::load(
+        kronlora_core::io::ModelSource::Path(distil_dir.clone()),
+        r#"{"task":"sequence-classification","numLabels":2}"#,
+    )
+    .unwrap();
+    assert_eq!(m.parameter_report().head, 16 * 16 + 16 + 2 * 16 + 2);
+    let names: Vec<&str> = m.head.as_ref().unwrap().parameters().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"]);
+    let out = m.classify(&["a b".to_string()]).unwrap();
+    assert!((out[0].scores.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+}

@@ -1,5 +1,7 @@
-//! BERT-style encoders (BERT, MiniLM), following Hugging Face's `modeling_bert.py` module by
-//! module so a reader can check it line by line. Every linear is an adapter-aware `Projection`.
+//! BERT-style encoders (BERT, MiniLM, DistilBERT), following Hugging Face's `modeling_bert.py`
+//! and `modeling_distilbert.py` module by module so a reader can check it line by line (the two
+//! compute the same layer; DistilBERT has other names and no token-type embeddings). Every
+//! linear is an adapter-aware `Projection`.
 
 use std::path::Path;
 
@@ -10,7 +12,7 @@ use super::nn::{layer_norm, softmax_last_dim};
 use super::projection::Projection;
 use super::targets::AdapterPlan;
 use crate::error::{Error, Result};
-use crate::io::{read_json_config, TensorSource, Weights};
+use crate::io::{TensorSource, Weights};
 
 /// The fields of a BERT `config.json` that the model needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -30,6 +32,89 @@ pub struct BertConfig {
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
 }
+
+/// DistilBERT's `config.json` fields, which differ in name from BERT's.
+#[derive(Deserialize)]
+struct DistilBertConfig {
+    vocab_size: usize,
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    hidden_dim: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "default_act")]
+    activation: String,
+    #[serde(default)]
+    sinusoidal_pos_embds: bool,
+}
+
+impl BertConfig {
+    /// Parse a `config.json` of model type `bert` or `distilbert`; `path` names it in errors.
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self> {
+        let invalid = |e: serde_json::Error| Error::InvalidModel(format!("{path}: invalid: {e}"));
+        let probe: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+        if probe.get("model_type").and_then(|v| v.as_str()) != Some("distilbert") {
+            return serde_json::from_value(probe).map_err(invalid);
+        }
+        let d: DistilBertConfig = serde_json::from_value(probe).map_err(invalid)?;
+        if d.sinusoidal_pos_embds {
+            return Err(Error::InvalidModel(format!("{path}: sinusoidal_pos_embds = true is not supported")));
+        }
+        Ok(BertConfig {
+            model_type: "distilbert".into(),
+            vocab_size: d.vocab_size,
+            hidden_size: d.dim,
+            num_hidden_layers: d.n_layers,
+            num_attention_heads: d.n_heads,
+            intermediate_size: d.hidden_dim,
+            hidden_act: d.activation,
+            max_position_embeddings: d.max_position_embeddings,
+            type_vocab_size: 0,
+            layer_norm_eps: 1e-12,
+        })
+    }
+
+    pub fn is_distilbert(&self) -> bool {
+        self.model_type == "distilbert"
+    }
+}
+
+/// Module names of one encoder layer, as transformers names them.
+struct LayerNames {
+    layer: &'static str,
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attention_output: &'static str,
+    attention_norm: &'static str,
+    intermediate: &'static str,
+    output: &'static str,
+    output_norm: &'static str,
+}
+
+const BERT_NAMES: LayerNames = LayerNames {
+    layer: "encoder.layer",
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+const DISTILBERT_NAMES: LayerNames = LayerNames {
+    layer: "transformer.layer",
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attention_output: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    intermediate: "ffn.lin1",
+    output: "ffn.lin2",
+    output_norm: "output_layer_norm",
+};
 
 fn default_model_type() -> String {
     "bert".into()
@@ -76,11 +161,15 @@ struct BertLayer {
     output_norm: Norm,
 }
 
+/// Name prefixes of the encoder in transformers' checkpoints (task models nest it).
+pub const WEIGHT_PREFIXES: &[&str] = &["", "bert.", "distilbert.", "model."];
+
 pub struct BertModel {
     pub config: BertConfig,
     word_embeddings: Tensor,
     position_embeddings: Tensor,
-    token_type_embeddings: Tensor,
+    /// None for DistilBERT, which has no token types.
+    token_type_embeddings: Option<Tensor>,
     embedding_norm: Norm,
     layers: Vec<BertLayer>,
     device: Device,
@@ -89,17 +178,19 @@ pub struct BertModel {
 impl BertModel {
     /// Load `dir/config.json` and the directory's safetensors weights.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config: BertConfig = read_json_config(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let bytes = std::fs::read(&config_path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
+        let config = BertConfig::from_json(&bytes, &config_path.display().to_string())?;
         let mut weights = Weights::open(dir, device)?;
-        weights.detect_prefix("embeddings.word_embeddings.weight", &["", "bert.", "model."]);
+        weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
         Self::from_weights(config, &weights)
     }
 
     pub fn from_weights(config: BertConfig, w: &dyn TensorSource) -> Result<Self> {
         let c = &config;
-        if !matches!(c.model_type.as_str(), "bert") {
+        if !matches!(c.model_type.as_str(), "bert" | "distilbert") {
             return Err(Error::InvalidModel(format!(
-                "{}: model_type `{}` is not a BERT-style encoder this loader reads (expected \"bert\")",
+                "{}: model_type `{}` is not a BERT-style encoder this loader reads (expected \"bert\" or \"distilbert\")",
                 w.path().display(),
                 c.model_type
             )));
@@ -117,25 +208,30 @@ impl BertModel {
         }
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let eps = c.layer_norm_eps;
+        let n = if c.is_distilbert() { &DISTILBERT_NAMES } else { &BERT_NAMES };
         let layers = (0..c.num_hidden_layers)
             .map(|l| {
-                let p = format!("encoder.layer.{l}");
+                let p = format!("{}.{l}", n.layer);
                 Ok(BertLayer {
-                    query: projection(w, &format!("{p}.attention.self.query"), h, h)?,
-                    key: projection(w, &format!("{p}.attention.self.key"), h, h)?,
-                    value: projection(w, &format!("{p}.attention.self.value"), h, h)?,
-                    attention_output: projection(w, &format!("{p}.attention.output.dense"), h, h)?,
-                    attention_norm: Norm::load(w, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
-                    intermediate: projection(w, &format!("{p}.intermediate.dense"), i, h)?,
-                    output: projection(w, &format!("{p}.output.dense"), h, i)?,
-                    output_norm: Norm::load(w, &format!("{p}.output.LayerNorm"), h, eps)?,
+                    query: projection(w, &format!("{p}.{}", n.query), h, h)?,
+                    key: projection(w, &format!("{p}.{}", n.key), h, h)?,
+                    value: projection(w, &format!("{p}.{}", n.value), h, h)?,
+                    attention_output: projection(w, &format!("{p}.{}", n.attention_output), h, h)?,
+                    attention_norm: Norm::load(w, &format!("{p}.{}", n.attention_norm), h, eps)?,
+                    intermediate: projection(w, &format!("{p}.{}", n.intermediate), i, h)?,
+                    output: projection(w, &format!("{p}.{}", n.output), h, i)?,
+                    output_norm: Norm::load(w, &format!("{p}.{}", n.output_norm), h, eps)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
             word_embeddings: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
             position_embeddings: w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?,
-            token_type_embeddings: w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?,
+            token_type_embeddings: if c.is_distilbert() {
+                None
+            } else {
+                Some(w.get("embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h])?)
+            },
             embedding_norm: Norm::load(w, "embeddings.LayerNorm", h, eps)?,
             layers,
             device: w.device().clone(),
@@ -165,7 +261,8 @@ impl BertModel {
     /// Frozen parameters of the encoder (embeddings, norms, projections).
     pub fn num_base_parameters(&self) -> usize {
         let norms = (1 + 2 * self.layers.len()) * 2 * self.config.hidden_size;
-        let emb = self.word_embeddings.elem_count() + self.position_embeddings.elem_count() + self.token_type_embeddings.elem_count();
+        let types = self.token_type_embeddings.as_ref().map_or(0, |t| t.elem_count());
+        let emb = self.word_embeddings.elem_count() + self.position_embeddings.elem_count() + types;
         emb + norms + self.projections().iter().map(|p| p.num_parameters()).sum::<usize>()
     }
 
@@ -188,8 +285,10 @@ impl BertModel {
         }
         let words = self.word_embeddings.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
         let positions = self.position_embeddings.narrow(0, 0, t)?;
-        let types = self.token_type_embeddings.narrow(0, 0, 1)?;
-        let x = words.broadcast_add(&positions)?.broadcast_add(&types)?;
+        let mut x = words.broadcast_add(&positions)?;
+        if let Some(types) = &self.token_type_embeddings {
+            x = x.broadcast_add(&types.narrow(0, 0, 1)?)?;
+        }
         let mut x = self.embedding_norm.forward(&x)?;
         // Additive mask [b, 1, 1, t]: 0 for tokens, a large negative number for padding.
         let mask = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, t))?;

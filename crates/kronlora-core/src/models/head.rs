@@ -1,5 +1,6 @@
-//! BERT's sequence-classification head: pooler (dense + tanh on the first token) and
-//! classifier, both trainable as whole modules (PEFT's `modules_to_save`).
+//! Sequence-classification heads on the first token: BERT's pooler (dense + tanh) or
+//! DistilBERT's pre-classifier (dense + ReLU), then the classifier; both trainable as whole
+//! modules (PEFT's `modules_to_save`).
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
@@ -8,7 +9,26 @@ use rand::{Rng, SeedableRng};
 use crate::error::Result;
 use crate::io::TensorSource;
 
+/// Which transformers head: names of the first dense layer and its activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadStyle {
+    /// `pooler.dense` + tanh (BertForSequenceClassification).
+    BertPooler,
+    /// `pre_classifier` + ReLU (DistilBertForSequenceClassification).
+    DistilBert,
+}
+
+impl HeadStyle {
+    fn dense_name(self) -> &'static str {
+        match self {
+            HeadStyle::BertPooler => "pooler.dense",
+            HeadStyle::DistilBert => "pre_classifier",
+        }
+    }
+}
+
 pub struct ClassificationHead {
+    style: HeadStyle,
     pooler_weight: Var,
     pooler_bias: Var,
     classifier_weight: Var,
@@ -29,17 +49,20 @@ fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
 impl ClassificationHead {
     /// Pooler from the checkpoint when it has one; classifier from the checkpoint when its
     /// shape fits `num_labels`, else initialised as transformers does (N(0, 0.02²), zero bias).
-    pub fn new(w: &dyn TensorSource, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(w: &dyn TensorSource, style: HeadStyle, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+        let dense = style.dense_name();
+        let (dense_w, dense_b) = (format!("{dense}.weight"), format!("{dense}.bias"));
         let mut rng = StdRng::seed_from_u64(seed);
         let mut init = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_vec(normal(&mut rng, shape.iter().product(), 0.02), shape, device)?) };
-        let pooler_weight = if w.contains("pooler.dense.weight") { w.get("pooler.dense.weight", &[hidden, hidden])? } else { init(&[hidden, hidden])? };
-        let pooler_bias = if w.contains("pooler.dense.bias") { w.get("pooler.dense.bias", &[hidden])? } else { Tensor::zeros(hidden, DType::F32, device)? };
+        let pooler_weight = if w.contains(&dense_w) { w.get(&dense_w, &[hidden, hidden])? } else { init(&[hidden, hidden])? };
+        let pooler_bias = if w.contains(&dense_b) { w.get(&dense_b, &[hidden])? } else { Tensor::zeros(hidden, DType::F32, device)? };
         // A checkpoint's own classifier is reused only when it has this many labels.
         let (classifier_weight, classifier_bias) = match (w.get("classifier.weight", &[num_labels, hidden]), w.get("classifier.bias", &[num_labels])) {
             (Ok(weight), Ok(bias)) => (weight, bias),
             _ => (init(&[num_labels, hidden])?, Tensor::zeros(num_labels, DType::F32, device)?),
         };
         Ok(ClassificationHead {
+            style,
             pooler_weight: Var::from_tensor(&pooler_weight)?,
             pooler_bias: Var::from_tensor(&pooler_bias)?,
             classifier_weight: Var::from_tensor(&classifier_weight)?,
@@ -54,15 +77,23 @@ impl ClassificationHead {
     /// Class logits `[batch, labels]` from hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let pooled = first.matmul(&self.pooler_weight.t()?)?.broadcast_add(&self.pooler_bias)?.tanh()?;
+        let dense = first.matmul(&self.pooler_weight.t()?)?.broadcast_add(&self.pooler_bias)?;
+        let pooled = match self.style {
+            HeadStyle::BertPooler => dense.tanh()?,
+            HeadStyle::DistilBert => dense.relu()?,
+        };
         Ok(pooled.matmul(&self.classifier_weight.t()?)?.broadcast_add(&self.classifier_bias)?)
     }
 
     /// Trainable parameters under their transformers names.
     pub fn parameters(&self) -> Vec<(&'static str, &Var)> {
+        let (weight, bias) = match self.style {
+            HeadStyle::BertPooler => ("pooler.dense.weight", "pooler.dense.bias"),
+            HeadStyle::DistilBert => ("pre_classifier.weight", "pre_classifier.bias"),
+        };
         vec![
-            ("pooler.dense.weight", &self.pooler_weight),
-            ("pooler.dense.bias", &self.pooler_bias),
+            (weight, &self.pooler_weight),
+            (bias, &self.pooler_bias),
             ("classifier.weight", &self.classifier_weight),
             ("classifier.bias", &self.classifier_bias),
         ]

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, ModelSource, TensorSource, Weights};
-use crate::models::bert::{BertConfig, BertModel};
-use crate::models::head::ClassificationHead;
+use crate::models::bert::{BertConfig, BertModel, WEIGHT_PREFIXES};
+use crate::models::head::{ClassificationHead, HeadStyle};
 use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::tokenizer::TextTokenizer;
 
@@ -80,15 +80,16 @@ impl PretrainedModel {
         let config_bytes = source.read("config.json")?;
         let tokenizer = TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
         match model_type(&config_bytes, &config_path)?.as_str() {
-            "bert" => {
-                let config: BertConfig = parse_config(&config_bytes, &config_path)?;
+            "bert" | "distilbert" => {
+                let config = BertConfig::from_json(&config_bytes, &config_path)?;
                 let mut weights = Weights::from_source(&mut source, &device)?;
-                weights.detect_prefix("embeddings.word_embeddings.weight", &["", "bert.", "model."]);
+                weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
+                let style = if config.is_distilbert() { HeadStyle::DistilBert } else { HeadStyle::BertPooler };
                 let model = BertModel::from_weights(config, &weights)?;
                 let task = task.unwrap_or(Task::Embedding);
                 let head = match task {
                     Task::SequenceClassification => {
-                        Some(ClassificationHead::new(&weights, model.config.hidden_size, options.num_labels, options.seed, &device)?)
+                        Some(ClassificationHead::new(&weights, style, model.config.hidden_size, options.num_labels, options.seed, &device)?)
                     }
                     Task::Embedding => None,
                     Task::CausalLm => {
@@ -107,7 +108,7 @@ impl PretrainedModel {
             }
             other => Err(Error::InvalidModel(format!(
                 "{config_path}: model_type `{other}` is not supported; kronlora loads BERT-style encoders (bert) \
-                 and Llama-family decoders (llama, mistral, qwen2)"
+                 (bert, distilbert) and Llama-family decoders (llama, mistral, qwen2)"
             ))),
         }
     }
@@ -125,7 +126,7 @@ impl PretrainedModel {
     /// `bert` or `llama` (the family), and the config's model type.
     pub fn architecture(&self) -> String {
         match &self.backbone {
-            Backbone::Bert(m) => format!("bert ({} layers, hidden {})", m.config.num_hidden_layers, m.config.hidden_size),
+            Backbone::Bert(m) => format!("{} ({} layers, hidden {})", m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size),
             Backbone::Llama(m) => format!("{} ({} layers, hidden {})", m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size),
         }
     }
