@@ -1,8 +1,8 @@
 """Reference values from Hugging Face transformers (PyTorch) for kronlora's parity tests.
 
 Run after `npm run fetch-models`, in a virtualenv with torch, transformers, gguf, safetensors:
-    python scripts/reference/make_fixtures.py
-Writes test/fixtures/minilm.json and test/fixtures/smollm2.json (small, committed). The tests
+    python scripts/reference/make_fixtures.py [minilm] [smollm2] [training]
+Writes test/fixtures/{minilm,smollm2,training}.json (small, committed). The tests
 themselves need no Python.
 """
 import json
@@ -75,9 +75,57 @@ def smollm2():
     }
 
 
+def training():
+    """torch.optim.AdamW trajectories, clip_grad_norm_, and transformers' LR schedules."""
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    g = torch.Generator().manual_seed(1)
+    params = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    initial = [p.clone().tolist() for p in params]
+    ps = [torch.nn.Parameter(p.clone()) for p in params]
+    opt = torch.optim.AdamW(ps, lr=0.01, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1)
+    lrs = [0.01, 0.02, 0.005, 0.01, 0.03]
+    steps = []
+    for lr in lrs:
+        grads = [torch.randn(p.shape, generator=g) for p in ps]
+        for p, gr in zip(ps, grads):
+            p.grad = gr.clone()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        steps.append({"lr": lr, "grads": [gr.tolist() for gr in grads], "params": [p.detach().clone().tolist() for p in ps]})
+    clip_grads = [torch.randn(3, 4, generator=g) * 3, torch.randn(5, generator=g) * 3]
+    cps = [torch.nn.Parameter(torch.zeros_like(c)) for c in clip_grads]
+    for p, c in zip(cps, clip_grads):
+        p.grad = c.clone()
+    norm = torch.nn.utils.clip_grad_norm_(cps, max_norm=1.0)
+    schedules = {}
+    for name, make in [("constant", lambda o: get_constant_schedule_with_warmup(o, 3)),
+                       ("linear", lambda o: get_linear_schedule_with_warmup(o, 3, 10)),
+                       ("cosine", lambda o: get_cosine_schedule_with_warmup(o, 3, 10))]:
+        o = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = make(o)
+        values = []
+        for _ in range(12):
+            values.append(o.param_groups[0]["lr"])
+            o.step()
+            sched.step()
+        schedules[name] = values
+    return {
+        "source": f"torch {torch.__version__} AdamW(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.1), clip_grad_norm_(max_norm=1), transformers {transformers.__version__} schedules (warmup 3, total 10)",
+        "adamw": {"initial": initial, "steps": steps},
+        "clip": {"grads": [c.tolist() for c in clip_grads], "norm": norm.item(), "clipped": [p.grad.tolist() for p in cps]},
+        "schedules": schedules,
+    }
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, fn in [("minilm", minilm), ("smollm2", smollm2)]:
+    import sys
+    wanted = sys.argv[1:] or ["minilm", "smollm2", "training"]
+    for name, fn in [("minilm", minilm), ("smollm2", smollm2), ("training", training)]:
+        if name not in wanted:
+            continue
         data = fn()
         (OUT / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
         print(f"wrote {OUT / (name + '.json')}")

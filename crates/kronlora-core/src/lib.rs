@@ -14,6 +14,7 @@ pub mod options;
 pub mod pretrained;
 pub mod tensor_data;
 pub mod tokenizer;
+pub mod train;
 
 pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
 pub use error::{Error, Result};
