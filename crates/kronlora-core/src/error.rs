@@ -23,6 +23,9 @@ pub enum Error {
     /// The operation does not exist for this kind of object.
     #[error("{0}")]
     Unsupported(String),
+    /// A dataset record is malformed, or a dataset is empty.
+    #[error("{0}")]
+    InvalidData(String),
     /// A model file or directory is missing, truncated, or disagrees with its config.
     #[error("{0}")]
     InvalidModel(String),
@@ -42,6 +45,7 @@ impl Error {
             Error::InvalidState(_) => "ERR_INVALID_STATE",
             Error::Unsupported(_) => "ERR_UNSUPPORTED",
             Error::InvalidModel(_) => "ERR_INVALID_MODEL",
+            Error::InvalidData(_) => "ERR_INVALID_DATA",
             Error::Internal(_) => "ERR_INTERNAL",
         }
     }

@@ -1,0 +1,10 @@
+//! Training data: records of the three tasks read from JSONL (or JS arrays), label maps, and
+//! seeded shuffling / splitting. Tokenisation and batching build on these.
+
+mod jsonl;
+mod labels;
+mod split;
+
+pub use jsonl::{parse_records, Record, RecordTask};
+pub use labels::{Label, LabelMap};
+pub use split::{seeded_permutation, train_validation_split};
