@@ -7,12 +7,13 @@ bash scripts/build.sh
 source scripts/env.sh
 
 echo "test: cargo test (kronlora-core)"
-# The napi CLI builds with an explicit --target; the same here reuses its compiled dependencies.
+# The napi CLI builds kronlora-node with an explicit --target; naming the same target and
+# package here unifies dependency features the same way, so its compiled crates are reused.
 host=$(rustc -vV | sed -n 's/^host: //p')
-cargo test --release --target "$host" -p kronlora-core
+cargo test --release --target "$host" -p kronlora-core -p kronlora-node
 if [ -f .cache/models/minilm/model.safetensors ] && [ -f .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
   echo "test: parity with transformers on the real models in .cache/models"
-  cargo test --release --target "$host" -p kronlora-core --test parity -- --ignored
+  cargo test --release --target "$host" -p kronlora-core -p kronlora-node --test parity -- --ignored
 else
   echo "test: parity tests skipped (no real models; \`npm run fetch-models\` fetches them)"
 fi

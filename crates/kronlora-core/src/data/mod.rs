@@ -1,10 +1,12 @@
 //! Training data: records of the three tasks read from JSONL (or JS arrays), label maps, and
 //! seeded shuffling / splitting. Tokenisation and batching build on these.
 
+mod batching;
 mod jsonl;
 mod labels;
 mod split;
 
+pub use batching::{bucketed_batches, classification_batch, encode_classification, ClassificationBatch, EncodedExample};
 pub use jsonl::{parse_records, Record, RecordTask};
 pub use labels::{Label, LabelMap};
 pub use split::{seeded_permutation, train_validation_split};
