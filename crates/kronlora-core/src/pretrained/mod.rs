@@ -154,6 +154,24 @@ impl PretrainedModel {
         projections.into_iter().flat_map(|p| p.adapters().map(move |(n, a)| (p.name.clone(), n.to_string(), a))).collect()
     }
 
+    /// Every trainable variable: adapter parameters in model order, then the head's.
+    pub fn trainable_variables(&self) -> Vec<candle_core::Var> {
+        let mut vars: Vec<candle_core::Var> =
+            self.adapters().into_iter().flat_map(|(_, _, a)| a.parameters().into_iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()).collect();
+        if let Some(head) = &self.head {
+            vars.extend(head.parameters().into_iter().map(|(_, v)| v.clone()));
+        }
+        vars
+    }
+
+    /// Class logits `[b, labels]` of a padded batch (training and evaluation).
+    pub fn classification_logits(&self, ids: &candle_core::Tensor, mask: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+        let (Backbone::Bert(bert), Some(head)) = (&self.backbone, &self.head) else {
+            return Err(Error::Unsupported("classification training needs an encoder loaded with task \"sequence-classification\"".into()));
+        };
+        head.forward(&bert.forward(ids, mask)?)
+    }
+
     pub fn parameter_report(&self) -> ParameterReport {
         let base = match &self.backbone {
             Backbone::Bert(m) => m.num_base_parameters(),

@@ -51,15 +51,24 @@ impl AdamW {
         self.step
     }
 
-    /// One update with learning rate `lr`. Parameters without a gradient are left as they are
-    /// (their moments too), as PyTorch does.
+    /// One update from a backward pass's gradients.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        let grads: Vec<Option<Tensor>> = self.params.iter().map(|p| grads.get(p.as_tensor()).cloned()).collect();
+        self.step_with(&grads, lr)
+    }
+
+    /// One update with learning rate `lr`; `grads[i]` belongs to the i-th parameter. Parameters
+    /// without a gradient are left as they are (their moments too), as PyTorch does.
+    pub fn step_with(&mut self, grads: &[Option<Tensor>], lr: f64) -> Result<()> {
+        if grads.len() != self.params.len() {
+            return Err(Error::InvalidState(format!("{} gradients for {} parameters", grads.len(), self.params.len())));
+        }
         self.step += 1;
         let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
         let t = self.step as i32;
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-        for ((p, m), v) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-            let Some(g) = grads.get(p.as_tensor()) else { continue };
+        for (((p, m), v), g) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()).zip(grads) {
+            let Some(g) = g else { continue };
             let g = g.to_dtype(DType::F32)?;
             *m = ((&*m * beta1)? + (&g * (1.0 - beta1))?)?;
             *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;

@@ -1,0 +1,66 @@
+//! Tiny BERT checkpoints in real formats, written by the tests.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::reference::Lcg;
+
+pub const CONFIG: &str = r#"{"model_type":"bert","vocab_size":50,"hidden_size":16,"num_hidden_layers":2,
+  "num_attention_heads":4,"intermediate_size":32,"hidden_act":"gelu","max_position_embeddings":24,
+  "type_vocab_size":2,"layer_norm_eps":1e-12}"#;
+
+pub fn tensor(rng: &mut Lcg, shape: &[usize], scale: f32) -> Tensor {
+    let n = shape.iter().product();
+    Tensor::from_vec(rng.vec(n).into_iter().map(|v| v * scale).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+}
+
+/// HF BertModel tensor names and shapes for CONFIG, random values.
+pub fn tiny_bert_tensors(seed: u64) -> HashMap<String, Tensor> {
+    let mut rng = Lcg::new(seed);
+    let (h, i) = (16, 32);
+    let mut t = HashMap::new();
+    let mut put = |name: String, shape: &[usize], scale: f32, offset: f32| {
+        let v = (tensor(&mut rng, shape, scale) + offset as f64).unwrap();
+        t.insert(name, v);
+    };
+    put("embeddings.word_embeddings.weight".into(), &[50, h], 0.5, 0.0);
+    put("embeddings.position_embeddings.weight".into(), &[24, h], 0.5, 0.0);
+    put("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.5, 0.0);
+    put("embeddings.LayerNorm.weight".into(), &[h], 0.1, 1.0);
+    put("embeddings.LayerNorm.bias".into(), &[h], 0.1, 0.0);
+    for l in 0..2 {
+        let p = format!("encoder.layer.{l}");
+        for (name, out, inp) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", i, h),
+            ("output.dense", h, i),
+        ] {
+            put(format!("{p}.{name}.weight"), &[out, inp], 0.3, 0.0);
+            put(format!("{p}.{name}.bias"), &[out], 0.1, 0.0);
+        }
+        for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            put(format!("{p}.{norm}.weight"), &[h], 0.1, 1.0);
+            put(format!("{p}.{norm}.bias"), &[h], 0.1, 0.0);
+        }
+    }
+    t
+}
+
+pub fn write_model(dir: &Path, tensors: &HashMap<String, Tensor>, config: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    candle_core::safetensors::save(tensors, dir.join("model.safetensors")).unwrap();
+}
+
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kronlora-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
