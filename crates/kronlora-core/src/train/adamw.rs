@@ -69,13 +69,15 @@ impl AdamW {
         let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
         for (((p, m), v), g) in self.params.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()).zip(grads) {
             let Some(g) = g else { continue };
-            let g = g.to_dtype(DType::F32)?;
+            // Detached: a gradient from backward still records the graph it came from, and the
+            // moments would otherwise chain every step's graph together (unbounded memory).
+            let g = g.detach().to_dtype(DType::F32)?;
             *m = ((&*m * beta1)? + (&g * (1.0 - beta1))?)?;
             *v = ((&*v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
             // p ← p·(1 − lr·wd) − lr · m̂ / (√v̂ + eps), with m̂ = m / c1, v̂ = v / c2.
             let denom = ((&*v / c2)?.sqrt()? + eps)?;
             let update = ((&*m / c1)? / denom)?;
-            let decayed = (p.as_tensor().to_dtype(DType::F32)? * (1.0 - lr * weight_decay))?;
+            let decayed = (p.as_tensor().detach().to_dtype(DType::F32)? * (1.0 - lr * weight_decay))?;
             p.set(&(decayed - (update * lr)?)?.to_dtype(p.dtype())?)?;
         }
         Ok(())

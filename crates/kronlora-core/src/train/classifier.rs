@@ -128,9 +128,11 @@ pub fn train_classification(
             let grads = loss.backward()?;
             for (acc, v) in accumulated.iter_mut().zip(&vars) {
                 if let Some(g) = grads.get(v.as_tensor()) {
+                    // Detached, so the accumulated sum does not keep this step's graph alive.
+                    let g = g.detach();
                     *acc = Some(match acc.take() {
                         Some(a) => (a + g)?,
-                        None => g.clone(),
+                        None => g,
                     });
                 }
             }
