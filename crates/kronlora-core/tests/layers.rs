@@ -242,7 +242,7 @@ fn adapters_fold_leading_dims_into_rows() {
     let lora = Lora::new(12, 8, &config, &dev).unwrap();
     for adapter in [&kron as &dyn Adapter, &lora] {
         // B1 or lora_B, the zero-initialised factor
-        let (_, zero_init) = adapter.parameters()[1];;
+        let (_, zero_init) = adapter.parameters()[1];
         zero_init.set(&Tensor::ones(zero_init.dims(), candle_core::DType::F32, &dev).unwrap()).unwrap();
         let x = Tensor::from_vec(Lcg::new(8).vec(2 * 3 * 12), (2, 3, 12), &dev).unwrap();
         let y3 = adapter.forward(&x).unwrap();

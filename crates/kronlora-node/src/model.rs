@@ -43,6 +43,8 @@ impl NativeModel {
 }
 
 /// Load a model directory or `.gguf` file; `options_json` is `{ task?, numLabels?, seed? }`.
+// Called from JS only: napi registers it outside `cfg(test)`.
+#[cfg_attr(test, allow(dead_code))]
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(path: String, options_json: String) -> AsyncTask<CoreTask<NativeModel>> {
     CoreTask::new(move || {

@@ -50,9 +50,9 @@ function handle(req: Request): unknown {
     case 'load': {
       const [names, contents] = req.path !== undefined ? readModelFiles(req.path) : [Object.keys(req.files!), Object.values(req.files!)];
       const model = wasm.WasmModel.load(names, contents, req.optionsJson);
-      const handle = nextModel++;
-      models.set(handle, model);
-      return handle;
+      const id = nextModel++;
+      models.set(id, model);
+      return id;
     }
     case 'call': {
       const model = models.get(req.model);
