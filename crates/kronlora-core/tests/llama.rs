@@ -321,3 +321,33 @@ fn bad_gguf_files_are_named() {
     let err = PretrainedModel::load(ModelSource::Path(dir.join("missing.gguf")), "{}").err().unwrap().to_string();
     assert!(err.contains("no such file or directory"), "{err}");
 }
+
+#[test]
+fn qwen2_checkpoints_use_their_qkv_biases() {
+    let t = tensors(8, false);
+    let llama_dir = temp_dir("qwen-base");
+    write_hf_dir(&llama_dir, &t, false);
+    let with_bias = |scale: f32, name: &str| {
+        let dir = temp_dir(name);
+        let mut qt = t.clone();
+        let mut rng = Lcg::new(9);
+        for l in 0..LAYERS {
+            for (proj, out) in [("q_proj", HIDDEN), ("k_proj", KV_HEADS * HIDDEN / HEADS), ("v_proj", KV_HEADS * HIDDEN / HEADS)] {
+                let b = Tensor::from_vec(rng.vec(out).into_iter().map(|x| x * scale).collect::<Vec<_>>(), out, &Device::Cpu).unwrap();
+                qt.push((format!("model.layers.{l}.self_attn.{proj}.bias"), b));
+            }
+        }
+        write_hf_dir(&dir, &qt, false);
+        std::fs::write(dir.join("config.json"), config_json(false).replace("\"llama\"", "\"qwen2\"")).unwrap();
+        LlamaModel::load(&dir, &Device::Cpu).unwrap()
+    };
+    let llama = logits(&LlamaModel::load(&llama_dir, &Device::Cpu).unwrap(), &IDS);
+    assert!(max_diff(&logits(&with_bias(0.0, "qwen-zero"), &IDS), &llama) < 1e-6, "zero biases must change nothing");
+    assert!(max_diff(&logits(&with_bias(0.5, "qwen-bias"), &IDS), &llama) > 1e-3, "the biases must be applied");
+    // A qwen2 config whose checkpoint lacks the biases names the missing tensor.
+    let dir = temp_dir("qwen-missing");
+    write_hf_dir(&dir, &t, false);
+    std::fs::write(dir.join("config.json"), config_json(false).replace("\"llama\"", "\"qwen2\"")).unwrap();
+    let err = LlamaModel::load(&dir, &Device::Cpu).err().unwrap().to_string();
+    assert!(err.contains("model.layers.0.self_attn.q_proj.bias` is missing"), "{err}");
+}
