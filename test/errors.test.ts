@@ -43,6 +43,9 @@ describe.each(backends)('bad input on %s gives documented errors', (name) => {
     expectError(() => new KronLoraLinear({ ...base, rank: 1.5 }), 'ERR_INVALID_OPTION', /`rank` must be a positive integer, got 1.5/);
     expectError(() => new KronLoraLinear(base).forward(new Float32Array(0), 0), 'ERR_INVALID_OPTION', /rows must be a positive integer/);
     expectError(() => factorization(0, 2), 'ERR_INVALID_OPTION', /dim must be a positive integer/);
+    // Sizes that could not be allocated are refused instead of aborting the process.
+    expectError(() => new KronLoraLinear({ ...base, inFeatures: 1e12 }), 'ERR_INVALID_OPTION', /larger than the supported maximum/);
+    expectError(() => new LoraLinear({ ...base, inFeatures: 1 << 24, outFeatures: 1 << 24, rank: 4096 }), 'ERR_INVALID_OPTION', /needs up to \d+ adapter parameters/);
     expectError(() => factorization(12, 0), 'ERR_INVALID_OPTION', /factor must be a positive integer or -1/);
   });
 

@@ -83,6 +83,22 @@ pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
     value.ok_or_else(|| invalid(format!("option `{field}` is required")))
 }
 
+/// Largest layer width accepted (16 777 216): far above any model's, small enough that a typo
+/// (`1e12`) is an error instead of an allocation that would abort the process.
+pub const MAX_FEATURES: usize = 1 << 24;
+/// Most adapter parameters one layer may ask for (8 GiB of f32).
+pub const MAX_ADAPTER_PARAMETERS: usize = 1 << 31;
+/// Largest adapter rank accepted.
+pub const MAX_RANK: usize = 1 << 16;
+
+/// A positive integer of at most `max`.
+pub(crate) fn bounded_int(field: &str, value: Option<&Value>, max: usize) -> Result<Option<usize>> {
+    match positive_int(field, value)? {
+        Some(x) if x > max => Err(invalid(format!("option `{field}` = {x} is larger than the supported maximum of {max}"))),
+        other => Ok(other),
+    }
+}
+
 /// A finite non-zero number (an adapter's `alpha`).
 pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
     let value = required(field, value.filter(|v| !v.is_null()))?;
@@ -94,7 +110,7 @@ pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
 }
 
 /// A non-negative safe integer (JavaScript's Number.MAX_SAFE_INTEGER at most); default 0.
-pub fn seed(field: &str, value: Option<&Value>) -> Result<u64> {
+pub(crate) fn seed(field: &str, value: Option<&Value>) -> Result<u64> {
     let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(0) };
     let x = number(field, v)?;
     if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= 9_007_199_254_740_991.0) {
@@ -128,9 +144,18 @@ impl LayerOptions {
             Some(Value::String(s)) => s.clone(),
             Some(v) => return Err(invalid(format!("option `name` must be a string, got {v}"))),
         };
-        let in_features = required("inFeatures", positive_int("inFeatures", raw.in_features.as_ref())?)?;
-        let out_features = required("outFeatures", positive_int("outFeatures", raw.out_features.as_ref())?)?;
-        let rank = required("rank", positive_int("rank", raw.rank.as_ref())?)?;
+        let in_features = required("inFeatures", bounded_int("inFeatures", raw.in_features.as_ref(), MAX_FEATURES)?)?;
+        let out_features = required("outFeatures", bounded_int("outFeatures", raw.out_features.as_ref(), MAX_FEATURES)?)?;
+        let rank = required("rank", bounded_int("rank", raw.rank.as_ref(), MAX_RANK)?)?;
+        // LoRA's count bounds Kron-LoRA's: refuse what could not be allocated.
+        // In u64: on wasm32 usize is 32 bits and the product would wrap.
+        let needed = rank as u64 * (in_features as u64 + out_features as u64);
+        if needed > MAX_ADAPTER_PARAMETERS as u64 {
+            return Err(invalid(format!(
+                "rank {rank} on a {out_features}×{in_features} layer needs up to {needed} adapter parameters; \
+                 the maximum is {MAX_ADAPTER_PARAMETERS}: lower the rank or the sizes"
+            )));
+        }
         let alpha = alpha("alpha", raw.alpha.as_ref())?;
         let kron_in = positive_int("kronIn", raw.kron_in.as_ref())?;
         let kron_out = positive_int("kronOut", raw.kron_out.as_ref())?;
@@ -174,6 +199,8 @@ mod tests {
             (r#"{"inFeatures":8,"outFeatures":-6,"rank":2,"alpha":4}"#, "`outFeatures` must be a positive integer"),
             (r#"{"inFeatures":8,"outFeatures":6,"rank":2.5,"alpha":4}"#, "`rank` must be a positive integer"),
             (r#"{"inFeatures":8,"outFeatures":6,"alpha":4}"#, "`rank` is required"),
+            (r#"{"inFeatures":1e12,"outFeatures":6,"rank":2,"alpha":4}"#, "`inFeatures` = 1000000000000 is larger than the supported maximum"),
+            (r#"{"inFeatures":8,"outFeatures":6,"rank":100000,"alpha":4}"#, "`rank` = 100000 is larger than the supported maximum"),
             (r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":"x"}"#, "`alpha` must be a number"),
         ];
         for (json, want) in cases {

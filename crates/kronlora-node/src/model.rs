@@ -4,7 +4,7 @@
 use std::sync::{Arc, RwLock};
 
 use kronlora_core::io::ModelSource;
-use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+use kronlora_core::pretrained::PretrainedModel;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -25,10 +25,6 @@ pub struct NativeModel {
 
 fn busy() -> kronlora_core::Error {
     kronlora_core::Error::InvalidState("the model is busy with another call; await it before changing the model".into())
-}
-
-fn json<T: serde::Serialize>(value: &T) -> kronlora_core::Result<String> {
-    serde_json::to_string(value).map_err(|e| kronlora_core::Error::InvalidState(format!("cannot serialise a result: {e}")))
 }
 
 impl NativeModel {
@@ -58,9 +54,7 @@ impl NativeModel {
     /// JSON `{ architecture, task, report }`.
     #[napi(catch_unwind)]
     pub fn describe(&self) -> Result<String> {
-        let m = self.inner.try_read().map_err(|_| js_error(busy()))?;
-        let value = serde_json::json!({ "architecture": m.architecture(), "task": m.task.name(), "report": m.parameter_report() });
-        Ok(value.to_string())
+        self.inner.try_read().map_err(|_| js_error(busy()))?.describe_json().map_err(js_error)
     }
 
     /// Add an adapter; returns the number of adapted modules.
@@ -83,15 +77,12 @@ impl NativeModel {
     /// JSON `[{ label, score, scores }]`.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn classify(&self, texts: Vec<String>) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| json(&m.classify(&texts)?))
+        self.run(move |m| m.classify_json(&texts))
     }
 
     /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn generate(&self, prompt: String, max_tokens: u32, temperature: f64, seed: f64) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| {
-            let seed = kronlora_core::options::seed("seed", Some(&serde_json::json!(seed)))?;
-            json(&m.generate(&prompt, &GenerateOptions { max_tokens: max_tokens as usize, temperature, seed })?)
-        })
+        self.run(move |m| m.generate_json(&prompt, max_tokens, temperature, seed))
     }
 }

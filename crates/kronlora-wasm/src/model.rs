@@ -3,14 +3,10 @@
 
 use js_sys::{Array, Float32Array, Object, Uint8Array};
 use kronlora_core::io::ModelSource;
-use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+use kronlora_core::pretrained::PretrainedModel;
 use wasm_bindgen::prelude::*;
 
 use crate::{js_error, set};
-
-fn json<T: serde::Serialize>(value: &T) -> Result<String, JsError> {
-    serde_json::to_string(value).map_err(|e| JsError::new(&format!("[ERR_INTERNAL] cannot serialise a result: {e}")))
-}
 
 /// `{ data: Float32Array, width }`, as the Node binding's `FloatRows`.
 fn float_rows((data, width): (Vec<f32>, usize)) -> JsValue {
@@ -47,7 +43,7 @@ impl WasmModel {
 
     /// JSON `{ architecture, task, report }`.
     pub fn describe(&self) -> Result<String, JsError> {
-        json(&serde_json::json!({ "architecture": self.inner.architecture(), "task": self.inner.task.name(), "report": self.inner.parameter_report() }))
+        self.inner.describe_json().map_err(js_error)
     }
 
     #[wasm_bindgen(js_name = addAdapter)]
@@ -64,11 +60,10 @@ impl WasmModel {
     }
 
     pub fn classify(&self, texts: Vec<String>) -> Result<String, JsError> {
-        json(&self.inner.classify(&texts).map_err(js_error)?)
+        self.inner.classify_json(&texts).map_err(js_error)
     }
 
     pub fn generate(&self, prompt: &str, max_tokens: u32, temperature: f64, seed: f64) -> Result<String, JsError> {
-        let seed = kronlora_core::options::seed("seed", Some(&serde_json::json!(seed))).map_err(js_error)?;
-        json(&self.inner.generate(prompt, &GenerateOptions { max_tokens: max_tokens as usize, temperature, seed }).map_err(js_error)?)
+        self.inner.generate_json(prompt, max_tokens, temperature, seed).map_err(js_error)
     }
 }

@@ -52,30 +52,30 @@ pub struct Weights {
 impl Weights {
     /// Open `dir/model.safetensors` or the shards of `dir/model.safetensors.index.json`.
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let (path, shards) = if single.is_file() {
-            (single.clone(), vec![single])
-        } else if index.is_file() {
-            #[derive(serde::Deserialize)]
-            struct Index {
-                weight_map: std::collections::HashMap<String, String>,
-            }
-            let idx: Index = read_json_config(&index)?;
-            let files: BTreeSet<&String> = idx.weight_map.values().collect();
-            (index.clone(), files.into_iter().map(|f| dir.join(f)).collect())
-        } else {
-            return Err(Error::InvalidModel(format!(
-                "{}: no model.safetensors or model.safetensors.index.json in this directory",
-                dir.display()
-            )));
-        };
-        for shard in &shards {
-            if !shard.is_file() {
-                return Err(model_file_error(&path, format!("shard {} is missing", shard.display())));
-            }
+        Self::from_source(&mut ModelSource::Path(dir.to_path_buf()), device)
+    }
+
+    /// The file that describes the weights (the single file, or the index) and the shard files.
+    fn shards(source: &ModelSource) -> Result<(String, Vec<String>)> {
+        const SINGLE: &str = "model.safetensors";
+        const INDEX: &str = "model.safetensors.index.json";
+        if source.exists(SINGLE) {
+            return Ok((SINGLE.into(), vec![SINGLE.into()]));
         }
-        Self::map(path, &shards, device)
+        if !source.exists(INDEX) {
+            return Err(Error::InvalidModel(format!("{}: no {SINGLE} or {INDEX} among the model files", source.display())));
+        }
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: std::collections::HashMap<String, String>,
+        }
+        let index_path = source.file_path(INDEX);
+        let idx: Index = serde_json::from_slice(&source.read(INDEX)?).map_err(|e| model_file_error(&index_path, format!("invalid: {e}")))?;
+        let shards: BTreeSet<String> = idx.weight_map.into_values().collect();
+        if let Some(missing) = shards.iter().find(|s| !source.exists(s)) {
+            return Err(model_file_error(&index_path, format!("shard {} is missing", source.file_path(missing).display())));
+        }
+        Ok((INDEX.into(), shards.into_iter().collect()))
     }
 
     #[cfg(not(target_arch = "wasm32"))]
@@ -101,24 +101,12 @@ impl Weights {
 
     /// The weights of a model source: memory-mapped from disk, or parsed from given bytes.
     pub fn from_source(source: &mut ModelSource, device: &Device) -> Result<Self> {
-        if let Some(dir) = source.is_path() {
-            return Self::open(&dir.to_path_buf(), device);
+        let (described_by, shards) = Self::shards(source)?;
+        let path = source.file_path(&described_by);
+        if source.is_path().is_some() {
+            let files: Vec<PathBuf> = shards.iter().map(|s| source.file_path(s)).collect();
+            return Self::map(path, &files, device);
         }
-        let (path, shards) = if source.exists("model.safetensors") {
-            (PathBuf::from("model.safetensors"), vec!["model.safetensors".to_string()])
-        } else if source.exists("model.safetensors.index.json") {
-            #[derive(serde::Deserialize)]
-            struct Index {
-                weight_map: std::collections::HashMap<String, String>,
-            }
-            let bytes = source.read("model.safetensors.index.json")?;
-            let idx: Index = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::InvalidModel(format!("model.safetensors.index.json: invalid: {e}")))?;
-            let files: BTreeSet<String> = idx.weight_map.into_values().collect();
-            (PathBuf::from("model.safetensors.index.json"), files.into_iter().collect())
-        } else {
-            return Err(Error::InvalidModel(format!("{}: no model.safetensors or model.safetensors.index.json among the files", source.display())));
-        };
         let mut buffers = Vec::new();
         let mut route = std::collections::HashMap::new();
         let mut names = BTreeSet::new();

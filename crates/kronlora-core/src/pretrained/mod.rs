@@ -56,6 +56,10 @@ fn model_type(bytes: &[u8], path: &str) -> Result<String> {
     probe.model_type.ok_or_else(|| Error::InvalidModel(format!("{path}: field `model_type` is missing")))
 }
 
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| Error::InvalidState(format!("cannot serialise a result: {e}")))
+}
+
 fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid: {e}")))
 }
@@ -170,6 +174,22 @@ impl PretrainedModel {
             return Err(Error::Unsupported("classification training needs an encoder loaded with task \"sequence-classification\"".into()));
         };
         head.forward(&bert.forward(ids, mask)?)
+    }
+
+    /// JSON `{ architecture, task, report }`: what both bindings hand to the TS package.
+    pub fn describe_json(&self) -> Result<String> {
+        to_json(&serde_json::json!({ "architecture": self.architecture(), "task": self.task.name(), "report": self.parameter_report() }))
+    }
+
+    /// `classify` as JSON `[{ label, score, scores }]`.
+    pub fn classify_json(&self, texts: &[String]) -> Result<String> {
+        to_json(&self.classify(texts)?)
+    }
+
+    /// `generate` from JavaScript numbers, as JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
+    pub fn generate_json(&self, prompt: &str, max_tokens: u32, temperature: f64, seed: f64) -> Result<String> {
+        let seed = crate::options::seed("seed", Some(&serde_json::json!(seed)))?;
+        to_json(&self.generate(prompt, &GenerateOptions { max_tokens: max_tokens as usize, temperature, seed })?)
     }
 
     pub fn parameter_report(&self) -> ParameterReport {

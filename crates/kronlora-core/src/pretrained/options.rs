@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::adapters::AdapterKind;
 use crate::error::Result;
 use crate::models::{AdapterPlan, ModuleOverride, TargetModules};
-use crate::options::{alpha, flag, invalid, json_error, positive_int, required, seed, AdapterConfig};
+use crate::options::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed, AdapterConfig, MAX_FEATURES, MAX_RANK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
@@ -62,7 +62,7 @@ impl ModelOptions {
             }),
             Some(v) => return Err(invalid(format!("option `task` must be a string, got {v}"))),
         };
-        let num_labels = positive_int("numLabels", raw.num_labels.as_ref())?;
+        let num_labels = bounded_int("numLabels", raw.num_labels.as_ref(), MAX_FEATURES)?;
         if num_labels.is_some() && task != Some(Task::SequenceClassification) {
             return Err(invalid("option `numLabels` applies to task \"sequence-classification\" only".into()));
         }
@@ -98,7 +98,7 @@ pub fn adapter_plan_from_json(json: &str) -> Result<AdapterPlan> {
         Some(v) => return Err(invalid(format!("option `type` must be \"kron-lora\" or \"lora\", got {v}"))),
         None => return Err(invalid("option `type` is required: \"kron-lora\" or \"lora\"".into())),
     };
-    let rank = required("rank", positive_int("rank", raw.rank.as_ref())?)?;
+    let rank = required("rank", bounded_int("rank", raw.rank.as_ref(), MAX_RANK)?)?;
     let kron_in = positive_int("kronIn", raw.kron_in.as_ref())?;
     let kron_out = positive_int("kronOut", raw.kron_out.as_ref())?;
     if kind == AdapterKind::Lora && (kron_in.is_some() || kron_out.is_some() || raw.kron_in_pattern.is_some() || raw.kron_out_pattern.is_some()) {
@@ -120,7 +120,7 @@ pub fn adapter_plan_from_json(json: &str) -> Result<AdapterPlan> {
         overrides.entry(pattern.to_string()).or_insert_with(|| ModuleOverride { pattern: pattern.to_string(), ..Default::default() })
     }
     for (pattern, v) in raw.rank_pattern.iter().flatten() {
-        entry(&mut overrides, pattern).rank = positive_int(&format!("rankPattern[\"{pattern}\"]"), Some(v))?;
+        entry(&mut overrides, pattern).rank = bounded_int(&format!("rankPattern[\"{pattern}\"]"), Some(v), MAX_RANK)?;
     }
     for (pattern, v) in raw.alpha_pattern.iter().flatten() {
         entry(&mut overrides, pattern).alpha = Some(alpha(&format!("alphaPattern[\"{pattern}\"]"), Some(v))?);
