@@ -29,6 +29,9 @@ pub enum Error {
     /// A model file or directory is missing, truncated, or disagrees with its config.
     #[error("{0}")]
     InvalidModel(String),
+    /// Reading or writing a file failed (permissions, a full disk, a missing directory).
+    #[error("{0}")]
+    Io(String),
     /// A failure inside candle; this indicates a bug in kronlora, not bad input.
     #[error("internal tensor error (please report this as a kronlora bug): {0}")]
     Internal(#[from] candle_core::Error),
@@ -46,6 +49,7 @@ impl Error {
             Error::Unsupported(_) => "ERR_UNSUPPORTED",
             Error::InvalidModel(_) => "ERR_INVALID_MODEL",
             Error::InvalidData(_) => "ERR_INVALID_DATA",
+            Error::Io(_) => "ERR_IO",
             Error::Internal(_) => "ERR_INTERNAL",
         }
     }

@@ -17,6 +17,10 @@ pub struct TextTokenizer {
     pub eos_token_id: Option<u32>,
     /// Id used to pad batches (the pad token, else EOS, else 0).
     pub pad_token_id: u32,
+    /// Whether `encode` starts a text with BOS (so causal-LM examples should too).
+    pub add_bos: bool,
+    /// The model's chat template (Jinja), when it has one.
+    pub chat_template: Option<String>,
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -38,7 +42,7 @@ impl TextTokenizer {
         inner.with_truncation(None).map_err(|e| tokenizer_error(path, e))?;
         let id = |t: &str| inner.token_to_id(t);
         let pad = id("[PAD]").or_else(|| id("<pad>")).or_else(|| id("<|endoftext|>")).unwrap_or(0);
-        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner })
+        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat_template: None }.finish())
     }
 
     /// The byte-level BPE described by `tokenizer.ggml.{model,tokens,merges,token_type}`.
@@ -76,7 +80,88 @@ impl TextTokenizer {
         let opt = |key: &str| -> Result<Option<u32>> { if file.has(key) { Ok(Some(file.usize(key)? as u32)) } else { Ok(None) } };
         let eos = opt("tokenizer.ggml.eos_token_id")?;
         let pad = opt("tokenizer.ggml.padding_token_id")?.or(eos).unwrap_or(0);
-        Ok(TextTokenizer { inner, bos_token_id: opt("tokenizer.ggml.bos_token_id")?, eos_token_id: eos, pad_token_id: pad })
+        let chat_template = if file.has("tokenizer.chat_template") { Some(file.string("tokenizer.chat_template")?) } else { None };
+        let bos = opt("tokenizer.ggml.bos_token_id")?;
+        // llama.cpp's flag; without it, byte-level BPE models (GPT-2 style) add no BOS.
+        let add_bos = if file.has("tokenizer.ggml.add_bos_token") { file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some() } else { false };
+        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat_template })
+    }
+
+    /// Fill in BOS/EOS and the chat template from a decoder's `config.json` and
+    /// `tokenizer_config.json` (a `tokenizer.json` alone does not say which ids they are).
+    pub fn with_decoder_config(mut self, config: &[u8], tokenizer_config: Option<&[u8]>) -> Self {
+        let config: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
+        let id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64())).map(|x| x as u32);
+        self.bos_token_id = id(&config["bos_token_id"]);
+        self.eos_token_id = id(&config["eos_token_id"]);
+        if let Some(tc) = tokenizer_config.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
+            self.chat_template = match &tc["chat_template"] {
+                serde_json::Value::String(s) => Some(s.clone()),
+                // A list of named templates: the default one.
+                serde_json::Value::Array(list) => list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string),
+                _ => None,
+            };
+            if let Some(eos) = tc["eos_token"].as_str().and_then(|t| self.inner.token_to_id(t)) {
+                self.eos_token_id = self.eos_token_id.or(Some(eos));
+            }
+        }
+        if self.pad_token_id == 0 {
+            if let Some(eos) = self.eos_token_id {
+                self.pad_token_id = eos;
+            }
+        }
+        self.finish()
+    }
+
+    /// Decide `add_bos` from what `encode` does (its post-processor adds BOS or not).
+    fn finish(mut self) -> Self {
+        self.add_bos = match (self.bos_token_id, self.inner.encode("a", true)) {
+            (Some(bos), Ok(enc)) => enc.get_ids().first() == Some(&bos),
+            _ => false,
+        };
+        self
+    }
+
+    /// Token ids of `text` without special tokens (pieces of a longer sequence).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| Error::InvalidOption(format!("cannot tokenize the text: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    fn token_text(&self, id: Option<u32>) -> String {
+        id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default()
+    }
+
+    /// Render `messages` `(role, content)` with the model's chat template, as transformers'
+    /// `apply_chat_template(..., tokenize=False)`; `at` names the record in errors.
+    pub fn render_chat(&self, messages: &[(String, String)], add_generation_prompt: bool, at: &str) -> Result<String> {
+        let Some(template) = &self.chat_template else {
+            return Err(Error::InvalidData(format!(
+                "{at}: chat records need a model with a chat template, and this one has none; use {{ \"prompt\", \"completion\" }} records"
+            )));
+        };
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        let bad = |e: minijinja::Error| Error::InvalidData(format!("{at}: the chat template failed: {e}"));
+        let tmpl = env.template_from_str(template).map_err(bad)?;
+        let messages: Vec<minijinja::Value> = messages
+            .iter()
+            .map(|(r, c)| {
+                let m: std::collections::BTreeMap<&str, minijinja::Value> = [("role", minijinja::Value::from(r.as_str())), ("content", minijinja::Value::from(c.as_str()))].into();
+                minijinja::Value::from(m)
+            })
+            .collect();
+        tmpl.render(minijinja::context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => self.token_text(self.bos_token_id),
+            eos_token => self.token_text(self.eos_token_id),
+        })
+        .map_err(bad)
     }
 
     pub fn vocab_size(&self) -> usize {

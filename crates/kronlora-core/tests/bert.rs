@@ -22,7 +22,7 @@ fn inputs() -> (Tensor, Tensor) {
 fn plan(kind: AdapterKind, targets: TargetModules) -> AdapterPlan {
     let config = AdapterConfig { kind, rank: 4, alpha: 8.0, kron_in: Some(2), kron_out: Some(4), use_rslora: false, seed: 3 };
     let config = if kind == AdapterKind::Lora { AdapterConfig { kron_in: None, kron_out: None, ..config } } else { config };
-    AdapterPlan { targets, config, overrides: vec![] }
+    AdapterPlan { targets, config, overrides: vec![], dropout: 0.0 }
 }
 
 fn embed(model: &BertModel) -> Vec<Vec<f32>> {

@@ -3,13 +3,10 @@
 //! random weights must give the same logits; adapters behave as in the BERT tests.
 
 mod reference;
+mod tiny;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::gguf_file::{self, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use kronlora_core::io::{GgufFile, ModelSource};
 use kronlora_core::models::llama::{KvCache, LlamaModel};
@@ -18,166 +15,7 @@ use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
 use kronlora_core::{AdapterConfig, AdapterKind};
 use reference::Lcg;
 
-const VOCAB: usize = 300;
-const HIDDEN: usize = 32;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 2;
-const FFN: usize = 48;
-const LAYERS: usize = 2;
-
-fn config_json(tied: bool) -> String {
-    format!(
-        r#"{{"model_type":"llama","vocab_size":{VOCAB},"hidden_size":{HIDDEN},"intermediate_size":{FFN},
-        "num_hidden_layers":{LAYERS},"num_attention_heads":{HEADS},"num_key_value_heads":{KV_HEADS},
-        "rms_norm_eps":1e-5,"rope_theta":10000.0,"max_position_embeddings":64,"tie_word_embeddings":{tied}}}"#
-    )
-}
-
-fn tensors(seed: u64, tied: bool) -> Vec<(String, Tensor)> {
-    let mut rng = Lcg::new(seed);
-    let hd = HIDDEN / HEADS;
-    let mut t = Vec::new();
-    let mut put = |name: String, shape: &[usize], scale: f32, offset: f64| {
-        let n = shape.iter().product();
-        let v = Tensor::from_vec(rng.vec(n).into_iter().map(|x| x * scale).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap();
-        t.push((name, (v + offset).unwrap()));
-    };
-    put("model.embed_tokens.weight".into(), &[VOCAB, HIDDEN], 1.0, 0.0);
-    for l in 0..LAYERS {
-        let p = format!("model.layers.{l}");
-        put(format!("{p}.input_layernorm.weight"), &[HIDDEN], 0.1, 1.0);
-        put(format!("{p}.self_attn.q_proj.weight"), &[HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.k_proj.weight"), &[KV_HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.v_proj.weight"), &[KV_HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.o_proj.weight"), &[HIDDEN, HEADS * hd], 0.3, 0.0);
-        put(format!("{p}.post_attention_layernorm.weight"), &[HIDDEN], 0.1, 1.0);
-        put(format!("{p}.mlp.gate_proj.weight"), &[FFN, HIDDEN], 0.3, 0.0);
-        put(format!("{p}.mlp.up_proj.weight"), &[FFN, HIDDEN], 0.3, 0.0);
-        put(format!("{p}.mlp.down_proj.weight"), &[HIDDEN, FFN], 0.3, 0.0);
-    }
-    put("model.norm.weight".into(), &[HIDDEN], 0.1, 1.0);
-    if !tied {
-        put("lm_head.weight".into(), &[VOCAB, HIDDEN], 0.3, 0.0);
-    }
-    t
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kronlora-llama-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// GPT-2's byte → printable character map (the byte-level BPE alphabet).
-fn byte_chars() -> Vec<char> {
-    let mut bs: Vec<u32> = (33..=126).chain(161..=172).chain(174..=255).collect();
-    let mut cs = bs.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !bs.contains(&b) {
-            bs.push(b);
-            cs.push(256 + n);
-            n += 1;
-        }
-    }
-    let mut by_byte = vec!['?'; 256];
-    for (b, c) in bs.iter().zip(cs) {
-        by_byte[*b as usize] = char::from_u32(c).unwrap();
-    }
-    by_byte
-}
-
-/// A byte-level vocabulary: the 256 bytes, a few merges, then `<|endoftext|>` and filler.
-fn vocab() -> (Vec<String>, Vec<String>) {
-    let bytes = byte_chars();
-    let mut tokens: Vec<String> = bytes.iter().map(|c| c.to_string()).collect();
-    let g = bytes[b' ' as usize];
-    let merges = vec![format!("{g} t"), "h e".to_string(), format!("{g}t he")];
-    tokens.extend([format!("{g}t"), "he".to_string(), format!("{g}the"), "<|endoftext|>".to_string()]);
-    while tokens.len() < VOCAB {
-        tokens.push(format!("<unused{}>", tokens.len()));
-    }
-    (tokens, merges)
-}
-
-/// llama.cpp's `permute` for Q/K: `[h, 2, hd/2, in] → [h, hd/2, 2, in]`.
-fn permute(t: &Tensor, heads: usize) -> Tensor {
-    let (out, inp) = t.dims2().unwrap();
-    t.reshape((heads, 2, out / heads / 2, inp)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((out, inp)).unwrap()
-}
-
-fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
-    let (tokens, merges) = vocab();
-    let gguf_name = |hf: &str| -> String {
-        let map = [
-            ("model.embed_tokens.weight", "token_embd.weight"),
-            ("model.norm.weight", "output_norm.weight"),
-            ("lm_head.weight", "output.weight"),
-        ];
-        if let Some((_, g)) = map.iter().find(|(h, _)| *h == hf) {
-            return g.to_string();
-        }
-        let rest = hf.strip_prefix("model.layers.").unwrap();
-        let (l, m) = rest.split_once('.').unwrap();
-        let g = match m {
-            "input_layernorm.weight" => "attn_norm.weight",
-            "post_attention_layernorm.weight" => "ffn_norm.weight",
-            "self_attn.q_proj.weight" => "attn_q.weight",
-            "self_attn.k_proj.weight" => "attn_k.weight",
-            "self_attn.v_proj.weight" => "attn_v.weight",
-            "self_attn.o_proj.weight" => "attn_output.weight",
-            "mlp.gate_proj.weight" => "ffn_gate.weight",
-            "mlp.up_proj.weight" => "ffn_up.weight",
-            "mlp.down_proj.weight" => "ffn_down.weight",
-            other => panic!("{other}"),
-        };
-        format!("blk.{l}.{g}")
-    };
-    let q: Vec<(String, QTensor)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            let t = if n.ends_with("q_proj.weight") {
-                permute(t, HEADS)
-            } else if n.ends_with("k_proj.weight") {
-                permute(t, KV_HEADS)
-            } else {
-                t.clone()
-            };
-            (gguf_name(n), QTensor::quantize(&t, GgmlDType::F32).unwrap())
-        })
-        .collect();
-    let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let types: Vec<Value> = (0..tokens.len()).map(|i| Value::I32(if tokens[i] == "<|endoftext|>" { 3 } else { 1 })).collect();
-    let eos = tokens.iter().position(|t| t == "<|endoftext|>").unwrap() as u32;
-    let meta: Vec<(&str, Value)> = vec![
-        ("general.architecture", Value::String("llama".into())),
-        ("llama.block_count", Value::U32(LAYERS as u32)),
-        ("llama.embedding_length", Value::U32(HIDDEN as u32)),
-        ("llama.feed_forward_length", Value::U32(FFN as u32)),
-        ("llama.attention.head_count", Value::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
-        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
-        ("llama.rope.freq_base", Value::F32(10000.0)),
-        ("llama.context_length", Value::U32(64)),
-        ("tokenizer.ggml.model", Value::String("gpt2".into())),
-        ("tokenizer.ggml.tokens", strings(&tokens)),
-        ("tokenizer.ggml.merges", strings(&merges)),
-        ("tokenizer.ggml.token_type", Value::Array(types)),
-        ("tokenizer.ggml.bos_token_id", Value::U32(eos)),
-        ("tokenizer.ggml.eos_token_id", Value::U32(eos)),
-    ];
-    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = q.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mut file = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut file, &meta_refs, &tensor_refs).unwrap();
-}
-
-fn write_hf_dir(dir: &Path, tensors: &[(String, Tensor)], tied: bool) {
-    std::fs::write(dir.join("config.json"), config_json(tied)).unwrap();
-    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
-}
+use tiny::llama::*;
 
 fn logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     let t = ids.len();
@@ -232,7 +70,7 @@ fn plan(kind: AdapterKind) -> AdapterPlan {
         use_rslora: false,
         seed: 1,
     };
-    AdapterPlan { targets: TargetModules::AllLinear, config, overrides: vec![] }
+    AdapterPlan { targets: TargetModules::AllLinear, config, overrides: vec![], dropout: 0.0 }
 }
 
 #[test]

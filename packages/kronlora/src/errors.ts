@@ -13,6 +13,8 @@ export type KronLoraErrorCode =
   | 'ERR_INVALID_DATA'
   | 'ERR_INVALID_STATE'
   | 'ERR_UNSUPPORTED'
+  | 'ERR_IO'
+  | 'ERR_ABORTED'
   | 'ERR_BACKEND'
   | 'ERR_INTERNAL';
 

@@ -55,6 +55,15 @@ impl KronLora {
         Ok(KronLora { shape, scale: config.scale(), a, b1, b2 })
     }
 
+    /// From saved factors `a [d_a2, d_a1]`, `b1 [d_b2, r]`, `b2 [r, d_b1]` (shapes checked by the caller).
+    pub fn from_factors(a: &Tensor, b1: &Tensor, b2: &Tensor, scale: f64) -> Result<Self> {
+        let (d_a2, d_a1) = a.dims2()?;
+        let (d_b2, rank) = b1.dims2()?;
+        let d_b1 = b2.dim(1)?;
+        let shape = KronShape { d_a1, d_a2, d_b1, d_b2, rank };
+        Ok(KronLora { shape, scale, a: Var::from_tensor(a)?, b1: Var::from_tensor(b1)?, b2: Var::from_tensor(b2)? })
+    }
+
     pub fn shape(&self) -> KronShape {
         self.shape
     }

@@ -28,6 +28,13 @@ impl Lora {
     }
 }
 
+impl Lora {
+    /// From saved `lora_A [r, in]` and `lora_B [out, r]` (shapes checked by the caller).
+    pub fn from_factors(a: &Tensor, b: &Tensor, scale: f64) -> Result<Self> {
+        Ok(Lora { in_features: a.dim(1)?, out_features: b.dim(0)?, scale, a: Var::from_tensor(a)?, b: Var::from_tensor(b)? })
+    }
+}
+
 impl Adapter for Lora {
     fn kind(&self) -> AdapterKind {
         AdapterKind::Lora

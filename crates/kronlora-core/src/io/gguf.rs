@@ -75,6 +75,13 @@ impl GgufFile {
         usize::try_from(n).map_err(|_| model_file_error(&self.path, format!("metadata `{key}` = {n} is negative")))
     }
 
+    pub fn bool(&self, key: &str) -> Result<bool> {
+        match self.value(key)? {
+            Value::Bool(b) => Ok(*b),
+            _ => Err(model_file_error(&self.path, format!("metadata `{key}` must be a boolean"))),
+        }
+    }
+
     pub fn f64(&self, key: &str) -> Result<f64> {
         match self.value(key)? {
             Value::F32(x) => Ok(*x as f64),

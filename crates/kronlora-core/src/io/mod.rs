@@ -5,6 +5,7 @@ mod gguf;
 mod mapped;
 mod safetensors_dir;
 mod source;
+mod storage;
 
 use std::path::Path;
 
@@ -15,6 +16,9 @@ use crate::error::Result;
 pub use gguf::{GgufFile, GgufWeights};
 pub use safetensors_dir::{read_json_config, Weights};
 pub use source::ModelSource;
+#[cfg(not(target_arch = "wasm32"))]
+pub use storage::FsStorage;
+pub use storage::{join, read_safetensors_bytes, read_text, safetensors_bytes, Storage};
 
 /// Named f32 tensors of a model, whatever the file format; names are Hugging Face's.
 pub trait TensorSource {

@@ -165,6 +165,8 @@ struct BertLayer {
 pub const WEIGHT_PREFIXES: &[&str] = &["", "bert.", "distilbert.", "model."];
 
 pub struct BertModel {
+    /// Switches adapter dropout on for a training step.
+    pub dropout_seed: super::DropoutSeed,
     pub config: BertConfig,
     word_embeddings: Tensor,
     position_embeddings: Tensor,
@@ -225,6 +227,7 @@ impl BertModel {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(BertModel {
+            dropout_seed: Default::default(),
             word_embeddings: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
             position_embeddings: w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?,
             token_type_embeddings: if c.is_distilbert() {
@@ -251,7 +254,7 @@ impl BertModel {
             .collect()
     }
 
-    fn projections_mut(&mut self) -> Vec<&mut Projection> {
+    pub fn projections_mut(&mut self) -> Vec<&mut Projection> {
         self.layers
             .iter_mut()
             .flat_map(|l| [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output])
@@ -269,7 +272,8 @@ impl BertModel {
     /// Add an adapter named `name` to the projections `plan` selects; returns how many.
     pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
         let device = self.device.clone();
-        super::add_adapter(self.projections_mut().into_iter().map(|p| (p, false)).collect(), name, plan, &device)
+        let seed = self.dropout_seed.clone();
+        super::add_adapter(self.projections_mut().into_iter().map(|p| (p, false)).collect(), name, plan, &seed, &device)
     }
 
     /// Hidden states `[batch, seq, hidden]` for `input_ids [batch, seq]` (u32) and

@@ -85,6 +85,14 @@ impl ClassificationHead {
         Ok(pooled.matmul(&self.classifier_weight.t()?)?.broadcast_add(&self.classifier_bias)?)
     }
 
+    /// PEFT's `modules_to_save` names for this head.
+    pub fn module_names(&self) -> Vec<&'static str> {
+        match self.style {
+            HeadStyle::BertPooler => vec!["pooler", "classifier"],
+            HeadStyle::DistilBert => vec!["pre_classifier", "classifier"],
+        }
+    }
+
     /// Trainable parameters under their transformers names.
     pub fn parameters(&self) -> Vec<(&'static str, &Var)> {
         let (weight, bias) = match self.style {

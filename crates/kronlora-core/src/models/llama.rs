@@ -147,6 +147,8 @@ impl KvCache {
 }
 
 pub struct LlamaModel {
+    /// Switches adapter dropout on for a training step.
+    pub dropout_seed: super::DropoutSeed,
     pub config: LlamaConfig,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
@@ -206,6 +208,7 @@ impl LlamaModel {
             Some(proj("lm_head", c.vocab_size, h, false)?)
         };
         Ok(LlamaModel {
+            dropout_seed: Default::default(),
             embed_tokens: w.get("model.embed_tokens.weight", &[c.vocab_size, h])?,
             norm: w.get("model.norm.weight", &[h])?,
             layers,
@@ -233,7 +236,7 @@ impl LlamaModel {
         out
     }
 
-    fn projections_mut(&mut self) -> Vec<&mut Projection> {
+    pub fn projections_mut(&mut self) -> Vec<&mut Projection> {
         let mut out: Vec<&mut Projection> = self
             .layers
             .iter_mut()
@@ -253,12 +256,13 @@ impl LlamaModel {
     /// Add an adapter named `name` to the projections `plan` selects; returns how many.
     pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
         let device = self.device.clone();
+        let seed = self.dropout_seed.clone();
         let has_head = self.lm_head.is_some();
         let mut projections: Vec<(&mut Projection, bool)> = self.projections_mut().into_iter().map(|p| (p, false)).collect();
         if let (true, Some(last)) = (has_head, projections.last_mut()) {
             last.1 = true;
         }
-        super::add_adapter(projections, name, plan, &device)
+        super::add_adapter(projections, name, plan, &seed, &device)
     }
 
     /// `cos`, `sin` tables `[t, head_dim]` for positions `start..start + t` (rotate-half layout).

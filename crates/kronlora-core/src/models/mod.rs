@@ -1,6 +1,7 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
 pub mod bert;
+mod dropout;
 pub mod llama;
 pub mod head;
 mod nn;
@@ -8,6 +9,7 @@ mod projection;
 mod targets;
 
 pub use nn::{layer_norm, rms_norm, softmax_last_dim};
+pub use dropout::{AdapterDropout, DropoutSeed};
 pub use projection::Projection;
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
@@ -19,7 +21,7 @@ use crate::error::{Error, Result};
 /// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
 /// in model order); returns how many. Every adapter is built before any is attached, so an
 /// error (a factor that does not divide, say) leaves the model unchanged.
-pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str, plan: &AdapterPlan, device: &Device) -> Result<usize> {
+pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str, plan: &AdapterPlan, seed: &DropoutSeed, device: &Device) -> Result<usize> {
     if projections.iter().any(|(p, _)| p.adapters().any(|(n, _)| n == name)) {
         return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
     }
@@ -36,7 +38,8 @@ pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str,
     }
     for ((p, _), adapter) in projections.into_iter().zip(built) {
         if let Some(adapter) = adapter {
-            p.add_adapter(name.to_string(), adapter);
+            let dropout = (plan.dropout > 0.0).then(|| AdapterDropout::new(plan.dropout, &p.name, seed.clone()));
+            p.add_adapter(name.to_string(), adapter, dropout);
         }
     }
     Ok(chosen.len())

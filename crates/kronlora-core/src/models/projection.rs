@@ -2,6 +2,7 @@
 
 use candle_core::Tensor;
 
+use super::dropout::AdapterDropout;
 use crate::adapters::Adapter;
 use crate::error::Result;
 use crate::ops::frozen_matmul;
@@ -12,7 +13,7 @@ pub struct Projection {
     /// `[out, in]`, frozen: its backward computes only the input gradient.
     weight: Tensor,
     bias: Option<Tensor>,
-    adapters: Vec<(String, Box<dyn Adapter>)>,
+    adapters: Vec<(String, Box<dyn Adapter>, Option<AdapterDropout>)>,
 }
 
 impl Projection {
@@ -33,11 +34,17 @@ impl Projection {
         &self.weight
     }
 
-    pub fn add_adapter(&mut self, name: String, adapter: Box<dyn Adapter>) {
-        self.adapters.push((name, adapter));
+    pub fn add_adapter(&mut self, name: String, adapter: Box<dyn Adapter>, dropout: Option<AdapterDropout>) {
+        self.adapters.push((name, adapter, dropout));
     }
     pub fn adapters(&self) -> impl Iterator<Item = (&str, &dyn Adapter)> {
-        self.adapters.iter().map(|(n, a)| (n.as_str(), a.as_ref()))
+        self.adapters.iter().map(|(n, a, _)| (n.as_str(), a.as_ref()))
+    }
+    /// Remove the adapter `name` (when loading one under a name in use, or discarding it).
+    pub fn remove_adapter(&mut self, name: &str) -> bool {
+        let before = self.adapters.len();
+        self.adapters.retain(|(n, _, _)| n != name);
+        self.adapters.len() != before
     }
 
     /// `x·Wᵀ + b + Σ adapters(x)` for `x [.., in]`.
@@ -46,8 +53,12 @@ impl Projection {
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
-        for (_, adapter) in &self.adapters {
-            y = (y + adapter.forward(x)?)?;
+        for (_, adapter, dropout) in &self.adapters {
+            let delta = match dropout {
+                Some(d) => adapter.forward(&d.apply(x)?)?,
+                None => adapter.forward(x)?,
+            };
+            y = (y + delta)?;
         }
         Ok(y)
     }

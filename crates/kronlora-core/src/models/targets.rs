@@ -31,6 +31,8 @@ pub struct AdapterPlan {
     pub targets: TargetModules,
     pub config: AdapterConfig,
     pub overrides: Vec<ModuleOverride>,
+    /// Adapter dropout rate during training (PEFT's `lora_dropout`), 0 for none.
+    pub dropout: f64,
 }
 
 fn bad_regex(what: &str, pattern: &str, e: regex::Error) -> Error {
@@ -107,7 +109,7 @@ mod tests {
 
     fn plan(targets: TargetModules, overrides: Vec<ModuleOverride>) -> AdapterPlan {
         let config = AdapterConfig { kind: AdapterKind::KronLora, rank: 8, alpha: 16.0, kron_in: None, kron_out: None, use_rslora: false, seed: 0 };
-        AdapterPlan { targets, config, overrides }
+        AdapterPlan { targets, config, overrides, dropout: 0.0 }
     }
 
     fn modules() -> Vec<(String, bool)> {

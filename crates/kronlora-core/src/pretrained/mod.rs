@@ -1,6 +1,7 @@
 //! A pretrained model ready for a task: backbone (BERT or Llama family), tokenizer, optional
 //! classification head, and named adapters. What `loadModel` returns in JavaScript.
 
+mod adapter_files;
 mod inference;
 mod options;
 
@@ -28,7 +29,20 @@ pub struct PretrainedModel {
     pub tokenizer: TextTokenizer,
     pub task: Task,
     pub head: Option<ClassificationHead>,
-    adapters: Vec<(String, usize)>,
+    adapters: Vec<AdapterInfo>,
+    /// Class names when the classifier was trained on string labels.
+    pub labels: crate::data::LabelMap,
+    /// Where the model was loaded from (recorded in saved adapters).
+    pub source_name: String,
+}
+
+/// What was asked for when an adapter was added (or read back from its config).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub modules: usize,
+    pub config: crate::options::AdapterConfig,
+    pub dropout: f64,
 }
 
 /// Like PEFT's `print_trainable_parameters`, with the adapters and head broken down.
@@ -66,7 +80,14 @@ fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Res
 
 impl PretrainedModel {
     /// Load from a directory / `.gguf` path or from file bytes; `options_json` is `ModelOptions`.
-    pub fn load(mut source: ModelSource, options_json: &str) -> Result<Self> {
+    pub fn load(source: ModelSource, options_json: &str) -> Result<Self> {
+        let name = source.display();
+        let mut model = Self::load_inner(source, options_json)?;
+        model.source_name = name;
+        Ok(model)
+    }
+
+    fn load_inner(mut source: ModelSource, options_json: &str) -> Result<Self> {
         let (task, options) = ModelOptions::from_json(options_json)?;
         source.check()?;
         let device = crate::default_device();
@@ -102,10 +123,12 @@ impl PretrainedModel {
                         )))
                     }
                 };
-                Ok(PretrainedModel { backbone: Backbone::Bert(model), tokenizer, task, head, adapters: Vec::new() })
+                Ok(PretrainedModel { backbone: Backbone::Bert(model), tokenizer, task, head, adapters: Vec::new(), labels: Default::default(), source_name: String::new() })
             }
             "llama" | "mistral" | "qwen2" => {
                 let config: LlamaConfig = parse_config(&config_bytes, &config_path)?;
+                let tokenizer_config = if source.exists("tokenizer_config.json") { Some(source.read("tokenizer_config.json")?) } else { None };
+                let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
                 let weights = Weights::from_source(&mut source, &device)?;
                 let model = LlamaModel::from_weights(config, &weights as &dyn TensorSource)?;
                 Self::decoder(model, tokenizer, task, &config_path)
@@ -119,7 +142,7 @@ impl PretrainedModel {
 
     fn decoder(model: LlamaModel, tokenizer: TextTokenizer, task: Option<Task>, path: &str) -> Result<Self> {
         match task.unwrap_or(Task::CausalLm) {
-            Task::CausalLm => Ok(PretrainedModel { backbone: Backbone::Llama(model), tokenizer, task: Task::CausalLm, head: None, adapters: Vec::new() }),
+            Task::CausalLm => Ok(PretrainedModel { backbone: Backbone::Llama(model), tokenizer, task: Task::CausalLm, head: None, adapters: Vec::new(), labels: Default::default(), source_name: String::new() }),
             other => Err(Error::InvalidOption(format!(
                 "{path}: a Llama-family decoder is loaded for task \"causal-lm\", not \"{}\"",
                 other.name()
@@ -145,8 +168,13 @@ impl PretrainedModel {
             Backbone::Bert(m) => m.add_adapter(name, &plan)?,
             Backbone::Llama(m) => m.add_adapter(name, &plan)?,
         };
-        self.adapters.push((name.to_string(), count));
+        self.adapters.push(AdapterInfo { name: name.to_string(), modules: count, config: plan.config.clone(), dropout: plan.dropout });
         Ok(count)
+    }
+
+    /// The adapters added so far, in order.
+    pub fn adapter_infos(&self) -> &[AdapterInfo] {
+        &self.adapters
     }
 
     /// Every adapted projection's adapters, as `(module path, adapter name, adapter)`.
@@ -210,7 +238,7 @@ impl PretrainedModel {
             percentage: 100.0 * trainable as f64 / total as f64,
             adapters,
             head,
-            adapted_modules: self.adapters.iter().cloned().collect(),
+            adapted_modules: self.adapters.iter().map(|a| (a.name.clone(), a.modules)).collect(),
         }
     }
 }

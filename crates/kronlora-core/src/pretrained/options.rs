@@ -86,10 +86,11 @@ struct RawAdapterOptions {
     kron_out_pattern: Option<BTreeMap<String, Value>>,
     use_rslora: Option<Value>,
     seed: Option<Value>,
+    dropout: Option<Value>,
 }
 
 /// `{ type, rank, alpha, kronIn?, kronOut?, targetModules, rankPattern?, alphaPattern?,
-/// kronInPattern?, kronOutPattern?, useRslora?, seed? }` as an adapter plan.
+/// kronInPattern?, kronOutPattern?, useRslora?, seed?, dropout? }` as an adapter plan.
 pub fn adapter_plan_from_json(json: &str) -> Result<AdapterPlan> {
     let raw: RawAdapterOptions = serde_json::from_str(json).map_err(|e| json_error("adapter options", e))?;
     let kind = match raw.kind.as_ref() {
@@ -143,5 +144,12 @@ pub fn adapter_plan_from_json(json: &str) -> Result<AdapterPlan> {
             seed: seed("seed", raw.seed.as_ref())?,
         },
         overrides: overrides.into_values().collect(),
+        dropout: match raw.dropout.as_ref().filter(|v| !v.is_null()) {
+            None => 0.0,
+            Some(v) => match v.as_f64() {
+                Some(p) if (0.0..1.0).contains(&p) => p,
+                _ => return Err(invalid(format!("option `dropout` must be a number in [0, 1), got {v}"))),
+            },
+        },
     })
 }

@@ -1,14 +1,20 @@
-//! Training: the optimiser, learning-rate schedules, gradient clipping, losses and the
-//! classification training loop (checkpoints and the other tasks' loops build on these).
+//! Training: the optimiser, learning-rate schedules, gradient clipping, losses, the datasets
+//! of each task, checkpoints, and the training loop.
 
 mod adamw;
-mod classifier;
+mod checkpoint;
 mod clip;
 mod loss;
+mod options;
 mod schedule;
+mod task_data;
+mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
-pub use classifier::{evaluate, train_classification, EvalMetrics, StepEvent, TrainOptions};
+pub use checkpoint::{find_checkpoint, read_checkpoint, Checkpoint, TrainerState, STATE_FILE};
 pub use clip::{clip_grad_norm, clip_grads, grad_norm};
 pub use loss::{cross_entropy, log_softmax};
+pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};
+pub use task_data::{EvalMetrics, TaskData};
+pub use trainer::{evaluate_model, train, trainable_named, TrainEvent, TrainObserver, TrainResult};

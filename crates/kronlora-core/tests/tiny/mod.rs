@@ -8,6 +8,8 @@ use candle_core::{Device, Tensor};
 
 use super::reference::Lcg;
 
+pub mod llama;
+
 pub const CONFIG: &str = r#"{"model_type":"bert","vocab_size":50,"hidden_size":16,"num_hidden_layers":2,
   "num_attention_heads":4,"intermediate_size":32,"hidden_act":"gelu","max_position_embeddings":24,
   "type_vocab_size":2,"layer_norm_eps":1e-12}"#;

@@ -1,0 +1,363 @@
+//! `model.train({...})` options, parsed and validated once for every backend.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::ScheduleKind;
+use crate::error::Result;
+use crate::options::{bounded_int, flag, invalid, json_error, number, positive_int, seed};
+
+/// Where records come from: a JSONL (or JSON array) file, or records given inline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataSpec {
+    Path(String),
+    Records(Value),
+    /// File contents handed over by a host that read the file itself (`name` for errors).
+    Text { name: String, text: String },
+}
+
+/// Which metric early stopping and "best" watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    Loss,
+    Accuracy,
+    Perplexity,
+}
+
+impl Metric {
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Loss => "loss",
+            Metric::Accuracy => "accuracy",
+            Metric::Perplexity => "perplexity",
+        }
+    }
+    pub fn higher_is_better(self) -> bool {
+        self == Metric::Accuracy
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlyStopping {
+    /// Evaluations without improvement before stopping.
+    pub patience: usize,
+    /// The smallest change that counts as an improvement.
+    pub min_delta: f64,
+}
+
+/// The task to train: from the model's task, or multiple choice on a causal LM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainTask {
+    Classification,
+    CausalLm,
+    MultipleChoice,
+}
+
+impl TrainTask {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainTask::Classification => "classification",
+            TrainTask::CausalLm => "causal-lm",
+            TrainTask::MultipleChoice => "multiple-choice",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub task: Option<TrainTask>,
+    pub data: DataSpec,
+    pub validation_data: Option<DataSpec>,
+    /// Held out of `data` when no validation data is given (0: none).
+    pub validation_split: f64,
+    pub epochs: usize,
+    /// Stop after this many optimiser steps (None: run all epochs).
+    pub max_steps: Option<u64>,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub learning_rate: f64,
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<u64>,
+    pub schedule: ScheduleKind,
+    pub weight_decay: f64,
+    pub max_grad_norm: Option<f64>,
+    pub gradient_accumulation: usize,
+    pub max_length: usize,
+    pub seed: u64,
+    /// Evaluate every N optimiser steps (None: at the end of each epoch only).
+    pub eval_every: Option<u64>,
+    pub metric: Metric,
+    pub early_stopping: Option<EarlyStopping>,
+    /// Restore the best evaluated weights at the end (default: when there is validation data).
+    pub load_best_at_end: Option<bool>,
+    pub output_dir: Option<String>,
+    /// Checkpoint every N optimiser steps (None: at each evaluation and at the end of each epoch).
+    pub checkpoint_every: Option<u64>,
+    pub keep_checkpoints: usize,
+    /// A checkpoint directory, or an output directory (its latest checkpoint).
+    pub resume_from: Option<String>,
+    /// Emit a step event every N optimiser steps.
+    pub log_every: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Raw {
+    task: Option<Value>,
+    data: Option<Value>,
+    validation_data: Option<Value>,
+    validation_split: Option<Value>,
+    epochs: Option<Value>,
+    max_steps: Option<Value>,
+    batch_size: Option<Value>,
+    eval_batch_size: Option<Value>,
+    learning_rate: Option<Value>,
+    warmup_ratio: Option<Value>,
+    warmup_steps: Option<Value>,
+    schedule: Option<Value>,
+    weight_decay: Option<Value>,
+    max_grad_norm: Option<Value>,
+    gradient_accumulation: Option<Value>,
+    max_length: Option<Value>,
+    seed: Option<Value>,
+    eval_every: Option<Value>,
+    metric: Option<Value>,
+    early_stopping: Option<Value>,
+    load_best_at_end: Option<Value>,
+    output_dir: Option<Value>,
+    checkpoint_every: Option<Value>,
+    keep_checkpoints: Option<Value>,
+    resume_from: Option<Value>,
+    log_every: Option<Value>,
+}
+
+fn data_spec(field: &str, value: &Value) -> Result<DataSpec> {
+    match value {
+        Value::String(s) if !s.is_empty() => Ok(DataSpec::Path(s.clone())),
+        Value::Array(_) => Ok(DataSpec::Records(value.clone())),
+        Value::Object(o) if o.len() == 2 && o.get("name").is_some_and(Value::is_string) && o.get("text").is_some_and(Value::is_string) => {
+            Ok(DataSpec::Text { name: o["name"].as_str().unwrap_or_default().to_string(), text: o["text"].as_str().unwrap_or_default().to_string() })
+        }
+        v => Err(invalid(format!("option `{field}` must be a path to a .jsonl file or an array of records, got {}", short(v)))),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn fraction(field: &str, value: Option<&Value>, default: f64, allow_one: bool) -> Result<f64> {
+    let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(default) };
+    let x = number(field, v)?;
+    if !(x.is_finite() && x >= 0.0 && (x < 1.0 || (allow_one && x == 1.0))) {
+        return Err(invalid(format!("option `{field}` must be a number in [0, 1{}, got {v}", if allow_one { "]" } else { ")" })));
+    }
+    Ok(x)
+}
+
+fn non_negative(field: &str, value: Option<&Value>, default: f64) -> Result<f64> {
+    let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(default) };
+    let x = number(field, v)?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err(invalid(format!("option `{field}` must be a finite number ≥ 0, got {v}")));
+    }
+    Ok(x)
+}
+
+fn text(field: &str, value: Option<&Value>) -> Result<Option<String>> {
+    match value.filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(v) => Err(invalid(format!("option `{field}` must be a non-empty string, got {v}"))),
+    }
+}
+
+const MAX_BATCH: usize = 1 << 16;
+
+impl TrainOptions {
+    pub fn from_json(json: &str) -> Result<Self> {
+        let raw: Raw = serde_json::from_str(json).map_err(|e| json_error("training options", e))?;
+        let task = match raw.task.as_ref().filter(|v| !v.is_null()) {
+            None => None,
+            Some(Value::String(s)) => Some(match s.as_str() {
+                "classification" => TrainTask::Classification,
+                "causal-lm" => TrainTask::CausalLm,
+                "multiple-choice" => TrainTask::MultipleChoice,
+                other => return Err(invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got \"{other}\""))),
+            }),
+            Some(v) => return Err(invalid(format!("option `task` must be a string, got {v}"))),
+        };
+        let data = match raw.data.as_ref().filter(|v| !v.is_null()) {
+            Some(v) => data_spec("data", v)?,
+            None => return Err(invalid("option `data` is required: a path to a .jsonl file or an array of records".into())),
+        };
+        let validation_data = raw.validation_data.as_ref().filter(|v| !v.is_null()).map(|v| data_spec("validationData", v)).transpose()?;
+        let schedule = match raw.schedule.as_ref().filter(|v| !v.is_null()) {
+            None => ScheduleKind::Linear,
+            Some(Value::String(s)) if s == "linear" => ScheduleKind::Linear,
+            Some(Value::String(s)) if s == "cosine" => ScheduleKind::Cosine,
+            Some(Value::String(s)) if s == "constant" => ScheduleKind::Constant,
+            Some(v) => return Err(invalid(format!("option `schedule` must be \"linear\", \"cosine\" or \"constant\", got {v}"))),
+        };
+        let metric = match raw.metric.as_ref().filter(|v| !v.is_null()) {
+            None => Metric::Loss,
+            Some(Value::String(s)) if s == "loss" => Metric::Loss,
+            Some(Value::String(s)) if s == "accuracy" => Metric::Accuracy,
+            Some(Value::String(s)) if s == "perplexity" => Metric::Perplexity,
+            Some(v) => return Err(invalid(format!("option `metric` must be \"loss\", \"accuracy\" or \"perplexity\", got {v}"))),
+        };
+        let early_stopping = match raw.early_stopping.as_ref().filter(|v| !v.is_null() && **v != Value::Bool(false)) {
+            None => None,
+            Some(Value::Bool(true)) => Some(EarlyStopping { patience: 3, min_delta: 0.0 }),
+            Some(Value::Object(o)) => {
+                if let Some(k) = o.keys().find(|k| !["patience", "minDelta"].contains(&k.as_str())) {
+                    return Err(invalid(format!("option `earlyStopping.{k}` is unknown; use patience and minDelta")));
+                }
+                Some(EarlyStopping {
+                    patience: positive_int("earlyStopping.patience", o.get("patience"))?.unwrap_or(3),
+                    min_delta: non_negative("earlyStopping.minDelta", o.get("minDelta"), 0.0)?,
+                })
+            }
+            Some(v) => return Err(invalid(format!("option `earlyStopping` must be true or {{ patience, minDelta }}, got {v}"))),
+        };
+        let learning_rate = match raw.learning_rate.as_ref().filter(|v| !v.is_null()) {
+            None => 1e-3,
+            Some(v) => {
+                let x = number("learningRate", v)?;
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(invalid(format!("option `learningRate` must be a positive number, got {v}")));
+                }
+                x
+            }
+        };
+        let max_grad_norm = match raw.max_grad_norm.as_ref() {
+            None => Some(1.0),
+            Some(Value::Null) => None,
+            Some(v) => {
+                let x = number("maxGradNorm", v)?;
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(invalid(format!("option `maxGradNorm` must be a positive number or null (no clipping), got {v}")));
+                }
+                Some(x)
+            }
+        };
+        let batch_size = bounded_int("batchSize", raw.batch_size.as_ref(), MAX_BATCH)?.unwrap_or(16);
+        let validation_split = fraction("validationSplit", raw.validation_split.as_ref(), if validation_data.is_some() { 0.0 } else { 0.1 }, false)?;
+        if validation_data.is_some() && validation_split > 0.0 {
+            return Err(invalid("give either `validationData` or `validationSplit`, not both".into()));
+        }
+        let load_best = match raw.load_best_at_end.as_ref() {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(flag("loadBestAtEnd", Some(v))?),
+        };
+        Ok(TrainOptions {
+            task,
+            data,
+            validation_data,
+            validation_split,
+            epochs: bounded_int("epochs", raw.epochs.as_ref(), 1 << 20)?.unwrap_or(1),
+            max_steps: positive_int("maxSteps", raw.max_steps.as_ref())?.map(|x| x as u64),
+            batch_size,
+            eval_batch_size: bounded_int("evalBatchSize", raw.eval_batch_size.as_ref(), MAX_BATCH)?.unwrap_or(batch_size.max(16)),
+            learning_rate,
+            warmup_ratio: fraction("warmupRatio", raw.warmup_ratio.as_ref(), 0.06, false)?,
+            warmup_steps: positive_int("warmupSteps", raw.warmup_steps.as_ref())?.map(|x| x as u64),
+            schedule,
+            weight_decay: non_negative("weightDecay", raw.weight_decay.as_ref(), 0.01)?,
+            max_grad_norm,
+            gradient_accumulation: bounded_int("gradientAccumulation", raw.gradient_accumulation.as_ref(), 1 << 16)?.unwrap_or(1),
+            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?.unwrap_or(128),
+            seed: seed("seed", raw.seed.as_ref())?,
+            eval_every: positive_int("evalEvery", raw.eval_every.as_ref())?.map(|x| x as u64),
+            metric,
+            early_stopping,
+            load_best_at_end: load_best,
+            output_dir: text("outputDir", raw.output_dir.as_ref())?,
+            checkpoint_every: positive_int("checkpointEvery", raw.checkpoint_every.as_ref())?.map(|x| x as u64),
+            keep_checkpoints: bounded_int("keepCheckpoints", raw.keep_checkpoints.as_ref(), 1 << 16)?.unwrap_or(2),
+            resume_from: text("resumeFrom", raw.resume_from.as_ref())?,
+            log_every: positive_int("logEvery", raw.log_every.as_ref())?.unwrap_or(1) as u64,
+        })
+    }
+
+    /// The settings a resumed run must share with the run that wrote the checkpoint.
+    pub fn fingerprint(&self) -> Value {
+        serde_json::json!({
+            "task": self.task.map(TrainTask::name),
+            "epochs": self.epochs,
+            "maxSteps": self.max_steps,
+            "batchSize": self.batch_size,
+            "learningRate": self.learning_rate,
+            "warmupRatio": self.warmup_ratio,
+            "warmupSteps": self.warmup_steps,
+            "schedule": format!("{:?}", self.schedule),
+            "weightDecay": self.weight_decay,
+            "maxGradNorm": self.max_grad_norm,
+            "gradientAccumulation": self.gradient_accumulation,
+            "maxLength": self.max_length,
+            "seed": self.seed.to_string(),
+            "validationSplit": self.validation_split,
+        })
+    }
+}
+
+/// Options of `model.evaluate(data, {...})`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalOptions {
+    pub task: Option<TrainTask>,
+    pub batch_size: usize,
+    pub max_length: usize,
+}
+
+impl EvalOptions {
+    pub fn from_json(json: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields, rename_all = "camelCase")]
+        struct RawEval {
+            task: Option<Value>,
+            batch_size: Option<Value>,
+            max_length: Option<Value>,
+        }
+        let raw: RawEval = serde_json::from_str(json).map_err(|e| json_error("evaluation options", e))?;
+        let task = match raw.task {
+            None | Some(Value::Null) => None,
+            Some(t) => TrainOptions::from_json(&serde_json::json!({ "data": [], "task": t }).to_string())?.task,
+        };
+        Ok(EvalOptions {
+            task,
+            batch_size: bounded_int("batchSize", raw.batch_size.as_ref(), MAX_BATCH)?.unwrap_or(16),
+            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?.unwrap_or(128),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let o = TrainOptions::from_json(r#"{"data":"train.jsonl"}"#).unwrap();
+        assert_eq!((o.epochs, o.batch_size, o.learning_rate, o.validation_split), (1, 16, 1e-3, 0.1));
+        assert_eq!(o.data, DataSpec::Path("train.jsonl".into()));
+        for (json, want) in [
+            (r#"{}"#, "option `data` is required"),
+            (r#"{"data":"a","epochs":0}"#, "`epochs` must be a positive integer"),
+            (r#"{"data":"a","learningRate":-1}"#, "`learningRate` must be a positive number"),
+            (r#"{"data":"a","lr":1}"#, "unknown"),
+            (r#"{"data":"a","schedule":"step"}"#, "`schedule` must be"),
+            (r#"{"data":"a","earlyStopping":{"patience":0}}"#, "earlyStopping.patience"),
+            (r#"{"data":"a","validationData":"b","validationSplit":0.2}"#, "not both"),
+            (r#"{"data":5}"#, "option `data` must be a path"),
+        ] {
+            let e = TrainOptions::from_json(json).unwrap_err();
+            assert_eq!(e.code(), "ERR_INVALID_OPTION");
+            assert!(e.to_string().contains(want), "{json}: {e}");
+        }
+    }
+}

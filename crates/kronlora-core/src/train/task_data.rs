@@ -1,0 +1,258 @@
+//! A tokenised dataset of one task, and what training and evaluation need from it: the
+//! loss of a micro-batch (a differentiable scalar) and the metrics of a whole set.
+
+use candle_core::{Tensor, D};
+use serde::Serialize;
+
+use super::options::{DataSpec, TrainTask};
+use super::{cross_entropy, log_softmax};
+use crate::data::{
+    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_records, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
+    RecordTask,
+};
+use crate::error::{Error, Result};
+use crate::io::{read_text, Storage};
+use crate::pretrained::{Backbone, PretrainedModel};
+
+/// Metrics of an evaluation; `accuracy` for classification and multiple choice, `perplexity`
+/// (e^loss per scored token) for causal LM.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalMetrics {
+    pub loss: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
+    pub examples: usize,
+}
+
+impl EvalMetrics {
+    pub fn get(&self, metric: super::Metric) -> Option<f64> {
+        match metric {
+            super::Metric::Loss => Some(self.loss),
+            super::Metric::Accuracy => self.accuracy,
+            super::Metric::Perplexity => self.perplexity,
+        }
+    }
+}
+
+pub enum TaskData {
+    Classification(Vec<EncodedExample>),
+    CausalLm(Vec<LmExample>),
+    MultipleChoice(Vec<ChoiceExample>),
+}
+
+/// The loss of one micro-batch and what it covered.
+pub struct BatchLoss {
+    pub loss: Tensor,
+    pub tokens: usize,
+}
+
+/// Read records of `task` from `spec`.
+pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, what: &str) -> Result<Vec<Record>> {
+    let record_task = match task {
+        TrainTask::Classification => RecordTask::Classification,
+        TrainTask::CausalLm => RecordTask::CausalLm,
+        TrainTask::MultipleChoice => RecordTask::MultipleChoice,
+    };
+    let (text, name) = match spec {
+        DataSpec::Path(p) => {
+            if !storage.exists(p) {
+                return Err(Error::InvalidData(format!("{p}: the {what} file does not exist")));
+            }
+            (read_text(storage, p)?, p.clone())
+        }
+        DataSpec::Text { name, text } => (text.clone(), name.clone()),
+        DataSpec::Records(v) => (v.to_string(), what.to_string()),
+    };
+    let jsonl = !matches!(spec, DataSpec::Records(_)) && !(name.ends_with(".json") && text.trim_start().starts_with('['));
+    parse_records(record_task, &text, &name, jsonl)
+}
+
+/// The task a model trains by default.
+pub fn default_task(model: &PretrainedModel) -> TrainTask {
+    match model.task {
+        crate::pretrained::Task::SequenceClassification => TrainTask::Classification,
+        _ => TrainTask::CausalLm,
+    }
+}
+
+/// Check that `task` fits `model`.
+pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
+    match (task, &model.backbone, &model.head) {
+        (TrainTask::Classification, Backbone::Bert(_), Some(_)) => Ok(()),
+        (TrainTask::Classification, _, _) => {
+            Err(Error::Unsupported("classification needs an encoder loaded with task \"sequence-classification\"".into()))
+        }
+        (TrainTask::CausalLm | TrainTask::MultipleChoice, Backbone::Llama(_), _) => Ok(()),
+        (t, _, _) => Err(Error::Unsupported(format!("task \"{}\" needs a causal LM (Llama family); this is an encoder", t.name()))),
+    }
+}
+
+/// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
+/// decides the label names; otherwise unknown labels are errors).
+pub fn encode(model: &PretrainedModel, task: TrainTask, records: &[Record], max_length: usize, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
+    let tokenizer = &model.tokenizer;
+    let at = |i: usize| format!("{source} record {i}");
+    match task {
+        TrainTask::Classification => {
+            let num_labels = model.head.as_ref().map_or(0, |h| h.num_labels());
+            if fit {
+                let found = LabelMap::from_labels(records.iter().filter_map(|r| match r {
+                    Record::Classification { label, .. } => Some(label),
+                    _ => None,
+                }), num_labels)?;
+                if labels.names.is_empty() || !found.names.is_empty() && found.names.iter().any(|n| !labels.names.contains(n)) {
+                    if !labels.names.is_empty() && !found.names.is_empty() {
+                        return Err(Error::InvalidData(format!(
+                            "{source}: labels {} differ from the adapter's labels {}",
+                            found.names.join(", "),
+                            labels.names.join(", ")
+                        )));
+                    }
+                    *labels = found;
+                }
+            }
+            let mut out = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                let Record::Classification { text, label } = r else { unreachable!("parsed as classification") };
+                let label = labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
+                let mut ids = tokenizer.encode(text)?;
+                if ids.is_empty() {
+                    return Err(Error::InvalidData(format!("{}: the text tokenizes to nothing", at(i))));
+                }
+                ids.truncate(max_length);
+                out.push(EncodedExample { ids, label: label as u32 });
+            }
+            Ok(TaskData::Classification(out))
+        }
+        TrainTask::CausalLm => Ok(TaskData::CausalLm(records.iter().enumerate().map(|(i, r)| encode_lm_record(tokenizer, r, max_length, &at(i))).collect::<Result<_>>()?)),
+        TrainTask::MultipleChoice => {
+            Ok(TaskData::MultipleChoice(records.iter().enumerate().map(|(i, r)| encode_choice_record(tokenizer, r, max_length, &at(i))).collect::<Result<_>>()?))
+        }
+    }
+}
+
+/// Sum of log-probabilities of the scored tokens of each row, and their mean loss: `[b]`, scalar.
+fn lm_log_likelihood(model: &PretrainedModel, batch: &LmBatch) -> Result<(Tensor, Tensor)> {
+    let Backbone::Llama(m) = &model.backbone else { unreachable!("checked by check_task") };
+    let logits = m.forward(&batch.ids, None)?;
+    let t = logits.dim(1)?;
+    let logits = logits.narrow(1, 0, t - 1)?;
+    let picked = log_softmax(&logits)?.gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let weighted = (picked * &batch.weights)?;
+    let per_row = weighted.sum(1)?;
+    let loss = (per_row.sum_all()?.neg()? / batch.scored.max(1) as f64)?;
+    Ok((per_row, loss))
+}
+
+impl TaskData {
+    pub fn len(&self) -> usize {
+        match self {
+            TaskData::Classification(x) => x.len(),
+            TaskData::CausalLm(x) => x.len(),
+            TaskData::MultipleChoice(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sequence lengths, for length-bucketed batching.
+    pub fn lengths(&self) -> Vec<usize> {
+        match self {
+            TaskData::Classification(x) => x.iter().map(|e| e.ids.len()).collect(),
+            TaskData::CausalLm(x) => x.iter().map(|e| e.ids.len()).collect(),
+            TaskData::MultipleChoice(x) => x.iter().map(|e| e.choices[e.answer].ids.len()).collect(),
+        }
+    }
+
+    /// A fingerprint of the tokenised data, so a resumed run can check it sees the same data.
+    pub fn fingerprint(&self) -> String {
+        let mut h = 0xcbf29ce484222325u64;
+        let mut eat = |x: u64| h = (h ^ x).wrapping_mul(0x100000001b3);
+        match self {
+            TaskData::Classification(x) => x.iter().for_each(|e| e.ids.iter().chain([&e.label]).for_each(|&v| eat(v as u64))),
+            TaskData::CausalLm(x) => x.iter().for_each(|e| e.ids.iter().for_each(|&v| eat(v as u64))),
+            TaskData::MultipleChoice(x) => x.iter().for_each(|e| e.choices.iter().flat_map(|c| &c.ids).for_each(|&v| eat(v as u64))),
+        }
+        format!("{}:{h:016x}", self.len())
+    }
+
+    /// The training loss of the examples `indices` (mean over examples or scored tokens).
+    pub fn loss(&self, model: &PretrainedModel, indices: &[usize]) -> Result<BatchLoss> {
+        let device = crate::default_device();
+        match self {
+            TaskData::Classification(x) => {
+                let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, &device)?;
+                let logits = model.classification_logits(&batch.ids, &batch.mask)?;
+                Ok(BatchLoss { loss: cross_entropy(&logits, &batch.labels)?, tokens: batch.tokens })
+            }
+            TaskData::CausalLm(x) => {
+                let batch = lm_batch(&indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
+            }
+            // Multiple choice trains the model to write the right answer after the question.
+            TaskData::MultipleChoice(x) => {
+                let batch = lm_batch(&indices.iter().map(|&i| &x[i].choices[x[i].answer]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
+            }
+        }
+    }
+
+    /// Loss and the task's metric over the whole set, without gradients or dropout.
+    pub fn evaluate(&self, model: &PretrainedModel, batch_size: usize) -> Result<EvalMetrics> {
+        let device = crate::default_device();
+        let n = self.len();
+        if n == 0 {
+            return Err(Error::InvalidData("the evaluation set is empty".into()));
+        }
+        let order: Vec<usize> = (0..n).collect();
+        match self {
+            TaskData::Classification(x) => {
+                let (mut loss, mut correct) = (0f64, 0usize);
+                for indices in order.chunks(batch_size.max(1)) {
+                    let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, &device)?;
+                    let logits = model.classification_logits(&batch.ids, &batch.mask)?.detach();
+                    loss += cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * indices.len() as f64;
+                    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+                    correct += predicted.iter().zip(batch.labels.to_vec1::<u32>()?).filter(|(p, l)| **p == *l).count();
+                }
+                Ok(EvalMetrics { loss: loss / n as f64, accuracy: Some(correct as f64 / n as f64), perplexity: None, examples: n })
+            }
+            TaskData::CausalLm(x) => {
+                let (mut total, mut scored) = (0f64, 0usize);
+                for indices in order.chunks(batch_size.max(1)) {
+                    let batch = lm_batch(&indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                    let (per_row, _) = lm_log_likelihood(model, &batch)?;
+                    total -= per_row.detach().to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+                    scored += batch.scored;
+                }
+                let loss = total / scored.max(1) as f64;
+                Ok(EvalMetrics { loss, accuracy: None, perplexity: Some(loss.exp()), examples: n })
+            }
+            TaskData::MultipleChoice(x) => {
+                // Every choice of every question, scored by its summed log-likelihood.
+                let flat: Vec<(usize, &LmExample)> = x.iter().enumerate().flat_map(|(q, e)| e.choices.iter().map(move |c| (q, c))).collect();
+                let mut scores: Vec<Vec<f64>> = x.iter().map(|e| Vec::with_capacity(e.choices.len())).collect();
+                for chunk in flat.chunks(batch_size.max(1)) {
+                    let batch = lm_batch(&chunk.iter().map(|(_, c)| *c).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                    let (per_row, _) = lm_log_likelihood(model, &batch)?;
+                    for ((q, _), s) in chunk.iter().zip(per_row.detach().to_vec1::<f32>()?) {
+                        scores[*q].push(s as f64);
+                    }
+                }
+                let (mut loss, mut correct) = (0f64, 0usize);
+                for (e, s) in x.iter().zip(&scores) {
+                    let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let log_z = max + s.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                    loss += log_z - s[e.answer];
+                    let best = s.iter().enumerate().fold(0, |b, (i, v)| if *v > s[b] { i } else { b });
+                    correct += usize::from(best == e.answer);
+                }
+                Ok(EvalMetrics { loss: loss / n as f64, accuracy: Some(correct as f64 / n as f64), perplexity: None, examples: n })
+            }
+        }
+    }
+}
