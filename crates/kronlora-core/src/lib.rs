@@ -18,6 +18,7 @@ pub mod tokenizer;
 pub mod train;
 
 pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
+pub use candle_core::Error as CandleError;
 pub use error::{Error, Result};
 pub use factorization::{factorization, factorization_checked, resolve_kron_factor};
 pub use linear::{AdaptedLinear, Gradients};

@@ -4,6 +4,7 @@
 mod layer;
 mod model;
 mod task;
+mod training;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;

@@ -3,13 +3,14 @@
 
 use std::sync::{Arc, RwLock};
 
-use kronlora_core::io::ModelSource;
+use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::js_error;
 use crate::task::CoreTask;
+use crate::training::NativeTraining;
 
 /// Row-major rows × width floats.
 #[napi(object)]
@@ -24,7 +25,7 @@ pub struct NativeModel {
 }
 
 fn busy() -> kronlora_core::Error {
-    kronlora_core::Error::InvalidState("the model is busy with another call; await it before changing the model".into())
+    kronlora_core::Error::InvalidState("the model is busy (training, or being changed by another call); await that first".into())
 }
 
 impl NativeModel {
@@ -34,7 +35,8 @@ impl NativeModel {
         f: impl FnOnce(&PretrainedModel) -> kronlora_core::Result<T> + Send + 'static,
     ) -> AsyncTask<CoreTask<T>> {
         let inner = self.inner.clone();
-        CoreTask::new(move || f(&*inner.read().map_err(|_| busy())?))
+        // try_read: calls may overlap, but not with training or a change (no silent wait).
+        CoreTask::new(move || f(&*inner.try_read().map_err(|_| busy())?))
     }
 }
 
@@ -84,5 +86,35 @@ impl NativeModel {
     #[napi(ts_return_type = "Promise<string>")]
     pub fn generate(&self, prompt: String, max_tokens: u32, temperature: f64, seed: f64) -> AsyncTask<CoreTask<String>> {
         self.run(move |m| m.generate_json(&prompt, max_tokens, temperature, seed))
+    }
+
+    /// Start training; events and the result come through the returned handle.
+    #[napi(catch_unwind)]
+    pub fn train(&self, options_json: String) -> Result<NativeTraining> {
+        // Fail now, not on the training thread, when the model is in use.
+        drop(self.inner.try_write().map_err(|_| js_error(busy()))?);
+        Ok(NativeTraining::start(self.inner.clone(), options_json))
+    }
+
+    /// JSON `{ loss, accuracy?, perplexity?, examples }`; `data_json` is a path or records.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn evaluate(&self, data_json: String, options_json: String) -> AsyncTask<CoreTask<String>> {
+        self.run(move |m| kronlora_core::train::evaluate_json(m, &data_json, &options_json, &FsStorage))
+    }
+
+    /// Write adapter `name` (default: the only one) to `dir` in PEFT's layout.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save_adapter(&self, dir: String, name: Option<String>) -> AsyncTask<CoreTask<()>> {
+        self.run(move |m| m.save_adapter(&FsStorage, &dir, name.as_deref()))
+    }
+
+    /// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn load_adapter(&self, dir: String, name: Option<String>) -> AsyncTask<CoreTask<u32>> {
+        let inner = self.inner.clone();
+        CoreTask::new(move || {
+            let mut m = inner.try_write().map_err(|_| busy())?;
+            m.load_adapter(&FsStorage, &dir, name.as_deref()).map(|n| n as u32)
+        })
     }
 }

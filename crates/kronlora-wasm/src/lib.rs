@@ -3,6 +3,7 @@
 
 mod layer;
 mod model;
+mod storage;
 
 use js_sys::{Array, Float32Array, Object, Reflect};
 use kronlora_core::TensorData;

@@ -52,7 +52,19 @@ export interface RawModel {
   logits(texts: string[]): Promise<FloatRows>;
   classify(texts: string[]): Promise<string>;
   generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
+  /** Start training; events and the result come through the handle. */
+  train(optionsJson: string): Promise<RawTraining>;
+  evaluate(dataJson: string, optionsJson: string): Promise<string>;
+  saveAdapter(dir: string, name?: string): Promise<void>;
+  loadAdapter(dir: string, name?: string): Promise<number>;
   dispose(): void;
+}
+
+/** A training run in a backend: pull events (JSON; null at the end), the result, cancel. */
+export interface RawTraining {
+  next(): Promise<string | null>;
+  finish(): Promise<string>;
+  cancel(): void;
 }
 
 /** A model directory or `.gguf` path, or (WASM only, e.g. in a browser) the files' bytes by name. */
@@ -87,6 +99,10 @@ interface NativeModel {
   logits(texts: string[]): Promise<FloatRows>;
   classify(texts: string[]): Promise<string>;
   generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
+  train(optionsJson: string): RawTraining;
+  evaluate(dataJson: string, optionsJson: string): Promise<string>;
+  saveAdapter(dir: string, name?: string | null): Promise<void>;
+  loadAdapter(dir: string, name?: string | null): Promise<number>;
 }
 
 /** Await a backend promise, rethrowing its failure as a `KronLoraError`. */
@@ -112,6 +128,13 @@ function loadNative(): Binding {
     logits: (texts) => settle(() => m.logits(texts)),
     classify: (texts) => settle(() => m.classify(texts)),
     generate: (prompt, maxTokens, temperature, seed) => settle(() => m.generate(prompt, maxTokens, temperature, seed)),
+    train: async (json) => {
+      const run = await settle(async () => m.train(json));
+      return { next: () => settle(() => run.next()), finish: () => settle(() => run.finish()), cancel: () => run.cancel() };
+    },
+    evaluate: (data, json) => settle(() => m.evaluate(data, json)),
+    saveAdapter: (dir, name) => settle(() => m.saveAdapter(dir, name ?? null)),
+    loadAdapter: (dir, name) => settle(() => m.loadAdapter(dir, name ?? null)),
     dispose: () => {},
   });
   return {
@@ -142,6 +165,10 @@ function loadWasm(): Binding {
       logits: (texts) => call<FloatRows>('logits', texts),
       classify: (texts) => call<string>('classify', texts),
       generate: (prompt, maxTokens, temperature, seed) => call<string>('generate', prompt, maxTokens, temperature, seed),
+      train: async (optionsJson) => wasmTraining(host, model, optionsJson),
+      evaluate: (data, json) => call<string>('evaluate', data, json),
+      saveAdapter: (dir, name) => call<void>('saveAdapter', dir, name ?? null),
+      loadAdapter: (dir, name) => call<number>('loadAdapter', dir, name ?? null),
       dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
     };
   };
@@ -153,6 +180,29 @@ function loadWasm(): Binding {
       const message = typeof source === 'string' ? { op: 'load', path: source, optionsJson } : { op: 'load', files: source, optionsJson };
       return wrap(await host.request<number>(message));
     },
+  };
+}
+
+/**
+ * Training in the WASM worker: it trains synchronously, so events arrive as messages while it
+ * runs and cancellation goes through a shared flag it reads after every step.
+ */
+function wasmTraining(host: WasmHost, model: number, optionsJson: string): RawTraining {
+  const flag = new Int32Array(new SharedArrayBuffer(4));
+  const queue: (string | null)[] = [];
+  const waiting: ((e: string | null) => void)[] = [];
+  const push = (e: string | null) => {
+    const w = waiting.shift();
+    if (w) w(e);
+    else queue.push(e);
+  };
+  const done = host.stream<string>({ op: 'train', model, optionsJson, flag }, (event) => push(event as string));
+  const finished = done.finally(() => push(null));
+  finished.catch(() => {});
+  return {
+    next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((resolve) => waiting.push(resolve))),
+    finish: () => done,
+    cancel: () => Atomics.store(flag, 0, 1),
   };
 }
 

@@ -17,6 +17,19 @@ export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers
 export { Model, loadModel } from './model.js';
 export type { AdapterConfig, Classification, GenerateOptions, Generation, LoadModelOptions, Task, TrainableParameters } from './model.js';
 export type { ModelFiles } from './backend.js';
+export { TrainingRun } from './training.js';
+export type {
+  CausalLmRecord,
+  ClassificationRecord,
+  DataSource,
+  EvalMetrics,
+  MultipleChoiceRecord,
+  TrainEvent,
+  TrainOptions,
+  TrainRecord,
+  TrainResult,
+  TrainTask,
+} from './training.js';
 
 function factorizationOn(binding: Binding, dim: number, factor: number): [number, number] {
   const [m, n] = call(() => binding.factorization(dim, factor));

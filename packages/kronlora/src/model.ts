@@ -4,6 +4,7 @@
  */
 import { type Binding, type FloatRows, type ModelFiles, type RawModel, defaultBinding } from './backend.js';
 import { KronLoraError } from './errors.js';
+import { type EvalMetrics, type DataSource, type TrainOptions, type TrainTask, TrainingRun } from './training.js';
 
 export type Task = 'sequence-classification' | 'causal-lm' | 'embedding';
 
@@ -38,6 +39,8 @@ export interface AdapterConfig {
   useRslora?: boolean;
   /** Seed of the initialisation; each module derives its own from it and its path. */
   seed?: number;
+  /** Adapter dropout during training (PEFT's `lora_dropout`), in [0, 1); default 0. */
+  dropout?: number;
 }
 
 /** Like PEFT's `print_trainable_parameters`, broken down by adapter and head. */
@@ -80,6 +83,21 @@ function checkTexts(texts: unknown): string[] {
     throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'texts must be an array of strings');
   }
   return texts;
+}
+
+function checkData(field: string, data: unknown): void {
+  if (typeof data !== 'string' && !Array.isArray(data)) {
+    throw new KronLoraError('ERR_INVALID_ARG_TYPE', `${field} must be a path to a .jsonl file or an array of records`);
+  }
+}
+
+function checkName(options: { name?: string }): string | undefined {
+  if (typeof options !== 'object' || options === null) throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'options must be an object like { name }');
+  const { name, ...unknown } = options;
+  const extra = Object.keys(unknown);
+  if (extra.length) throw new KronLoraError('ERR_INVALID_OPTION', `unknown option(s) ${extra.join(', ')}; use name`);
+  if (name !== undefined && typeof name !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'name must be a string');
+  return name;
 }
 
 function rows({ data, width }: FloatRows): Float32Array[] {
@@ -165,6 +183,49 @@ export class Model {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'temperature and seed must be numbers');
     }
     return JSON.parse(await this.raw.generate(prompt, maxTokens, temperature, seed));
+  }
+
+  /**
+   * Train the adapters (and the classification head) off the JS thread. Returns at once: iterate
+   * the run for events, await `run.result` for the outcome (it rejects with a `KronLoraError`
+   * on bad options or data, a non-finite loss, …). The model is busy until the run ends.
+   */
+  train(options: TrainOptions): TrainingRun {
+    if (typeof options !== 'object' || options === null) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'train options must be an object like { data, epochs, batchSize, learningRate }');
+    }
+    const { signal, ...rest } = options;
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'signal must be an AbortSignal');
+    }
+    if (signal?.aborted) throw new KronLoraError('ERR_ABORTED', 'the signal was aborted before training started');
+    checkData('data', rest.data);
+    if (rest.validationData !== undefined) checkData('validationData', rest.validationData);
+    return new TrainingRun(this.raw.train(toJson(rest)), signal);
+  }
+
+  /** Loss and accuracy / perplexity on `data` (a `.jsonl` path or records). */
+  async evaluate(data: DataSource, options: { task?: TrainTask; batchSize?: number; maxLength?: number } = {}): Promise<EvalMetrics> {
+    checkData('data', data);
+    if (typeof options !== 'object' || options === null) throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'evaluate options must be an object');
+    return JSON.parse(await this.raw.evaluate(JSON.stringify(data), toJson(options)));
+  }
+
+  /**
+   * Write an adapter (default: the only one) and the trained head to `dir` in PEFT's layout:
+   * `adapter_config.json` + `adapter_model.safetensors`. The directory is replaced atomically.
+   */
+  async saveAdapter(dir: string, options: { name?: string } = {}): Promise<void> {
+    if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveAdapter expects a directory path');
+    await this.raw.saveAdapter(dir, checkName(options));
+  }
+
+  /** Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained further. */
+  async loadAdapter(dir: string, options: { name?: string } = {}): Promise<{ modules: number }> {
+    if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadAdapter expects a directory path');
+    const modules = await this.raw.loadAdapter(dir, checkName(options));
+    this.report = JSON.parse(await this.raw.describe()).report;
+    return { modules };
   }
 
   /** Release the model's memory now rather than at garbage collection (WASM backend). */

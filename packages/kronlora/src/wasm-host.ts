@@ -7,6 +7,8 @@ import { KronLoraError, fromBackendError } from './errors.js';
 
 interface Reply {
   id: number;
+  /** A progress message of a streaming request (not its end). */
+  event?: unknown;
   ok: boolean;
   value?: unknown;
   message?: string;
@@ -35,7 +37,7 @@ export function workerExecArgv(execArgv: string[]): string[] {
 export class WasmHost {
   private worker?: Worker;
   private nextId = 1;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; onEvent?: (e: unknown) => void }>();
 
   constructor(private readonly modulePath: string) {}
 
@@ -48,6 +50,10 @@ export class WasmHost {
     worker.on('message', (reply: Reply) => {
       const p = this.pending.get(reply.id);
       if (!p) return;
+      if ('event' in reply) {
+        p.onEvent?.(reply.event);
+        return;
+      }
       this.pending.delete(reply.id);
       if (this.pending.size === 0) worker.unref();
       if (reply.ok) p.resolve(reply.value);
@@ -72,10 +78,15 @@ export class WasmHost {
   }
 
   request<T>(message: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<T> {
+    return this.stream<T>(message, undefined, transfer);
+  }
+
+  /** A request whose worker side posts `{ id, event }` messages before its reply. */
+  stream<T>(message: Record<string, unknown>, onEvent?: (e: unknown) => void, transfer: ArrayBuffer[] = []): Promise<T> {
     const worker = this.start();
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onEvent });
       worker.ref();
       worker.postMessage({ id, ...message }, transfer);
     });

@@ -3,9 +3,9 @@
  * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
  * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
  */
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, fsyncSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
 interface WasmModel {
@@ -15,6 +15,10 @@ interface WasmModel {
   logits(texts: string[]): unknown;
   classify(texts: string[]): string;
   generate(prompt: string, maxTokens: number, temperature: number, seed: number): string;
+  train(optionsJson: string, storage: Storage, onEvent: (json: string) => void, shouldStop: () => boolean): string;
+  evaluate(dataJson: string, optionsJson: string, storage: Storage): string;
+  saveAdapter(dir: string, name: string | null, storage: Storage): void;
+  loadAdapter(dir: string, name: string | null, storage: Storage): number;
   free(): void;
 }
 interface WasmModule {
@@ -40,10 +44,55 @@ function readModelFiles(path: string): [string[], Uint8Array[]] {
   }
 }
 
+/**
+ * The core's storage on Node's fs (WASM has none): data files, checkpoints and adapters.
+ * Directories are written to a temporary sibling and renamed into place, as natively.
+ */
+const storage = {
+  read: (path: string): Uint8Array => readFileSync(path),
+  exists: (path: string): boolean => existsSync(path),
+  list: (dir: string): string[] => readdirSync(dir),
+  writeDir(dir: string, names: string[], contents: Uint8Array[]): void {
+    const base = dir.replace(/[\\/]+$/, '');
+    const stamp = `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const tmp = `${base}.tmp-${stamp}`;
+    mkdirSync(dirname(base), { recursive: true });
+    mkdirSync(tmp);
+    try {
+      names.forEach((name, i) => {
+        const fd = openSync(join(tmp, name), 'w');
+        try {
+          writeSync(fd, contents[i]);
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+      });
+      if (existsSync(base)) {
+        const old = `${base}.old-${stamp}`;
+        renameSync(base, old);
+        renameSync(tmp, base);
+        rmSync(old, { recursive: true, force: true });
+      } else {
+        renameSync(tmp, base);
+      }
+    } catch (error) {
+      rmSync(tmp, { recursive: true, force: true });
+      throw error;
+    }
+  },
+  removeDir: (dir: string): void => rmSync(dir, { recursive: true, force: true }),
+};
+type Storage = typeof storage;
+
+/** Methods whose last argument is the storage (filled in here, not sent by the main thread). */
+const usesStorage = new Set(['evaluate', 'saveAdapter', 'loadAdapter']);
+
 type Request =
   | { id: number; op: 'load'; path?: string; files?: Record<string, Uint8Array>; optionsJson: string }
   | { id: number; op: 'call'; model: number; method: keyof WasmModel; args: unknown[] }
-  | { id: number; op: 'free'; model: number };
+  | { id: number; op: 'free'; model: number }
+  | { id: number; op: 'train'; model: number; optionsJson: string; flag: Int32Array };
 
 function handle(req: Request): unknown {
   switch (req.op) {
@@ -57,7 +106,14 @@ function handle(req: Request): unknown {
     case 'call': {
       const model = models.get(req.model);
       if (!model) throw new Error('[ERR_INVALID_STATE] this model was disposed');
-      return (model[req.method] as (...a: unknown[]) => unknown).apply(model, req.args);
+      const args = usesStorage.has(req.method) ? [...req.args, storage] : req.args;
+      return (model[req.method] as (...a: unknown[]) => unknown).apply(model, args);
+    }
+    case 'train': {
+      const model = models.get(req.model);
+      if (!model) throw new Error('[ERR_INVALID_STATE] this model was disposed');
+      const onEvent = (event: string) => parentPort!.postMessage({ id: req.id, event });
+      return model.train(req.optionsJson, storage, onEvent, () => Atomics.load(req.flag, 0) === 1);
     }
     case 'free':
       models.get(req.model)?.free();

@@ -3,7 +3,7 @@
 //! early stopping and the best weights kept, atomic checkpoints, exact resume, cancellation,
 //! and a stop on any non-finite loss or gradient (parameters and checkpoints stay as they were).
 
-use std::time::Instant;
+use web_time::Instant;
 
 use candle_core::{Tensor, Var};
 use serde::Serialize;
@@ -32,6 +32,13 @@ pub enum TrainEvent {
     Checkpoint { step: u64, path: String },
     #[serde(rename_all = "camelCase")]
     Done(TrainResult),
+}
+
+impl TrainEvent {
+    /// The event as the JSON both bindings hand to JavaScript.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
+    }
 }
 
 /// The outcome of `train`.
@@ -424,6 +431,18 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     };
     observer.event(&TrainEvent::Done(result.clone()));
     Ok(result)
+}
+
+/// `train` with the result as JSON (what the bindings return).
+pub fn train_json(model: &mut PretrainedModel, options_json: &str, storage: &dyn Storage, observer: &mut dyn TrainObserver) -> Result<String> {
+    let result = train(model, options_json, storage, observer)?;
+    serde_json::to_string(&result).map_err(|e| Error::InvalidState(format!("cannot serialise the result: {e}")))
+}
+
+/// `evaluate_model` with the metrics as JSON.
+pub fn evaluate_json(model: &PretrainedModel, data_json: &str, options_json: &str, storage: &dyn Storage) -> Result<String> {
+    let metrics = evaluate_model(model, data_json, options_json, storage)?;
+    serde_json::to_string(&metrics).map_err(|e| Error::InvalidState(format!("cannot serialise the metrics: {e}")))
 }
 
 /// Evaluate `model` on `data_json` (a path or records) with `EvalOptions` JSON.
