@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod data;
 pub mod error;
 pub mod factorization;
+pub mod grad_mode;
 pub mod io;
 pub mod linear;
 pub mod models;

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use super::{kaiming_uniform, out_shape, Adapter, AdapterKind, LoraFactors};
 use crate::error::Result;
 use crate::factorization::resolve_kron_factor;
+use crate::grad_mode::param;
 use crate::ops::{kron, matmul_t};
 use crate::options::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 
@@ -88,15 +89,16 @@ impl Adapter for KronLora {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let KronShape { d_a1, d_a2, d_b1, d_b2, rank: r } = self.shape;
         let n = x.elem_count() / (d_a1 * d_b1);
+        let (a, b1, b2) = (param(&self.a), param(&self.b1), param(&self.b2));
         // Y1 = s · X · B2ᵀ with X = x as [n·d_a1, d_b1]:       [n·d_a1, r]
         // (the scale goes on this small intermediate, not on the [n, out] output)
-        let y1 = matmul_t(x, self.b2.as_tensor(), n * d_a1, (n * d_a1, r))?.affine(self.scale, 0.0)?;
+        let y1 = matmul_t(x, &b2, n * d_a1, (n * d_a1, r))?.affine(self.scale, 0.0)?;
         // Y2 = A · Y1 over d_A1: bring d_a1 last, then · Aᵀ:  [n·r, d_a2]
         let y1 = y1.reshape((n, d_a1, r))?.transpose(1, 2)?.contiguous()?.reshape((n * r, d_a1))?;
-        let y2 = y1.matmul(&self.a.t()?)?;
+        let y2 = y1.matmul(&a.t()?)?;
         // Y3 = Y2 · B1ᵀ with d_a2 back in front, written as [.., d_a2·d_b2] = [.., out]
         let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?;
-        Ok(matmul_t(&y2, self.b1.as_tensor(), n * d_a2, out_shape(x, d_a2 * d_b2))?)
+        Ok(matmul_t(&y2, &b1, n * d_a2, out_shape(x, d_a2 * d_b2))?)
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

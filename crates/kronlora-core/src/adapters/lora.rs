@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use super::{kaiming_uniform, out_shape, Adapter, AdapterKind};
 use crate::ops::matmul_t;
 use crate::error::Result;
+use crate::grad_mode::param;
 use crate::options::AdapterConfig;
 
 pub struct Lora {
@@ -52,8 +53,9 @@ impl Adapter for Lora {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.elem_count() / self.in_features;
         // Scale the [rows, r] intermediate rather than the [rows, out] output: far fewer elements.
-        let h = matmul_t(x, self.a.as_tensor(), n, (n, self.a.dim(0)?))?.affine(self.scale, 0.0)?;
-        Ok(matmul_t(&h, self.b.as_tensor(), n, out_shape(x, self.out_features))?)
+        let (a, b) = (param(&self.a), param(&self.b));
+        let h = matmul_t(x, &a, n, (n, a.dim(0)?))?.affine(self.scale, 0.0)?;
+        Ok(matmul_t(&h, &b, n, out_shape(x, self.out_features))?)
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

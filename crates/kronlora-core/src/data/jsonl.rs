@@ -118,6 +118,12 @@ fn record(task: RecordTask, value: Value, at: &str) -> Result<Record> {
 /// Parse JSONL text (`jsonl = true`: one object per line, blank lines skipped) or a JSON array
 /// of records; `source` names the file (or "data") in errors. An empty dataset is an error.
 pub fn parse_records(task: RecordTask, text: &str, source: &str, jsonl: bool) -> Result<Vec<Record>> {
+    Ok(parse_placed_records(task, text, source, jsonl)?.into_iter().map(|(r, _)| r).collect())
+}
+
+/// `parse_records`, each record with where it came from (`train.jsonl:12`, `data record 3`),
+/// so that later errors (tokenisation, unknown labels) can name the line too.
+pub fn parse_placed_records(task: RecordTask, text: &str, source: &str, jsonl: bool) -> Result<Vec<(Record, String)>> {
     let mut out = Vec::new();
     if jsonl {
         for (i, line) in text.lines().enumerate() {
@@ -126,7 +132,7 @@ pub fn parse_records(task: RecordTask, text: &str, source: &str, jsonl: bool) ->
             }
             let at = place(source, i, true);
             let value: Value = serde_json::from_str(line).map_err(|e| Error::InvalidData(format!("{at}: invalid JSON: {e}")))?;
-            out.push(record(task, value, &at)?);
+            out.push((record(task, value, &at)?, at));
         }
     } else {
         let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidData(format!("{source}: invalid JSON: {e}")))?;
@@ -134,7 +140,8 @@ pub fn parse_records(task: RecordTask, text: &str, source: &str, jsonl: bool) ->
             return Err(Error::InvalidData(format!("{source}: expected an array of records")));
         };
         for (i, item) in items.into_iter().enumerate() {
-            out.push(record(task, item, &place(source, i, false))?);
+            let at = place(source, i, false);
+            out.push((record(task, item, &at)?, at));
         }
     }
     if out.is_empty() {

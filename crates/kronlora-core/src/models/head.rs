@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::Result;
+use crate::grad_mode::param;
 use crate::io::TensorSource;
 
 /// Which transformers head: names of the first dense layer and its activation.
@@ -77,12 +78,12 @@ impl ClassificationHead {
     /// Class logits `[batch, labels]` from hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
         let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        let dense = first.matmul(&self.pooler_weight.t()?)?.broadcast_add(&self.pooler_bias)?;
+        let dense = first.matmul(&param(&self.pooler_weight).t()?)?.broadcast_add(&param(&self.pooler_bias))?;
         let pooled = match self.style {
             HeadStyle::BertPooler => dense.tanh()?,
             HeadStyle::DistilBert => dense.relu()?,
         };
-        Ok(pooled.matmul(&self.classifier_weight.t()?)?.broadcast_add(&self.classifier_bias)?)
+        Ok(pooled.matmul(&param(&self.classifier_weight).t()?)?.broadcast_add(&param(&self.classifier_bias))?)
     }
 
     /// PEFT's `modules_to_save` names for this head.

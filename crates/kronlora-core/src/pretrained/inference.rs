@@ -77,6 +77,10 @@ impl PretrainedModel {
 
     /// Mean-pooled embeddings, `texts.len() × hidden` row-major, and `hidden`.
     pub fn embed(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
+        crate::grad_mode::no_grad(|| self.embed_body(texts))
+    }
+
+    fn embed_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
         let bert = self.bert("embed()")?;
         let (ids, mask) = self.encoder_batch(bert, texts)?;
         let pooled = BertModel::mean_pool(&bert.forward(&ids, &mask)?, &mask)?;
@@ -93,6 +97,10 @@ impl PretrainedModel {
     }
 
     pub fn classify(&self, texts: &[String]) -> Result<Vec<Classification>> {
+        crate::grad_mode::no_grad(|| self.classify_body(texts))
+    }
+
+    fn classify_body(&self, texts: &[String]) -> Result<Vec<Classification>> {
         let probs = softmax_last_dim(&self.class_logits(texts)?)?.to_vec2::<f32>()?;
         Ok(probs
             .into_iter()
@@ -106,6 +114,10 @@ impl PretrainedModel {
     /// Classification: class logits. Causal LM: the next-token logits after each text.
     /// Returns `texts.len() × width` row-major, and `width`.
     pub fn logits(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
+        crate::grad_mode::no_grad(|| self.logits_body(texts))
+    }
+
+    fn logits_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
         match (&self.backbone, self.task) {
             (Backbone::Llama(m), _) => {
                 if texts.is_empty() {
@@ -133,6 +145,10 @@ impl PretrainedModel {
 
     /// Continue `prompt` token by token (with a KV cache), greedy or sampled.
     pub fn generate(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
+        crate::grad_mode::no_grad(|| self.generate_body(prompt, options))
+    }
+
+    fn generate_body(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
         let Backbone::Llama(m) = &self.backbone else {
             return Err(Error::Unsupported("generate() needs a causal LM (Llama family); this is an encoder".into()));
         };

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::options::{DataSpec, TrainTask};
 use super::{cross_entropy, log_softmax};
 use crate::data::{
-    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_records, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
+    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
     RecordTask,
 };
 use crate::error::{Error, Result};
@@ -48,8 +48,11 @@ pub struct BatchLoss {
     pub tokens: usize,
 }
 
+/// Records placed by where they came from (`train.jsonl:12`), for errors.
+pub type Placed = Vec<(Record, String)>;
+
 /// Read records of `task` from `spec`.
-pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, what: &str) -> Result<Vec<Record>> {
+pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, what: &str) -> Result<Placed> {
     let record_task = match task {
         TrainTask::Classification => RecordTask::Classification,
         TrainTask::CausalLm => RecordTask::CausalLm,
@@ -66,7 +69,7 @@ pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, wha
         DataSpec::Records(v) => (v.to_string(), what.to_string()),
     };
     let jsonl = !matches!(spec, DataSpec::Records(_)) && !(name.ends_with(".json") && text.trim_start().starts_with('['));
-    parse_records(record_task, &text, &name, jsonl)
+    parse_placed_records(record_task, &text, &name, jsonl)
 }
 
 /// The task a model trains by default.
@@ -91,14 +94,15 @@ pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
 
 /// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
 /// decides the label names; otherwise unknown labels are errors).
-pub fn encode(model: &PretrainedModel, task: TrainTask, records: &[Record], max_length: usize, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
+pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, String)], max_length: usize, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
     let tokenizer = &model.tokenizer;
-    let at = |i: usize| format!("{source} record {i}");
+    let at = |i: usize| placed[i].1.clone();
+    let records: Vec<&Record> = placed.iter().map(|(r, _)| r).collect();
     match task {
         TrainTask::Classification => {
             let num_labels = model.head.as_ref().map_or(0, |h| h.num_labels());
             if fit {
-                let found = LabelMap::from_labels(records.iter().filter_map(|r| match r {
+                let found = LabelMap::from_labels(records.iter().filter_map(|r| match *r {
                     Record::Classification { label, .. } => Some(label),
                     _ => None,
                 }), num_labels)?;
@@ -115,7 +119,7 @@ pub fn encode(model: &PretrainedModel, task: TrainTask, records: &[Record], max_
             }
             let mut out = Vec::with_capacity(records.len());
             for (i, r) in records.iter().enumerate() {
-                let Record::Classification { text, label } = r else { unreachable!("parsed as classification") };
+                let Record::Classification { text, label } = *r else { unreachable!("parsed as classification") };
                 let label = labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
                 let mut ids = tokenizer.encode(text)?;
                 if ids.is_empty() {

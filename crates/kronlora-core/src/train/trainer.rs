@@ -245,7 +245,7 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     let evaluate = |state: &mut TrainerState, best: &mut Option<Vec<TensorData>>, observer: &mut dyn TrainObserver| -> Result<Option<EvalMetrics>> {
         let Some(v) = &validation else { return Ok(None) };
         set_dropout(model, None);
-        let metrics = v.evaluate(model, o.eval_batch_size)?;
+        let metrics = crate::grad_mode::no_grad(|| v.evaluate(model, o.eval_batch_size))?;
         let value = metrics.get(metric).ok_or_else(|| Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"", metric.name(), task.name())))?;
         let min_delta = o.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
         let improved = match &state.best {
@@ -464,5 +464,5 @@ pub fn evaluate_model(model: &PretrainedModel, data_json: &str, options_json: &s
     };
     let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &name)?;
     set_dropout(model, None);
-    encoded.evaluate(model, o.batch_size)
+    crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
 }

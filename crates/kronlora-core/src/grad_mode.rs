@@ -1,0 +1,33 @@
+//! Inference without an autograd graph. candle records an op graph whenever a `Var` takes
+//! part, and every intermediate activation stays alive until the output is dropped; for
+//! inference and evaluation that multiplies peak memory for nothing. Inside `no_grad`, the
+//! trainable parameters are read detached, so nothing downstream is recorded.
+
+use std::cell::Cell;
+
+use candle_core::{Tensor, Var};
+
+thread_local! {
+    static NO_GRAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with parameters read detached (on this thread; the forward passes run on one).
+pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_GRAD.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(NO_GRAD.with(|g| g.replace(true)));
+    f()
+}
+
+/// A trainable parameter as forward passes should use it: tracked, or detached in `no_grad`.
+pub fn param(v: &Var) -> Tensor {
+    if NO_GRAD.with(Cell::get) {
+        v.as_tensor().detach()
+    } else {
+        v.as_tensor().clone()
+    }
+}
