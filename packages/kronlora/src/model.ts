@@ -53,6 +53,16 @@ export interface TrainableParameters {
   adaptedModules: Record<string, number>;
 }
 
+/** A linear projection of the model that adapters can target. */
+export interface ModuleInfo {
+  /** The module path, e.g. `encoder.layer.0.attention.self.query`. */
+  name: string;
+  inFeatures: number;
+  outFeatures: number;
+  /** Names of the adapters on it. */
+  adapters: string[];
+}
+
 export interface Classification {
   /** Index of the most likely class. */
   label: number;
@@ -111,8 +121,17 @@ function toJson(options: object): string {
   return JSON.stringify(options, (_key, value) => (typeof value === 'number' && !Number.isFinite(value) ? String(value) : value));
 }
 
+interface Description {
+  architecture: string;
+  task: Task;
+  report: TrainableParameters;
+  modules: ModuleInfo[];
+  labels: string[];
+}
+
 export class Model {
   private report: TrainableParameters;
+  private description: Description;
 
   private constructor(
     private readonly raw: RawModel,
@@ -121,9 +140,25 @@ export class Model {
     readonly task: Task,
     /** The backend this model runs on. */
     readonly backend: Binding['name'],
-    report: TrainableParameters,
+    description: Description,
   ) {
-    this.report = report;
+    this.description = description;
+    this.report = description.report;
+  }
+
+  private async refresh(): Promise<void> {
+    this.description = JSON.parse(await this.raw.describe());
+    this.report = this.description.report;
+  }
+
+  /** The linear projections adapters can target, with the adapters each carries. */
+  modules(): ModuleInfo[] {
+    return structuredClone(this.description.modules);
+  }
+
+  /** Class names of a classifier trained (or loaded) with string labels; empty otherwise. */
+  labels(): string[] {
+    return [...this.description.labels];
   }
 
   /** @internal */
@@ -135,8 +170,8 @@ export class Model {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadModel options must be an object like { task, numLabels }');
     }
     const raw = await binding.loadModel(source, toJson(options));
-    const { architecture, task, report } = JSON.parse(await raw.describe());
-    return new Model(raw, architecture, task, binding.name, report);
+    const description: Description = JSON.parse(await raw.describe());
+    return new Model(raw, description.architecture, description.task, binding.name, description);
   }
 
   /** Add an adapter named `name` to the modules `config.targetModules` selects. */
@@ -146,7 +181,7 @@ export class Model {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', "adapter config must be an object like { type: 'kron-lora', rank, alpha, targetModules }");
     }
     const modules = await this.raw.addAdapter(name, toJson(config));
-    this.report = JSON.parse(await this.raw.describe()).report;
+    await this.refresh();
     return { modules };
   }
 
@@ -201,7 +236,8 @@ export class Model {
     if (signal?.aborted) throw new KronLoraError('ERR_ABORTED', 'the signal was aborted before training started');
     checkData('data', rest.data);
     if (rest.validationData !== undefined) checkData('validationData', rest.validationData);
-    return new TrainingRun(this.raw.train(toJson(rest)), signal);
+    // Training may set label names: refresh what the model describes when it ends.
+    return new TrainingRun(this.raw.train(toJson(rest)), signal, () => this.refresh());
   }
 
   /** Loss and accuracy / perplexity on `data` (a `.jsonl` path or records). */
@@ -224,7 +260,7 @@ export class Model {
   async loadAdapter(dir: string, options: { name?: string } = {}): Promise<{ modules: number }> {
     if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadAdapter expects a directory path');
     const modules = await this.raw.loadAdapter(dir, checkName(options));
-    this.report = JSON.parse(await this.raw.describe()).report;
+    await this.refresh();
     return { modules };
   }
 

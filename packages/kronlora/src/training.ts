@@ -137,7 +137,7 @@ export class TrainingRun implements AsyncIterable<TrainEvent> {
   private raw?: RawTraining;
 
   /** @internal */
-  constructor(started: Promise<RawTraining>, signal?: AbortSignal) {
+  constructor(started: Promise<RawTraining>, signal?: AbortSignal, onEnd: () => Promise<void> = async () => {}) {
     const onAbort = () => this.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
     started.then(
@@ -150,7 +150,10 @@ export class TrainingRun implements AsyncIterable<TrainEvent> {
     void this.pump(started);
     this.result = started
       .then((raw) => raw.finish())
-      .then((json) => JSON.parse(json) as TrainResult)
+      .then(async (json) => {
+        await onEnd();
+        return JSON.parse(json) as TrainResult;
+      })
       .catch((error) => {
         throw fromBackendError(error);
       })

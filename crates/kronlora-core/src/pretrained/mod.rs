@@ -204,9 +204,26 @@ impl PretrainedModel {
         head.forward(&bert.forward(ids, mask)?)
     }
 
-    /// JSON `{ architecture, task, report }`: what both bindings hand to the TS package.
+    /// JSON `{ architecture, task, report, modules, labels }`: what both bindings hand to the TS package.
     pub fn describe_json(&self) -> Result<String> {
-        to_json(&serde_json::json!({ "architecture": self.architecture(), "task": self.task.name(), "report": self.parameter_report() }))
+        let projections: Vec<&crate::models::Projection> = match &self.backbone {
+            Backbone::Bert(m) => m.projections(),
+            Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
+        };
+        let modules: Vec<serde_json::Value> = projections
+            .iter()
+            .map(|p| {
+                let adapters: Vec<&str> = p.adapters().map(|(n, _)| n).collect();
+                serde_json::json!({ "name": p.name, "inFeatures": p.in_features(), "outFeatures": p.out_features(), "adapters": adapters })
+            })
+            .collect();
+        to_json(&serde_json::json!({
+            "architecture": self.architecture(),
+            "task": self.task.name(),
+            "report": self.parameter_report(),
+            "modules": modules,
+            "labels": self.labels.names,
+        }))
     }
 
     /// `classify` as JSON `[{ label, score, scores }]`.

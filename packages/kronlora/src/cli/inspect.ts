@@ -1,0 +1,88 @@
+/** `kronlora info` (what a model is and where adapters would go) and `kronlora eval`. */
+import type { Command } from 'commander';
+import type { TrainTask } from '../training.js';
+import { type Io, count, metricsLine } from './output.js';
+import { type AdapterFlags, type CommonFlags, adapterConfig, adapterOptions, checkFile, common, int, loadFor, savedAdapter } from './shared.js';
+
+interface InfoFlags extends CommonFlags, AdapterFlags {
+  task?: string;
+  numLabels?: string;
+  modules: boolean;
+}
+
+export function infoCommand(root: Command, io: Io): void {
+  const cmd = root.command('info').description('architecture, parameter counts, and where an adapter would go');
+  common(cmd)
+    .option('--task <task>', 'embedding | sequence-classification | causal-lm (default: the model family\'s own)')
+    .option('--num-labels <n>', 'classes of a sequence-classification head', '2')
+    .option('--modules', 'list every adapted module');
+  adapterOptions(cmd).addHelpText(
+    'after',
+    `
+Examples:
+  kronlora info --model .cache/models/minilm
+  kronlora info --model .cache/models/minilm --task sequence-classification --adapter lora --rank 16
+  kronlora info --model smollm2.gguf --targets q_proj,v_proj --modules --json`,
+  );
+  cmd.action(async (f: InfoFlags) => {
+    const task = f.task as 'embedding' | 'sequence-classification' | 'causal-lm' | undefined;
+    const model = await loadFor(f, task, int('num-labels', f.numLabels));
+    const base = model.trainableParameters();
+    const adapter = adapterConfig(f);
+    await model.addAdapter('default', adapter);
+    const report = model.trainableParameters();
+    const modules = model.modules();
+    const adapted = modules.filter((m) => m.adapters.includes('default'));
+    const kinds = [...new Set(adapted.map((m) => m.name.split('.').at(-1)!))];
+    if (f.json) {
+      io.out(JSON.stringify({ command: 'info', model: f.model, backend: model.backend, architecture: model.architecture, task: model.task, adapter,
+        baseParameters: base.total - base.trainable, trainableParameters: report, linearModules: modules.length, adaptedModules: adapted.map((m) => m.name) }));
+      return;
+    }
+    io.out(`${f.model}`);
+    io.out(`  architecture   ${model.architecture}`);
+    io.out(`  task           ${model.task}`);
+    io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
+    io.out(`  linear modules ${modules.length}`);
+    io.out(`  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${adapter.kronIn ? `, d_A1 ${adapter.kronIn}, d_A2 ${adapter.kronOut}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`);
+    io.out(`  trainable      ${count(report.trainable)} of ${count(report.total)} (${report.percentage.toFixed(3)} %): adapter ${count(report.adapters.default)}${report.head ? `, head ${count(report.head)}` : ''}`);
+    if (f.modules) for (const m of adapted) io.out(`    ${m.name} [${m.outFeatures} × ${m.inFeatures}]`);
+  });
+}
+
+interface EvalFlags extends CommonFlags {
+  adapter: string;
+  data: string;
+  task?: TrainTask;
+  batchSize: string;
+  maxLength: string;
+}
+
+export function evalCommand(root: Command, io: Io): void {
+  const cmd = root.command('eval').description('evaluate a saved adapter on a JSONL dataset');
+  common(cmd)
+    .requiredOption('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors)')
+    .requiredOption('--data <file>', 'records, one JSON object per line')
+    .option('--task <task>', 'classification | causal-lm | multiple-choice (default: the adapter\'s)')
+    .option('--batch-size <n>', 'examples per batch', '32')
+    .option('--max-length <n>', 'tokens per example at most', '128')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  kronlora eval --model .cache/models/minilm --adapter runs/kron/adapter --data test.jsonl
+  kronlora eval --model smollm2.gguf --adapter runs/arc/adapter --task multiple-choice --data arc.jsonl --json`,
+    );
+  cmd.action(async (f: EvalFlags) => {
+    checkFile('data', f.data);
+    const saved = savedAdapter(f.adapter);
+    const model = await loadFor(f, saved.task, saved.numLabels);
+    const { modules } = await model.loadAdapter(f.adapter);
+    const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), maxLength: int('max-length', f.maxLength) });
+    if (f.json) {
+      io.out(JSON.stringify({ command: 'eval', model: f.model, adapter: f.adapter, backend: model.backend, modules, metrics }));
+      return;
+    }
+    io.out(`${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)}`);
+  });
+}
