@@ -5,7 +5,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { withBackend } from 'kronlora';
-import { randomArray } from '../examples/random.mjs';
+import { randomArray } from './random.mjs';
 
 const quick = process.argv.includes('--quick');
 const ROWS = quick ? 256 : 2048;

@@ -1,6 +1,6 @@
 // One fine-tuning run in its own process (so its peak memory is its own): load the model, add
 // the adapter, train, evaluate on the test set, save the adapter. Prints one JSON line.
-// Driven by examples/imdb.mjs through the environment variable RUN (a JSON object).
+// Driven by examples/demo.mjs through the environment variable RUN (a JSON object).
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { withBackend } from 'kronlora';

@@ -1,4 +1,4 @@
-// A seeded Float32Array of uniform values in [-scale/2, scale/2): the demo and the benchmark
+// A seeded Float32Array of uniform values in [-scale/2, scale/2): the benchmark
 // need repeatable inputs, not statistical quality (LCG, Numerical Recipes constants).
 export function randomArray(n, seed, scale = 0.2) {
   const out = new Float32Array(n);
