@@ -238,6 +238,8 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
         if adapter == KRON {
             assert_eq!(config["peft_type"], "LOKR");
             assert_eq!((config["r"].clone(), config["alpha"].clone(), config["decompose_both"].clone()), (json!(4), json!(8.0), json!(false)));
+            // d_A1 = 2 ≠ d_A2 = 4: no single PEFT decompose_factor rebuilds these shapes.
+            assert_eq!((config["decompose_factor"].clone(), config["kronlora"]["peftLoadable"].clone()), (json!(-1), json!(false)));
             assert_eq!(tensors[&format!("{q}.lokr_w1")].shape, vec![4, 2]);
             assert_eq!(tensors[&format!("{q}.lokr_w2_a")].shape, vec![4, 4]);
             assert_eq!(tensors[&format!("{q}.lokr_w2_b")].shape, vec![4, 8]);

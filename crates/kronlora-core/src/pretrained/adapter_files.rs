@@ -24,6 +24,20 @@ pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const KEY_PREFIX: &str = "base_model.model.";
 
+/// The `decompose_factor` with which PEFT's LoKr builds exactly these Kron-LoRA shapes
+/// (`[d_a1, d_a2, d_b1, d_b2, r]` per module): `w1 [out_l, in_m]` from
+/// `factorization(out, f)`, `factorization(in, f)`, and a low-rank `w2` only when
+/// `r < max(out_k, in_n) / 2`. None when no single factor does.
+fn peft_decompose_factor(shapes: &[[usize; 5]]) -> Option<usize> {
+    let first = shapes.first()?;
+    [first[0], first[1]].into_iter().find(|&f| {
+        shapes.iter().all(|&[d_a1, d_a2, d_b1, d_b2, r]| {
+            let fits = |dim: usize, want: usize| crate::factorization(dim, f as i64).is_ok_and(|(m, _)| m == want);
+            fits(d_a2 * d_b2, d_a2) && fits(d_a1 * d_b1, d_a1) && 2 * r < d_b1.max(d_b2)
+        })
+    })
+}
+
 impl PretrainedModel {
     /// The prefix transformers' task class puts before the backbone's module paths.
     fn module_prefix(&self) -> &'static str {
@@ -84,6 +98,9 @@ impl PretrainedModel {
         let mut modules: Vec<String> = Vec::new();
         let mut ranks: BTreeMap<String, Value> = BTreeMap::new();
         let mut alphas: BTreeMap<String, Value> = BTreeMap::new();
+        // Kron-LoRA factor shapes per module ([d_a2, d_a1], [d_b2, r], [r, d_b1]), to find a
+        // PEFT `decompose_factor` that rebuilds exactly these shapes, when one exists.
+        let mut kron_shapes: Vec<[usize; 5]> = Vec::new();
         for (path, adapter_name, adapter) in self.adapters() {
             if adapter_name != info.name {
                 continue;
@@ -95,6 +112,11 @@ impl PretrainedModel {
                 AdapterKind::KronLora => params[1].1.dim(1)?,
             };
             let alpha = if info.config.use_rslora { adapter.scale() * (rank as f64).sqrt() } else { adapter.scale() * rank as f64 };
+            if adapter.kind() == AdapterKind::KronLora {
+                let (d_a2, d_a1) = params[0].1.as_tensor().dims2()?;
+                let (d_b2, d_b1) = (params[1].1.dim(0)?, params[2].1.dim(1)?);
+                kron_shapes.push([d_a1, d_a2, d_b1, d_b2, rank]);
+            }
             if rank != info.config.rank {
                 ranks.insert(module.clone(), json!(rank));
             }
@@ -159,9 +181,12 @@ impl PretrainedModel {
                 fields.insert("peft_type".into(), json!("LOKR"));
                 fields.insert("alpha".into(), json!(info.config.alpha));
                 fields.insert("decompose_both".into(), json!(false));
-                // Kron-LoRA picks d_A1 and d_A2 separately; PEFT's one factor cannot say that,
-                // which is why the shapes are read from the tensors on load.
-                fields.insert("decompose_factor".into(), json!(-1));
+                // Kron-LoRA picks d_A1 and d_A2 separately; PEFT rebuilds LoKr's shapes from one
+                // factor. When one factor gives every module's shapes, PEFT loads the file as it
+                // is; otherwise -1, and kronlora (which reads shapes from the tensors) still does.
+                let factor = peft_decompose_factor(&kron_shapes);
+                fields.insert("decompose_factor".into(), json!(factor.map_or(-1, |f| f as i64)));
+                fields.get_mut("kronlora").and_then(Value::as_object_mut).map(|k| k.insert("peftLoadable".into(), json!(factor.is_some())));
                 fields.insert("rank_dropout".into(), json!(0.0));
                 fields.insert("module_dropout".into(), json!(0.0));
                 fields.insert("use_effective_conv2d".into(), json!(false));
@@ -357,5 +382,22 @@ impl PretrainedModel {
             dropout,
         });
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peft_decompose_factor;
+
+    #[test]
+    fn a_peft_factor_exists_only_when_one_factor_gives_every_shape() {
+        // MiniLM's 384→384, 384→1536, 1536→384 layers: [d_a1, d_a2, d_b1, d_b2, r].
+        let square = |f: usize, r: usize| vec![[f, f, 384 / f, 384 / f, r], [f, f, 384 / f, 1536 / f, r], [f, f, 1536 / f, 384 / f, r]];
+        assert_eq!(peft_decompose_factor(&square(4, 8)), Some(4));
+        // Kron-LoRA's default d_A1 = 2, d_A2 = 4: PEFT's single factor cannot express it.
+        assert_eq!(peft_decompose_factor(&[[2, 4, 192, 96, 8]]), None);
+        // PEFT keeps w2 full when r ≥ max(out_k, in_n) / 2.
+        assert_eq!(peft_decompose_factor(&[[4, 4, 4, 4, 2]]), None);
+        assert_eq!(peft_decompose_factor(&[]), None);
     }
 }
