@@ -13,7 +13,7 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 cargo test --release --target "$host" -p kronlora-core -p kronlora-node
 if [ -f .cache/models/minilm/model.safetensors ] && [ -f .cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
   echo "test: parity with transformers on the real models in .cache/models"
-  cargo test --release --target "$host" -p kronlora-core -p kronlora-node --test parity -- --ignored
+  cargo test --release --target "$host" -p kronlora-core -p kronlora-node --test integration -- --ignored parity::
 else
   echo "test: parity tests skipped (no real models; \`npm run fetch-models\` fetches them)"
 fi

@@ -1,5 +1,5 @@
 //! Tiny BERT checkpoints in real formats, written by the tests.
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code)] // each suite uses a different part
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,5 @@
 //! BERT encoders with adapters, on tiny models generated here (random weights, real formats).
 
-mod reference;
-mod tiny;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,8 +8,8 @@ use candle_core::{DType, Device, Tensor};
 use kronlora_core::models::bert::BertModel;
 use kronlora_core::models::{AdapterPlan, TargetModules};
 use kronlora_core::{AdapterConfig, AdapterKind};
-use reference::Lcg;
-use tiny::{temp_dir, tensor, tiny_bert_tensors, write_model, CONFIG};
+use crate::reference::Lcg;
+use crate::tiny::{temp_dir, tensor, tiny_bert_tensors, write_model, CONFIG};
 
 fn inputs() -> (Tensor, Tensor) {
     let ids = Tensor::new(&[[1u32, 7, 9, 23, 4, 2], [1, 30, 12, 2, 0, 0]], &Device::Cpu).unwrap();

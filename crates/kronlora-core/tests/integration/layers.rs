@@ -1,9 +1,8 @@
 //! The adapted layers against naive maths and finite differences.
 
-mod reference;
 
 use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions, TensorData};
-use reference::{assert_close, kron, linear, matmul, Lcg};
+use crate::reference::{assert_close, kron, linear, matmul, Lcg};
 
 fn options(kind: AdapterKind, json: &str) -> LayerOptions {
     LayerOptions::from_json(kind, json).unwrap()

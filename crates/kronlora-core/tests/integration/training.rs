@@ -3,15 +3,13 @@
 //! cancellation and early stopping, names the step of a non-finite loss, reports malformed
 //! data by file and line, and saved adapters reload to identical outputs.
 
-mod reference;
-mod tiny;
 
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
 use kronlora_core::train::{evaluate_model, train, trainable_named, TrainEvent, TrainObserver, TrainResult};
-use reference::Lcg;
+use crate::reference::Lcg;
 use serde_json::{json, Value};
-use tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
+use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
 
 const KRON: &str = r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#;
 const LORA: &str = r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#;

@@ -1,5 +1,5 @@
 //! Naive reference maths for the tests: plain loops over f64, no candle.
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code)] // each suite uses a different part
 
 pub struct Lcg(u64);
 

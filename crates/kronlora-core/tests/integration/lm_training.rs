@@ -3,8 +3,6 @@
 //! choice is scored by summed log-likelihood (checked against a naive computation), and the
 //! loss falls.
 
-mod reference;
-mod tiny;
 
 use candle_core::{Device, Tensor};
 use kronlora_core::data::{encode_lm_record, Record};
@@ -12,7 +10,7 @@ use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::{Backbone, PretrainedModel};
 use kronlora_core::train::{evaluate_model, train, TrainEvent, TrainObserver};
 use serde_json::json;
-use tiny::llama::{temp_dir, tensors, write_gguf};
+use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 
 struct Quiet;
 impl TrainObserver for Quiet {

@@ -2,8 +2,6 @@
 //! file (written with candle's GGUF writer, Q/K permuted as llama.cpp stores them) of the same
 //! random weights must give the same logits; adapters behave as in the BERT tests.
 
-mod reference;
-mod tiny;
 
 use std::sync::Arc;
 
@@ -13,9 +11,9 @@ use kronlora_core::models::llama::{KvCache, LlamaModel};
 use kronlora_core::models::{AdapterPlan, TargetModules};
 use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
 use kronlora_core::{AdapterConfig, AdapterKind};
-use reference::Lcg;
+use crate::reference::Lcg;
 
-use tiny::llama::*;
+use crate::tiny::llama::*;
 
 fn logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     let t = ids.len();

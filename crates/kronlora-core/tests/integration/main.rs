@@ -1,0 +1,15 @@
+//! kronlora-core's integration tests, in one binary: each test file used to be its own
+//! binary, and linking candle into ten of them (with the release profile's LTO, shared with
+//! the addon build) dominated `npm test`'s build time.
+
+mod reference;
+mod tiny;
+
+mod bert;
+mod layers;
+mod llama;
+mod lm_training;
+mod matmul_t;
+mod parity;
+mod train;
+mod training;
