@@ -9,7 +9,7 @@ use candle_core::{Tensor, Var};
 use serde::Serialize;
 
 use super::checkpoint::{checkpoint_dir, checkpoint_files, find_checkpoint, list_checkpoints, read_checkpoint, BestSoFar, Checkpoint, TrainerState};
-use super::options::{DataSpec, TrainOptions, TrainTask};
+use super::options::{DataSpec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
@@ -149,7 +149,20 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     if vars.is_empty() {
         return Err(Error::InvalidState("nothing to train: add an adapter (model.addAdapter) or load one first".into()));
     }
+    let computed = match o.metric {
+        Metric::Loss => true,
+        Metric::Accuracy => task != TrainTask::CausalLm,
+        Metric::Perplexity => task == TrainTask::CausalLm,
+    };
+    if !computed {
+        return Err(Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"; use \"loss\"", o.metric.name(), task.name())));
+    }
     let (train, validation) = prepare_data(model, &o, task, storage)?;
+    if validation.is_none() && (o.early_stopping.is_some() || o.eval_every.is_some()) {
+        return Err(Error::InvalidOption(
+            "earlyStopping and evalEvery need validation data: give validationData, or a validationSplit above 0 with at least 2 records".into(),
+        ));
+    }
     let model: &PretrainedModel = model;
     let run_started = Instant::now();
 

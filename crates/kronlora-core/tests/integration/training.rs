@@ -192,6 +192,10 @@ fn malformed_data_is_reported_by_file_and_line() {
     assert!(err.to_string().contains("the dataset is empty"), "{err}");
     let err = run(&mut m, json!({ "data": [{"text": "w4", "label": 5}] }), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("label 5 is out of range for numLabels = 2"), "{err}");
+    let err = run(&mut m, json!({ "data": dataset(8, 1), "validationSplit": 0, "earlyStopping": true }), &mut Recorder::default()).unwrap_err();
+    assert!(err.to_string().contains("earlyStopping and evalEvery need validation data"), "{err}");
+    let err = run(&mut m, json!({ "data": dataset(8, 1), "metric": "perplexity" }), &mut Recorder::default()).unwrap_err();
+    assert!(err.to_string().contains("metric \"perplexity\" is not computed for task \"classification\""), "{err}");
     // Unknown labels at evaluation name the labels the model knows.
     run(&mut m, json!({ "data": dataset(8, 1), "maxSteps": 1 }), &mut Recorder::default()).unwrap();
     let err = evaluate_model(&m, &json!([{"text": "w4", "label": "meh"}]).to_string(), "{}", &FsStorage).unwrap_err();
