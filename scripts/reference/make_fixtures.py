@@ -66,8 +66,22 @@ def smollm2():
             "indices": indices,
             "logits": [logits[i].item() for i in indices],
         })
+    # The model's own chat template as transformers renders and tokenizes it.
+    messages = [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy? Answer in one word."},
+        {"role": "assistant", "content": "Rome"},
+    ]
+    chat = {
+        "messages": messages,
+        "text": tok.apply_chat_template(messages, tokenize=False),
+        "ids": list(tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]),
+        "prompt_text": tok.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True),
+    }
     return {
         "source": f"transformers {transformers.__version__}, torch {torch.__version__}, AutoModelForCausalLM(gguf_file) (weights dequantised to f32)",
+        "chat": chat,
         "bos_token_id": tok.bos_token_id,
         "eos_token_id": tok.eos_token_id,
         "tokenized": [{"text": t, "ids": tok(t)["input_ids"]} for t in TOKENIZER_TEXTS],

@@ -114,3 +114,28 @@ fn pretrained_models_from_paths_and_bytes() {
     assert!(g.text.starts_with(&first), "greedy generation {:?} must start with transformers' argmax token {first:?}", g.text);
     eprintln!("SmolLM2 greedy: {:?}", g.text);
 }
+
+#[test]
+#[ignore = "needs the real models: npm run fetch-models"]
+fn smollm2_chat_template_renders_and_tokenizes_as_transformers() {
+    use kronlora_core::data::{encode_lm_record, Record};
+    use kronlora_core::tokenizer::TextTokenizer;
+    let gguf = GgufFile::open(&repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    let tok = TextTokenizer::from_gguf(&gguf).unwrap();
+    let chat = &fixture("smollm2.json")["chat"];
+    let messages: Vec<(String, String)> = chat["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["role"].as_str().unwrap().to_string(), m["content"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(tok.render_chat(&messages, false, "x").unwrap(), chat["text"].as_str().unwrap());
+    assert_eq!(tok.render_chat(&messages[..1], true, "x").unwrap(), chat["prompt_text"].as_str().unwrap());
+    // Rendering turn by turn and tokenizing the pieces gives transformers' ids for the whole
+    // conversation, and only the assistant turns are scored.
+    let ex = encode_lm_record(&tok, &Record::Chat { messages }, 4096, "x").unwrap();
+    let want: Vec<u32> = chat["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    assert_eq!(ex.ids, want);
+    let scored: Vec<u32> = ex.ids.iter().zip(&ex.loss).filter(|(_, l)| **l).map(|(i, _)| *i).collect();
+    assert_eq!(tok.decode(&scored).unwrap(), "Paris.\nRome\n");
+}
