@@ -1,7 +1,7 @@
 /** `kronlora info` (what a model is and where adapters would go) and `kronlora eval`. */
 import type { Command } from 'commander';
 import type { TrainTask } from '../training.js';
-import { type Io, count, metricsLine } from './output.js';
+import { type Io, count, duration, metricsLine } from './output.js';
 import { type AdapterFlags, type CommonFlags, adapterConfig, adapterOptions, checkFile, common, int, loadFor, savedAdapter } from './shared.js';
 
 interface InfoFlags extends CommonFlags, AdapterFlags {
@@ -78,11 +78,15 @@ Examples:
     const saved = savedAdapter(f.adapter);
     const model = await loadFor(f, saved.task, saved.numLabels);
     const { modules } = await model.loadAdapter(f.adapter);
+    // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
+    if (!f.json) io.err(`  evaluating ${f.data} with ${f.adapter} (${model.backend} backend)…`);
+    const started = performance.now();
     const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), maxLength: int('max-length', f.maxLength) });
     if (f.json) {
       io.out(JSON.stringify({ command: 'eval', model: f.model, adapter: f.adapter, backend: model.backend, modules, metrics }));
       return;
     }
-    io.out(`${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)}`);
+    const seconds = (performance.now() - started) / 1000;
+    io.out(`${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)} · ${duration(seconds)} (${(metrics.examples / seconds).toFixed(1)} examples/s)`);
   });
 }
