@@ -8,7 +8,7 @@ mod nn;
 mod projection;
 mod targets;
 
-pub use nn::{layer_norm, rms_norm, softmax_last_dim};
+pub use nn::{layer_norm, layer_norm_composed, rms_norm, softmax_last_dim, softmax_last_dim_composed};
 pub use dropout::{AdapterDropout, DropoutSeed};
 pub use projection::Projection;
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};

@@ -6,6 +6,7 @@ mod reference;
 mod tiny;
 
 mod bert;
+mod fused;
 mod layers;
 mod llama;
 mod lm_training;
