@@ -19,8 +19,25 @@ pub struct TextTokenizer {
     pub pad_token_id: u32,
     /// Whether `encode` starts a text with BOS (so causal-LM examples should too).
     pub add_bos: bool,
-    /// The model's chat template (Jinja), when it has one.
-    pub chat_template: Option<String>,
+    /// The model's chat template (Jinja), compiled once when the tokenizer is built; a
+    /// template that does not compile keeps its error for the first chat record to report.
+    chat: Option<std::result::Result<minijinja::Environment<'static>, String>>,
+}
+
+/// The name the chat template is registered under in its environment.
+const CHAT: &str = "chat";
+
+/// An environment with transformers' chat-template extras (Python string methods,
+/// `raise_exception`) and `template` compiled in it.
+fn compile_chat_template(template: String) -> std::result::Result<minijinja::Environment<'static>, String> {
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+    });
+    env.add_template_owned(CHAT, template).map_err(|e| e.to_string())?;
+    Ok(env)
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -42,7 +59,7 @@ impl TextTokenizer {
         inner.with_truncation(None).map_err(|e| tokenizer_error(path, e))?;
         let id = |t: &str| inner.token_to_id(t);
         let pad = id("[PAD]").or_else(|| id("<pad>")).or_else(|| id("<|endoftext|>")).unwrap_or(0);
-        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat_template: None }.finish())
+        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat: None }.finish())
     }
 
     /// The byte-level BPE described by `tokenizer.ggml.{model,tokens,merges,token_type}`.
@@ -80,11 +97,11 @@ impl TextTokenizer {
         let opt = |key: &str| -> Result<Option<u32>> { if file.has(key) { Ok(Some(file.usize(key)? as u32)) } else { Ok(None) } };
         let eos = opt("tokenizer.ggml.eos_token_id")?;
         let pad = opt("tokenizer.ggml.padding_token_id")?.or(eos).unwrap_or(0);
-        let chat_template = if file.has("tokenizer.chat_template") { Some(file.string("tokenizer.chat_template")?) } else { None };
+        let chat = if file.has("tokenizer.chat_template") { Some(compile_chat_template(file.string("tokenizer.chat_template")?)) } else { None };
         let bos = opt("tokenizer.ggml.bos_token_id")?;
         // llama.cpp's flag; without it, byte-level BPE models (GPT-2 style) add no BOS.
         let add_bos = if file.has("tokenizer.ggml.add_bos_token") { file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some() } else { false };
-        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat_template })
+        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat })
     }
 
     /// Fill in BOS/EOS and the chat template from a decoder's `config.json` and
@@ -95,12 +112,13 @@ impl TextTokenizer {
         self.bos_token_id = id(&config["bos_token_id"]);
         self.eos_token_id = id(&config["eos_token_id"]);
         if let Some(tc) = tokenizer_config.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
-            self.chat_template = match &tc["chat_template"] {
+            let template = match &tc["chat_template"] {
                 serde_json::Value::String(s) => Some(s.clone()),
                 // A list of named templates: the default one.
                 serde_json::Value::Array(list) => list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string),
                 _ => None,
             };
+            self.chat = template.map(compile_chat_template);
             if let Some(eos) = tc["eos_token"].as_str().and_then(|t| self.inner.token_to_id(t)) {
                 self.eos_token_id = self.eos_token_id.or(Some(eos));
             }
@@ -135,19 +153,17 @@ impl TextTokenizer {
     /// Render `messages` `(role, content)` with the model's chat template, as transformers'
     /// `apply_chat_template(..., tokenize=False)`; `at` names the record in errors.
     pub fn render_chat(&self, messages: &[(String, String)], add_generation_prompt: bool, at: &str) -> Result<String> {
-        let Some(template) = &self.chat_template else {
-            return Err(Error::InvalidData(format!(
-                "{at}: chat records need a model with a chat template, and this one has none; use {{ \"prompt\", \"completion\" }} records"
-            )));
+        let env = match &self.chat {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => return Err(Error::InvalidModel(format!("{at}: the model's chat template does not compile: {e}"))),
+            None => {
+                return Err(Error::InvalidData(format!(
+                    "{at}: chat records need a model with a chat template, and this one has none; use {{ \"prompt\", \"completion\" }} records"
+                )))
+            }
         };
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
         let bad = |e: minijinja::Error| Error::InvalidData(format!("{at}: the chat template failed: {e}"));
-        let tmpl = env.template_from_str(template).map_err(bad)?;
+        let tmpl = env.get_template(CHAT).map_err(bad)?;
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|(r, c)| {

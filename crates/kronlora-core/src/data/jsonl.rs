@@ -51,7 +51,7 @@ fn only_keys(obj: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<()>
     }
 }
 
-fn record(task: RecordTask, value: Value, at: &str) -> Result<Record> {
+fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
     let Value::Object(obj) = value else {
         return Err(Error::InvalidData(format!("{at}: expected a JSON object, got {value}")));
     };
@@ -132,18 +132,31 @@ pub fn parse_placed_records(task: RecordTask, text: &str, source: &str, jsonl: b
             }
             let at = place(source, i, true);
             let value: Value = serde_json::from_str(line).map_err(|e| Error::InvalidData(format!("{at}: invalid JSON: {e}")))?;
-            out.push((record(task, value, &at)?, at));
+            out.push((record(task, &value, &at)?, at));
         }
     } else {
         let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidData(format!("{source}: invalid JSON: {e}")))?;
-        let Value::Array(items) = value else {
-            return Err(Error::InvalidData(format!("{source}: expected an array of records")));
-        };
-        for (i, item) in items.into_iter().enumerate() {
-            let at = place(source, i, false);
-            out.push((record(task, item, &at)?, at));
-        }
+        return placed_records_from_json(task, &value, source);
     }
+    if out.is_empty() {
+        return Err(Error::InvalidData(format!("{source}: the dataset is empty; it needs at least one record")));
+    }
+    Ok(out)
+}
+
+/// Records from an already-parsed JSON array (what a JS caller passes), placed as `record N`.
+pub fn placed_records_from_json(task: RecordTask, value: &Value, source: &str) -> Result<Vec<(Record, String)>> {
+    let Value::Array(items) = value else {
+        return Err(Error::InvalidData(format!("{source}: expected an array of records")));
+    };
+    let out = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = place(source, i, false);
+            Ok((record(task, item, &at)?, at))
+        })
+        .collect::<Result<Vec<_>>>()?;
     if out.is_empty() {
         return Err(Error::InvalidData(format!("{source}: the dataset is empty; it needs at least one record")));
     }

@@ -150,6 +150,14 @@ impl PretrainedModel {
         }
     }
 
+    /// The most tokens one sequence may hold (the position embeddings' length).
+    pub fn context_length(&self) -> usize {
+        match &self.backbone {
+            Backbone::Bert(m) => m.config.max_position_embeddings,
+            Backbone::Llama(m) => m.config.max_position_embeddings,
+        }
+    }
+
     /// `bert` or `llama` (the family), and the config's model type.
     pub fn architecture(&self) -> String {
         match &self.backbone {

@@ -26,27 +26,7 @@ const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub struct BestSoFar {
     pub step: u64,
     pub value: f64,
-    pub metrics: EvalMetricsRecord,
-}
-
-/// `EvalMetrics` as stored (all fields optional-friendly).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EvalMetricsRecord {
-    pub loss: f64,
-    pub accuracy: Option<f64>,
-    pub perplexity: Option<f64>,
-    pub examples: usize,
-}
-
-impl From<&EvalMetrics> for EvalMetricsRecord {
-    fn from(m: &EvalMetrics) -> Self {
-        EvalMetricsRecord { loss: m.loss, accuracy: m.accuracy, perplexity: m.perplexity, examples: m.examples }
-    }
-}
-impl From<&EvalMetricsRecord> for EvalMetrics {
-    fn from(m: &EvalMetricsRecord) -> Self {
-        EvalMetrics { loss: m.loss, accuracy: m.accuracy, perplexity: m.perplexity, examples: m.examples }
-    }
+    pub metrics: EvalMetrics,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -82,7 +82,8 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
     pub gradient_accumulation: usize,
-    pub max_length: usize,
+    /// Tokens per example at most (None: 128, or the model's context when shorter).
+    pub max_length: Option<usize>,
     pub seed: u64,
     /// Evaluate every N optimiser steps (None: at the end of each epoch only).
     pub eval_every: Option<u64>,
@@ -131,7 +132,33 @@ struct Raw {
     log_every: Option<Value>,
 }
 
-fn data_spec(field: &str, value: &Value) -> Result<DataSpec> {
+/// `task`: absent (the model's own), or one of the three task names.
+fn parse_task(value: Option<&Value>) -> Result<Option<TrainTask>> {
+    match value.filter(|v| !v.is_null()) {
+        None => Ok(None),
+        Some(Value::String(s)) => match s.as_str() {
+            "classification" => Ok(Some(TrainTask::Classification)),
+            "causal-lm" => Ok(Some(TrainTask::CausalLm)),
+            "multiple-choice" => Ok(Some(TrainTask::MultipleChoice)),
+            other => Err(invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got \"{other}\""))),
+        },
+        Some(v) => Err(invalid(format!("option `task` must be a string, got {v}"))),
+    }
+}
+
+impl DataSpec {
+    /// How errors name this data: its file, or `fallback` for records given in memory.
+    pub fn name(&self, fallback: &str) -> String {
+        match self {
+            DataSpec::Path(p) => p.clone(),
+            DataSpec::Text { name, .. } => name.clone(),
+            DataSpec::Records(_) => fallback.to_string(),
+        }
+    }
+}
+
+/// A data source from its JSON form; `field` names it in errors.
+pub(crate) fn data_spec(field: &str, value: &Value) -> Result<DataSpec> {
     match value {
         Value::String(s) if !s.is_empty() => Ok(DataSpec::Path(s.clone())),
         Value::Array(_) => Ok(DataSpec::Records(value.clone())),
@@ -182,16 +209,7 @@ const MAX_BATCH: usize = 1 << 16;
 impl TrainOptions {
     pub fn from_json(json: &str) -> Result<Self> {
         let raw: Raw = serde_json::from_str(json).map_err(|e| json_error("training options", e))?;
-        let task = match raw.task.as_ref().filter(|v| !v.is_null()) {
-            None => None,
-            Some(Value::String(s)) => Some(match s.as_str() {
-                "classification" => TrainTask::Classification,
-                "causal-lm" => TrainTask::CausalLm,
-                "multiple-choice" => TrainTask::MultipleChoice,
-                other => return Err(invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got \"{other}\""))),
-            }),
-            Some(v) => return Err(invalid(format!("option `task` must be a string, got {v}"))),
-        };
+        let task = parse_task(raw.task.as_ref())?;
         let data = match raw.data.as_ref().filter(|v| !v.is_null()) {
             Some(v) => data_spec("data", v)?,
             None => return Err(invalid("option `data` is required: a path to a .jsonl file or an array of records".into())),
@@ -271,7 +289,7 @@ impl TrainOptions {
             weight_decay: non_negative("weightDecay", raw.weight_decay.as_ref(), 0.01)?,
             max_grad_norm,
             gradient_accumulation: bounded_int("gradientAccumulation", raw.gradient_accumulation.as_ref(), 1 << 16)?.unwrap_or(1),
-            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?.unwrap_or(128),
+            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?,
             seed: seed("seed", raw.seed.as_ref())?,
             eval_every: positive_int("evalEvery", raw.eval_every.as_ref())?.map(|x| x as u64),
             metric,
@@ -311,7 +329,8 @@ impl TrainOptions {
 pub struct EvalOptions {
     pub task: Option<TrainTask>,
     pub batch_size: usize,
-    pub max_length: usize,
+    /// Tokens per example at most (None: 128, or the model's context when shorter).
+    pub max_length: Option<usize>,
 }
 
 impl EvalOptions {
@@ -324,14 +343,11 @@ impl EvalOptions {
             max_length: Option<Value>,
         }
         let raw: RawEval = serde_json::from_str(json).map_err(|e| json_error("evaluation options", e))?;
-        let task = match raw.task {
-            None | Some(Value::Null) => None,
-            Some(t) => TrainOptions::from_json(&serde_json::json!({ "data": [], "task": t }).to_string())?.task,
-        };
+        let task = parse_task(raw.task.as_ref())?;
         Ok(EvalOptions {
             task,
             batch_size: bounded_int("batchSize", raw.batch_size.as_ref(), MAX_BATCH)?.unwrap_or(16),
-            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?.unwrap_or(128),
+            max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?,
         })
     }
 }

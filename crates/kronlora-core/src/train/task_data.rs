@@ -2,12 +2,12 @@
 //! loss of a micro-batch (a differentiable scalar) and the metrics of a whole set.
 
 use candle_core::{Tensor, D};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::options::{DataSpec, TrainTask};
 use super::{cross_entropy, log_softmax};
 use crate::data::{
-    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
+    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
     RecordTask,
 };
 use crate::error::{Error, Result};
@@ -16,7 +16,7 @@ use crate::pretrained::{Backbone, PretrainedModel};
 
 /// Metrics of an evaluation; `accuracy` for classification and multiple choice, `perplexity`
 /// (e^loss per scored token) for causal LM.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
     pub loss: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,18 +58,19 @@ pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, wha
         TrainTask::CausalLm => RecordTask::CausalLm,
         TrainTask::MultipleChoice => RecordTask::MultipleChoice,
     };
-    let (text, name) = match spec {
+    let (text, name): (std::borrow::Cow<str>, &str) = match spec {
         DataSpec::Path(p) => {
             if !storage.exists(p) {
                 return Err(Error::InvalidData(format!("{p}: the {what} file does not exist")));
             }
-            (read_text(storage, p)?, p.clone())
+            (read_text(storage, p)?.into(), p)
         }
-        DataSpec::Text { name, text } => (text.clone(), name.clone()),
-        DataSpec::Records(v) => (v.to_string(), what.to_string()),
+        DataSpec::Text { name, text } => (text.as_str().into(), name),
+        // Records given in memory are already parsed: no round trip through text.
+        DataSpec::Records(v) => return placed_records_from_json(record_task, v, what),
     };
-    let jsonl = !matches!(spec, DataSpec::Records(_)) && !(name.ends_with(".json") && text.trim_start().starts_with('['));
-    parse_placed_records(record_task, &text, &name, jsonl)
+    let jsonl = !(name.ends_with(".json") && text.trim_start().starts_with('['));
+    parse_placed_records(record_task, &text, name, jsonl)
 }
 
 /// The task a model trains by default.
@@ -94,8 +95,20 @@ pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
 
 /// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
 /// decides the label names; otherwise unknown labels are errors).
-pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, String)], max_length: usize, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
+/// The default `maxLength`.
+pub const DEFAULT_MAX_LENGTH: usize = 128;
+
+pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, String)], max_length: Option<usize>, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
     let tokenizer = &model.tokenizer;
+    let max_length = max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(model.context_length()));
+    // Checked here, before any work: a longer batch would fail only when it came up.
+    if max_length > model.context_length() {
+        return Err(Error::InvalidOption(format!(
+            "maxLength = {max_length} exceeds the model's context of {} positions; use at most {}",
+            model.context_length(),
+            model.context_length()
+        )));
+    }
     let at = |i: usize| placed[i].1.clone();
     let records: Vec<&Record> = placed.iter().map(|(r, _)| r).collect();
     match task {

@@ -9,7 +9,7 @@ use candle_core::{Tensor, Var};
 use serde::Serialize;
 
 use super::checkpoint::{checkpoint_dir, checkpoint_files, find_checkpoint, list_checkpoints, read_checkpoint, BestSoFar, Checkpoint, TrainerState};
-use super::options::{DataSpec, Metric, TrainOptions, TrainTask};
+use super::options::{data_spec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
@@ -124,15 +124,10 @@ fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, 
         }
         None => (records, None),
     };
-    let source = |spec: &DataSpec, what: &str| match spec {
-        DataSpec::Path(p) => p.clone(),
-        DataSpec::Text { name, .. } => name.clone(),
-        DataSpec::Records(_) => what.to_string(),
-    };
     let mut labels = model.labels.clone();
-    let train = encode(model, task, &train_records, o.max_length, &mut labels, true, &source(&o.data, "data"))?;
+    let train = encode(model, task, &train_records, o.max_length, &mut labels, true, &o.data.name("data"))?;
     let validation = match validation_records {
-        Some(r) => Some(encode(model, task, &r, o.max_length, &mut labels, false, &o.validation_data.as_ref().map_or("validation split".into(), |s| source(s, "validationData")))?),
+        Some(r) => Some(encode(model, task, &r, o.max_length, &mut labels, false, &o.validation_data.as_ref().map_or("validation split".into(), |s| s.name("validationData")))?),
         None => None,
     };
     model.labels = labels;
@@ -267,7 +262,7 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
             Some(b) => value < b.value - min_delta,
         };
         if improved {
-            state.best = Some(BestSoFar { step: state.step, value, metrics: (&metrics).into() });
+            state.best = Some(BestSoFar { step: state.step, value, metrics: metrics.clone() });
             state.evals_without_improvement = 0;
             *best = Some(snapshot(&vars)?);
         } else {
@@ -414,7 +409,7 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     if reason != "cancelled" && load_best {
         if let (Some(best), Some(b)) = (&best_parameters, &state.best) {
             restore(&vars, best)?;
-            metrics = Some((&b.metrics).into());
+            metrics = Some(b.metrics.clone());
         }
     } else {
         best_step = best_step.filter(|_| load_best);
@@ -464,18 +459,10 @@ pub fn evaluate_model(model: &PretrainedModel, data_json: &str, options_json: &s
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
     let data: serde_json::Value = serde_json::from_str(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
-    let spec = match TrainOptions::from_json(&serde_json::json!({ "data": data }).to_string()) {
-        Ok(t) => t.data,
-        Err(e) => return Err(Error::InvalidOption(e.to_string().replace("option `data`", "data"))),
-    };
+    let spec = data_spec("data", &data)?;
     let records = read_records(&spec, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();
-    let name = match &spec {
-        DataSpec::Path(p) => p.clone(),
-        DataSpec::Text { name, .. } => name.clone(),
-        DataSpec::Records(_) => "data".into(),
-    };
-    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &name)?;
+    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"))?;
     set_dropout(model, None);
     crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
 }

@@ -192,6 +192,11 @@ fn malformed_data_is_reported_by_file_and_line() {
     assert!(err.to_string().contains("the dataset is empty"), "{err}");
     let err = run(&mut m, json!({ "data": [{"text": "w4", "label": 5}] }), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("label 5 is out of range for numLabels = 2"), "{err}");
+    // The tiny model has 24 positions: a longer maxLength is refused before training starts.
+    let err = run(&mut m, json!({ "data": dataset(8, 1), "maxLength": 25 }), &mut Recorder::default()).unwrap_err();
+    assert!(err.to_string().contains("maxLength = 25 exceeds the model's context of 24 positions; use at most 24"), "{err}");
+    let err = evaluate_model(&m, &dataset(4, 1).to_string(), r#"{"maxLength":100}"#, &FsStorage).unwrap_err();
+    assert_eq!(err.code(), "ERR_INVALID_OPTION");
     let err = run(&mut m, json!({ "data": dataset(8, 1), "validationSplit": 0, "earlyStopping": true }), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("earlyStopping and evalEvery need validation data"), "{err}");
     let err = run(&mut m, json!({ "data": dataset(8, 1), "metric": "perplexity" }), &mut Recorder::default()).unwrap_err();
