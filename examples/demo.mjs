@@ -25,7 +25,7 @@ const { values: a } = parseArgs({
     train: { type: 'string' },
     test: { type: 'string' },
     epochs: { type: 'string', default: '1' },
-    'max-length': { type: 'string', default: '128' },
+    'max-length': { type: 'string' },
     'batch-size': { type: 'string', default: '16' },
     lr: { type: 'string', default: '2e-3' },
     seed: { type: 'string', default: '42' },
@@ -57,13 +57,13 @@ if (model) {
 }
 const train = {
   data: data.train, validationSplit: 0, epochs: Number(a.epochs), batchSize: Number(a['batch-size']),
-  learningRate: Number(a.lr), maxLength: Number(a['max-length']), seed: Number(a.seed), warmupRatio: 0.06,
+  learningRate: Number(a.lr), ...(a['max-length'] ? { maxLength: Number(a['max-length']) } : {}), seed: Number(a.seed), warmupRatio: 0.06,
 };
 const runs = [
   { label: 'Kron-LoRA', adapter: { type: 'kron-lora', rank: 8, alpha: 16, kronIn: 2, kronOut: 4, targetModules: 'all-linear' } },
   { label: 'LoRA', adapter: { type: 'lora', rank: 16, alpha: 32, targetModules: 'all-linear' } },
 ];
-console.error(`kronlora demo: ${a.model ? `${data.train} / ${data.test}` : `IMDB, ${sizes.train} train / ${sizes.test} test reviews`}, max length ${a['max-length']}, ${a.epochs} epoch(s), ${a.backend} backend`);
+console.error(`kronlora demo: ${a.model ? `${data.train} / ${data.test}` : `IMDB, ${sizes.train} train / ${sizes.test} test reviews`}, max length ${a['max-length'] ?? 128}, ${a.epochs} epoch(s), ${a.backend} backend`);
 const results = runs.map((r) => {
   const run = { ...r, backend: a.backend, model, seed: Number(a.seed), train, test: data.test, outputDir: join(out, r.label.toLowerCase()), logEvery: 10 };
   const stdout = execFileSync(process.execPath, [join(here, 'lib', 'train-one.mjs')], {

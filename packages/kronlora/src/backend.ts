@@ -75,11 +75,17 @@ export interface Binding {
   createLayer(kind: AdapterType, optionsJson: string, weight?: Float32Array, bias?: Float32Array): RawLayer;
   factorization(dim: number, factor: number): number[];
   loadModel(source: ModelFiles, optionsJson: string): Promise<RawModel>;
+  /** JSON `{ records, labels, numLabels }` of classification file contents. */
+  labelSummary(text: string, name: string): string;
+  /** JSON `{ task, numLabels, type, name }` of an `adapter_config.json`'s text. */
+  adapterConfigSummary(text: string, path: string): string;
 }
 
 type LayerClass = new (kind: string, json: string, weight?: Float32Array, bias?: Float32Array) => RawLayer;
 interface RawModule {
   factorization(dim: number, factor: number): number[];
+  labelSummary(text: string, name: string): string;
+  adapterConfigSummary(text: string, path: string): string;
 }
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -141,6 +147,8 @@ function loadNative(): Binding {
     name: 'native',
     createLayer: (kind, json, weight, bias) => new mod.NativeLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
+    labelSummary: (text, name) => mod.labelSummary(text, name),
+    adapterConfigSummary: (text, path) => mod.adapterConfigSummary(text, path),
     loadModel: async (source, json) => {
       if (typeof source !== 'string') {
         throw new KronLoraError('ERR_UNSUPPORTED', 'the native backend loads models from a path; file bytes are for the WASM backend');
@@ -176,6 +184,8 @@ function loadWasm(): Binding {
     name: 'wasm',
     createLayer: (kind, json, weight, bias) => new mod.WasmLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
+    labelSummary: (text, name) => mod.labelSummary(text, name),
+    adapterConfigSummary: (text, path) => mod.adapterConfigSummary(text, path),
     loadModel: async (source, optionsJson) => {
       const message = typeof source === 'string' ? { op: 'load', path: source, optionsJson } : { op: 'load', files: source, optionsJson };
       return wrap(await host.request<number>(message));

@@ -57,9 +57,44 @@ impl LabelMap {
     }
 }
 
+/// What a classification dataset holds: its size and how many classes its labels need
+/// (distinct names, or the largest index + 1; at least 2). The CLI sizes the head from it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSummary {
+    pub records: usize,
+    pub labels: Vec<String>,
+    pub num_labels: usize,
+}
+
+impl LabelSummary {
+    pub fn of<'a>(labels: impl Iterator<Item = &'a Label>) -> Self {
+        let (mut names, mut max, mut records) = (std::collections::BTreeSet::new(), 1usize, 0usize);
+        for label in labels {
+            records += 1;
+            match label {
+                Label::Name(n) => {
+                    names.insert(n.clone());
+                }
+                Label::Index(i) => max = max.max(*i),
+            }
+        }
+        let num_labels = if names.is_empty() { max + 1 } else { names.len() }.max(2);
+        LabelSummary { records, labels: names.into_iter().collect(), num_labels }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summaries_count_the_classes() {
+        let names = [Label::Name("pos".into()), Label::Name("neg".into()), Label::Name("meh".into()), Label::Name("pos".into())];
+        assert_eq!(LabelSummary::of(names.iter()), LabelSummary { records: 4, labels: vec!["meh".into(), "neg".into(), "pos".into()], num_labels: 3 });
+        assert_eq!(LabelSummary::of([Label::Index(0), Label::Index(4)].iter()).num_labels, 5);
+        assert_eq!(LabelSummary::of([Label::Index(0)].iter()).num_labels, 2);
+    }
 
     #[test]
     fn names_map_sorted_and_unknown_labels_are_errors() {

@@ -38,6 +38,29 @@ fn peft_decompose_factor(shapes: &[[usize; 5]]) -> Option<usize> {
     })
 }
 
+/// `{ task, numLabels, type, name }` from an `adapter_config.json` (`path` for errors): the
+/// task and head size to load the model with before `load_adapter`. kronlora's own fields
+/// first; PEFT's `task_type` otherwise; null where the file does not say.
+pub fn adapter_config_summary_json(bytes: &[u8], path: &str) -> Result<String> {
+    let config: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
+    let k = &config["kronlora"];
+    let task = k["task"].as_str().map(str::to_string).or_else(|| {
+        let task = match config["task_type"].as_str()? {
+            "SEQ_CLS" => Task::SequenceClassification,
+            "CAUSAL_LM" => Task::CausalLm,
+            "FEATURE_EXTRACTION" => Task::Embedding,
+            _ => return None,
+        };
+        Some(task.name().to_string())
+    });
+    let kind = k["type"].as_str().map(str::to_string).or_else(|| match config["peft_type"].as_str()? {
+        "LORA" => Some("lora".into()),
+        "LOKR" => Some("kron-lora".into()),
+        _ => None,
+    });
+    Ok(json!({ "task": task, "numLabels": k["numLabels"], "type": kind, "name": k["name"] }).to_string())
+}
+
 impl PretrainedModel {
     /// The prefix transformers' task class puts before the backbone's module paths.
     fn module_prefix(&self) -> &'static str {

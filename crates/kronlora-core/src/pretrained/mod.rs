@@ -16,6 +16,7 @@ use crate::models::head::{ClassificationHead, HeadStyle};
 use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::tokenizer::TextTokenizer;
 
+pub use adapter_files::adapter_config_summary_json;
 pub use inference::{Classification, Generation, GenerateOptions};
 pub use options::{adapter_plan_from_json, ModelOptions, Task};
 

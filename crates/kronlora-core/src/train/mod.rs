@@ -16,5 +16,5 @@ pub use clip::{clip_grad_norm, clip_grads, grad_norm};
 pub use loss::{cross_entropy, log_softmax};
 pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use task_data::{EvalMetrics, TaskData};
+pub use task_data::{label_summary_json, EvalMetrics, TaskData};
 pub use trainer::{evaluate_json, evaluate_model, train, train_json, trainable_named, TrainEvent, TrainObserver, TrainResult};

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::options::{DataSpec, TrainTask};
 use super::{cross_entropy, log_softmax};
 use crate::data::{
-    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LmBatch, LmExample, Record,
+    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LabelSummary, LmBatch, LmExample, Record,
     RecordTask,
 };
 use crate::error::{Error, Result};
@@ -53,11 +53,6 @@ pub type Placed = Vec<(Record, String)>;
 
 /// Read records of `task` from `spec`.
 pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, what: &str) -> Result<Placed> {
-    let record_task = match task {
-        TrainTask::Classification => RecordTask::Classification,
-        TrainTask::CausalLm => RecordTask::CausalLm,
-        TrainTask::MultipleChoice => RecordTask::MultipleChoice,
-    };
     let (text, name): (std::borrow::Cow<str>, &str) = match spec {
         DataSpec::Path(p) => {
             if !storage.exists(p) {
@@ -67,10 +62,34 @@ pub fn read_records(spec: &DataSpec, task: TrainTask, storage: &dyn Storage, wha
         }
         DataSpec::Text { name, text } => (text.as_str().into(), name),
         // Records given in memory are already parsed: no round trip through text.
-        DataSpec::Records(v) => return placed_records_from_json(record_task, v, what),
+        DataSpec::Records(v) => return placed_records_from_json(record_task(task), v, what),
     };
+    parse_file_text(task, &text, name)
+}
+
+fn record_task(task: TrainTask) -> RecordTask {
+    match task {
+        TrainTask::Classification => RecordTask::Classification,
+        TrainTask::CausalLm => RecordTask::CausalLm,
+        TrainTask::MultipleChoice => RecordTask::MultipleChoice,
+    }
+}
+
+/// A file's records: JSONL, or a JSON array when a `.json` file starts with `[`.
+fn parse_file_text(task: TrainTask, text: &str, name: &str) -> Result<Placed> {
     let jsonl = !(name.ends_with(".json") && text.trim_start().starts_with('['));
-    parse_placed_records(record_task, &text, name, jsonl)
+    parse_placed_records(record_task(task), text, name, jsonl)
+}
+
+/// `{ records, labels, numLabels }` of a classification file's contents (`name` for errors):
+/// what a caller needs to size a classification head before loading the model.
+pub fn label_summary_json(text: &str, name: &str) -> Result<String> {
+    let records = parse_file_text(TrainTask::Classification, text, name)?;
+    let summary = LabelSummary::of(records.iter().filter_map(|(r, _)| match r {
+        Record::Classification { label, .. } => Some(label),
+        _ => None,
+    }));
+    serde_json::to_string(&summary).map_err(|e| Error::InvalidState(format!("cannot serialise the summary: {e}")))
 }
 
 /// The task a model trains by default.

@@ -27,7 +27,7 @@ Examples:
   kronlora generate --model smollm2.gguf --adapter runs/chat/adapter --prompt "Hi" --temperature 0.7 --json`,
     );
   cmd.action(async (f: GenerateFlags) => {
-    const task = f.adapter ? savedAdapter(f.adapter).task : undefined;
+    const task = f.adapter ? savedAdapter(f, f.adapter).task : undefined;
     const model = await loadFor(f, task ?? 'causal-lm');
     if (f.adapter) await model.loadAdapter(f.adapter);
     const g = await model.generate(f.prompt, { maxTokens: int('max-tokens', f.maxTokens), temperature: num('temperature', f.temperature), seed: num('seed', f.seed) });

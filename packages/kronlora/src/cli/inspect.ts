@@ -55,7 +55,7 @@ interface EvalFlags extends CommonFlags {
   data: string;
   task?: TrainTask;
   batchSize: string;
-  maxLength: string;
+  maxLength?: string;
 }
 
 export function evalCommand(root: Command, io: Io): void {
@@ -65,7 +65,7 @@ export function evalCommand(root: Command, io: Io): void {
     .requiredOption('--data <file>', 'records, one JSON object per line')
     .option('--task <task>', 'classification | causal-lm | multiple-choice (default: the adapter\'s)')
     .option('--batch-size <n>', 'examples per batch', '32')
-    .option('--max-length <n>', 'tokens per example at most', '128')
+    .option('--max-length <n>', 'tokens per example at most (default: 128, or the model\'s context if shorter)')
     .addHelpText(
       'after',
       `
@@ -75,13 +75,13 @@ Examples:
     );
   cmd.action(async (f: EvalFlags) => {
     checkFile('data', f.data);
-    const saved = savedAdapter(f.adapter);
+    const saved = savedAdapter(f, f.adapter);
     const model = await loadFor(f, saved.task, saved.numLabels);
     const { modules } = await model.loadAdapter(f.adapter);
     // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
     if (!f.json) io.err(`  evaluating ${f.data} with ${f.adapter} (${model.backend} backend)…`);
     const started = performance.now();
-    const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), maxLength: int('max-length', f.maxLength) });
+    const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}) });
     if (f.json) {
       io.out(JSON.stringify({ command: 'eval', model: f.model, adapter: f.adapter, backend: model.backend, modules, metrics }));
       return;

@@ -6,7 +6,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { backend, withBackend } from '../index.js';
 import type { AdapterConfig, Model, Task } from '../model.js';
-import { KronLoraError } from '../errors.js';
+import { KronLoraError, call } from '../errors.js';
+import { type Binding, defaultBinding, loadBackend } from '../backend.js';
 import { type Command, Option } from 'commander';
 
 export interface CommonFlags {
@@ -58,40 +59,23 @@ export function adapterConfig(f: AdapterFlags): AdapterConfig {
   };
 }
 
-/** The label count of classification data: distinct names, or the largest index + 1 (at least 2). */
-export function numLabelsOf(path: string): number {
-  const text = readFileSync(path, 'utf8');
-  const records: unknown[] = text.trimStart().startsWith('[')
-    ? JSON.parse(text)
-    : text.split('\n').filter((l) => l.trim()).map((l) => {
-        try {
-          return JSON.parse(l);
-        } catch {
-          return {}; // the core reports the line with its number
-        }
-      });
-  const names = new Set<string>();
-  let max = 1;
-  for (const r of records) {
-    const label = (r as { label?: unknown })?.label;
-    if (typeof label === 'string') names.add(label);
-    else if (typeof label === 'number' && Number.isInteger(label)) max = Math.max(max, label);
-  }
-  return Math.max(2, names.size, names.size ? 0 : max + 1);
+/** The backend `--backend` names, else the default one. */
+function binding(flags: CommonFlags): Binding {
+  return flags.backend ? loadBackend(flags.backend) : defaultBinding();
 }
 
-/** What `adapter_config.json` says about the model it was trained for. */
-export function savedAdapter(dir: string): { task?: Task; numLabels?: number } {
+/** How many classes a classification file needs (the core parses and counts its labels). */
+export function numLabelsOf(flags: CommonFlags, path: string): number {
+  const summary = call(() => binding(flags).labelSummary(readFileSync(path, 'utf8'), path));
+  return (JSON.parse(summary) as { numLabels: number }).numLabels;
+}
+
+/** What `adapter_config.json` says about the model it was trained for (read by the core). */
+export function savedAdapter(flags: CommonFlags, dir: string): { task?: Task; numLabels?: number } {
   const file = join(dir, 'adapter_config.json');
   checkFile('adapter', file);
-  let config: { task_type?: string; kronlora?: { task?: Task; numLabels?: number } };
-  try {
-    config = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (error) {
-    throw new KronLoraError('ERR_INVALID_MODEL', `${file}: invalid JSON: ${(error as Error).message}`);
-  }
-  const byPeft: Record<string, Task> = { SEQ_CLS: 'sequence-classification', CAUSAL_LM: 'causal-lm', FEATURE_EXTRACTION: 'embedding' };
-  return { task: config.kronlora?.task ?? byPeft[config.task_type ?? ''], numLabels: config.kronlora?.numLabels ?? undefined };
+  const { task, numLabels } = JSON.parse(call(() => binding(flags).adapterConfigSummary(readFileSync(file, 'utf8'), file)));
+  return { task: task ?? undefined, numLabels: numLabels ?? undefined };
 }
 
 export async function loadFor(flags: CommonFlags, task: Task | undefined, numLabels?: number): Promise<Model> {

@@ -14,7 +14,7 @@ interface TrainFlags extends CommonFlags, AdapterFlags {
   epochs: string;
   batchSize: string;
   lr: string;
-  maxLength: string;
+  maxLength?: string;
   seed: string;
   evalEvery?: string;
   out: string;
@@ -33,7 +33,7 @@ export function trainCommand(root: Command, io: Io): void {
     .option('--epochs <n>', 'passes over the data', '1')
     .option('--batch-size <n>', 'examples per step', '16')
     .option('--lr <x>', 'peak learning rate (linear warmup over 6 %, then linear decay)', '1e-3')
-    .option('--max-length <n>', 'tokens per example at most', '128')
+    .option('--max-length <n>', 'tokens per example at most (default: 128, or the model\'s context if shorter)')
     .option('--seed <n>', 'seed of shuffling, the split, dropout and initialisation', '0')
     .option('--eval-every <n>', 'evaluate every n steps (default: each epoch)')
     .requiredOption('--out <dir>', 'output directory: checkpoints and the final adapter (out/adapter)')
@@ -58,7 +58,7 @@ Examples:
     const adapter = adapterConfig(f);
     const isGguf = f.model.toLowerCase().endsWith('.gguf');
     const task: TrainTask = f.task ?? (isGguf ? 'causal-lm' : 'classification');
-    const numLabels = task === 'classification' ? numLabelsOf(f.data) : undefined;
+    const numLabels = task === 'classification' ? numLabelsOf(f, f.data) : undefined;
     const model = await loadFor(f, modelTask[task], numLabels);
     await model.addAdapter('default', adapter);
     const report = model.trainableParameters();
@@ -74,7 +74,7 @@ Examples:
       epochs: int('epochs', f.epochs),
       batchSize: int('batch-size', f.batchSize),
       learningRate: num('lr', f.lr),
-      maxLength: int('max-length', f.maxLength),
+      ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}),
       seed: num('seed', f.seed),
       ...(f.evalEvery ? { evalEvery: int('eval-every', f.evalEvery) } : {}),
       outputDir: out,
