@@ -32,12 +32,31 @@ pub enum Error {
     /// Reading or writing a file failed (permissions, a full disk, a missing directory).
     #[error("{0}")]
     Io(String),
-    /// A failure inside candle; this indicates a bug in kronlora, not bad input.
-    #[error("internal tensor error (please report this as a kronlora bug): {0}")]
+    /// Writing would replace or delete files or directories that kronlora did not write; the
+    /// call was refused before anything was touched.
+    #[error("{0}")]
+    WouldOverwrite(String),
+    /// A failure inside candle. Loaders and option parsers check their input first, so this
+    /// indicates a bug in kronlora, not bad input.
+    #[error("internal tensor error (please report this as a kronlora bug): {}", first_line(&.0.to_string()))]
     Internal(#[from] candle_core::Error),
 }
 
+/// candle appends a multi-line backtrace to its errors when `RUST_BACKTRACE` is set; messages
+/// that reach JavaScript stay one line whatever the environment.
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
 impl Error {
+    /// `[CODE] message` on one line: what both bindings throw, and the TS package parses.
+    /// Line breaks inside a message (a quoted file name, a backtrace) become spaces.
+    pub fn to_js_message(&self) -> String {
+        let text = self.to_string();
+        let one_line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        format!("[{}] {}", self.code(), one_line.join(" "))
+    }
+
     /// Stable machine-readable code, mirrored on the JavaScript `Error.code`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -50,7 +69,25 @@ impl Error {
             Error::InvalidModel(_) => "ERR_INVALID_MODEL",
             Error::InvalidData(_) => "ERR_INVALID_DATA",
             Error::Io(_) => "ERR_IO",
+            Error::WouldOverwrite(_) => "ERR_WOULD_OVERWRITE",
             Error::Internal(_) => "ERR_INTERNAL",
         }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_for_javascript_are_one_line_even_with_a_backtrace() {
+        let candle = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("shape mismatch".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(candle.to_string().lines().count() > 1, "the backtrace is printed by candle");
+        let message = Error::from(candle).to_js_message();
+        assert_eq!(message, "[ERR_INTERNAL] internal tensor error (please report this as a kronlora bug): shape mismatch");
+        assert_eq!(Error::Io("a.txt: cannot read:\n  denied\n".into()).to_js_message(), "[ERR_IO] a.txt: cannot read: denied");
     }
 }

@@ -12,7 +12,7 @@ use napi_derive::napi;
 /// Core errors become JS errors whose message starts with `[CODE]`; the TS package turns that
 /// prefix into `error.code`, the same way for the WASM backend.
 pub(crate) fn js_error(e: kronlora_core::Error) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("[{}] {}", e.code(), e))
+    napi::Error::new(Status::GenericFailure, e.to_js_message())
 }
 
 /// `factorization(dim, factor)` as `[m, n]`.

@@ -10,7 +10,7 @@ use kronlora_core::TensorData;
 use wasm_bindgen::prelude::*;
 
 pub(crate) fn js_error(e: kronlora_core::Error) -> JsError {
-    JsError::new(&format!("[{}] {}", e.code(), e))
+    JsError::new(&e.to_js_message())
 }
 
 pub(crate) fn set(obj: &Object, key: &str, value: &JsValue) {

@@ -14,6 +14,7 @@ export type KronLoraErrorCode =
   | 'ERR_INVALID_STATE'
   | 'ERR_UNSUPPORTED'
   | 'ERR_IO'
+  | 'ERR_WOULD_OVERWRITE'
   | 'ERR_ABORTED'
   | 'ERR_BACKEND'
   | 'ERR_INTERNAL';
