@@ -1,13 +1,16 @@
 //! `Storage` over JavaScript functions: WASM has no file system, so the worker that hosts the
-//! model passes one built on Node's `fs` (atomic directory writes are done there).
+//! model passes one built on Node's `fs`. It holds only the primitives; what kronlora may write,
+//! replace or remove is decided in the core (`kronlora_core::io::write_owned_dir`), as natively.
 
 use js_sys::{Array, Function, Reflect, Uint8Array};
-use kronlora_core::io::Storage;
+use kronlora_core::io::{EntryKind, Storage};
 use kronlora_core::{Error, Result};
 use wasm_bindgen::prelude::*;
 
-/// `{ read(path): Uint8Array, exists(path): boolean, list(dir): string[],
-///    writeDir(dir, names: string[], contents: Uint8Array[]), removeDir(dir) }`
+/// `{ read(path): Uint8Array, exists(path): boolean, kind(path): 'missing' | 'file' | 'dir' |
+///    'symlink' | 'other' (lstat), list(dir): string[], createDirAll(dir), createDir(dir),
+///    writeNewFile(path, bytes) (exclusive create, then fsync), rename(from, to),
+///    removeFile(path), removeEmptyDir(dir) }`
 pub struct JsStorage {
     object: JsValue,
 }
@@ -28,6 +31,10 @@ impl JsStorage {
             Error::Io(message)
         })
     }
+
+    fn call_path(&self, method: &str, path: &str) -> Result<()> {
+        self.call(method, &[JsValue::from_str(path)]).map(|_| ())
+    }
 }
 
 impl Storage for JsStorage {
@@ -40,18 +47,37 @@ impl Storage for JsStorage {
         self.call("exists", &[JsValue::from_str(path)]).is_ok_and(|v| v.is_truthy())
     }
 
+    fn kind(&self, path: &str) -> Result<EntryKind> {
+        let kind = self.call("kind", &[JsValue::from_str(path)])?.as_string().unwrap_or_default();
+        EntryKind::from_name(&kind).ok_or_else(|| Error::Io(format!("{path}: storage.kind returned `{kind}`")))
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
         let list = self.call("list", &[JsValue::from_str(dir)])?;
         Ok(Array::from(&list).iter().filter_map(|v| v.as_string()).collect())
     }
 
-    fn write_dir(&self, dir: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
-        let names: Array = files.iter().map(|(n, _)| JsValue::from_str(n)).collect();
-        let contents: Array = files.iter().map(|(_, b)| JsValue::from(Uint8Array::from(b.as_slice()))).collect();
-        self.call("writeDir", &[JsValue::from_str(dir), names.into(), contents.into()]).map(|_| ())
+    fn create_dir_all(&self, dir: &str) -> Result<()> {
+        self.call_path("createDirAll", dir)
     }
 
-    fn remove_dir(&self, dir: &str) -> Result<()> {
-        self.call("removeDir", &[JsValue::from_str(dir)]).map(|_| ())
+    fn create_dir(&self, dir: &str) -> Result<()> {
+        self.call_path("createDir", dir)
+    }
+
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.call("writeNewFile", &[JsValue::from_str(path), Uint8Array::from(bytes).into()]).map(|_| ())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        self.call("rename", &[JsValue::from_str(from), JsValue::from_str(to)]).map(|_| ())
+    }
+
+    fn remove_file(&self, path: &str) -> Result<()> {
+        self.call_path("removeFile", path)
+    }
+
+    fn remove_empty_dir(&self, dir: &str) -> Result<()> {
+        self.call_path("removeEmptyDir", dir)
     }
 }

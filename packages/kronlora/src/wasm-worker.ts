@@ -3,9 +3,9 @@
  * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
  * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
  */
-import { existsSync, fsyncSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
 interface WasmModel {
@@ -45,43 +45,33 @@ function readModelFiles(path: string): [string[], Uint8Array[]] {
 }
 
 /**
- * The core's storage on Node's fs (WASM has none): data files, checkpoints and adapters.
- * Directories are written to a temporary sibling and renamed into place, as natively.
+ * The core's storage on Node's fs (WASM has none): data files, checkpoints and adapters. Only
+ * primitives, as the native FsStorage has; what may be written, replaced or removed is decided in
+ * the core (io/owned_dir.rs) for both backends.
  */
 const storage = {
   read: (path: string): Uint8Array => readFileSync(path),
   exists: (path: string): boolean => existsSync(path),
+  kind(path: string): 'missing' | 'file' | 'dir' | 'symlink' | 'other' {
+    const stat = lstatSync(path, { throwIfNoEntry: false });
+    if (!stat) return 'missing';
+    return stat.isSymbolicLink() ? 'symlink' : stat.isDirectory() ? 'dir' : stat.isFile() ? 'file' : 'other';
+  },
   list: (dir: string): string[] => readdirSync(dir),
-  writeDir(dir: string, names: string[], contents: Uint8Array[]): void {
-    const base = dir.replace(/[\\/]+$/, '');
-    const stamp = `${process.pid}-${Date.now()}-${Math.random().toString(36).slice(2)}`;
-    const tmp = `${base}.tmp-${stamp}`;
-    mkdirSync(dirname(base), { recursive: true });
-    mkdirSync(tmp);
+  createDirAll: (dir: string): void => void mkdirSync(dir, { recursive: true }),
+  createDir: (dir: string): void => mkdirSync(dir),
+  writeNewFile(path: string, bytes: Uint8Array): void {
+    const fd = openSync(path, 'wx');
     try {
-      names.forEach((name, i) => {
-        const fd = openSync(join(tmp, name), 'w');
-        try {
-          writeSync(fd, contents[i]);
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
-        }
-      });
-      if (existsSync(base)) {
-        const old = `${base}.old-${stamp}`;
-        renameSync(base, old);
-        renameSync(tmp, base);
-        rmSync(old, { recursive: true, force: true });
-      } else {
-        renameSync(tmp, base);
-      }
-    } catch (error) {
-      rmSync(tmp, { recursive: true, force: true });
-      throw error;
+      for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
     }
   },
-  removeDir: (dir: string): void => rmSync(dir, { recursive: true, force: true }),
+  rename: (from: string, to: string): void => renameSync(from, to),
+  removeFile: (path: string): void => unlinkSync(path),
+  removeEmptyDir: (dir: string): void => rmdirSync(dir),
 };
 type Storage = typeof storage;
 

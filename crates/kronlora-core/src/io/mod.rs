@@ -3,6 +3,7 @@
 mod gguf;
 #[cfg(not(target_arch = "wasm32"))]
 mod mapped;
+mod owned_dir;
 mod safetensors_dir;
 mod source;
 mod storage;
@@ -18,7 +19,8 @@ pub use safetensors_dir::{read_json_config, Weights};
 pub use source::ModelSource;
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::FsStorage;
-pub use storage::{join, read_safetensors_bytes, read_text, safetensors_bytes, Storage};
+pub use owned_dir::{check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, Marker, OwnedLayout, Target};
+pub use storage::{join, read_safetensors_bytes, read_text, safetensors_bytes, EntryKind, Storage};
 
 /// Named f32 tensors of a model, whatever the file format; names are Hugging Face's.
 pub trait TensorSource {

@@ -1,20 +1,56 @@
 //! Where training reads data and writes checkpoints and adapters. Native code uses the file
 //! system directly; the WASM build passes in one backed by Node's `fs` (wasm32 has none).
 //!
-//! Directories are written atomically: into a temporary sibling first, then renamed into
-//! place, so a crash or a full disk never leaves a half-written checkpoint or adapter, and an
-//! existing directory is replaced only once its successor is complete.
+//! The trait holds only small file-system primitives, the same on both backends; the policy of
+//! what kronlora may write, replace or remove (`owned_dir`) is written once, on top of them.
 
 use crate::error::{Error, Result};
 
+/// What is at a path, without following a symbolic link there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    Missing,
+    File,
+    Dir,
+    Symlink,
+    /// A socket, device, FIFO...
+    Other,
+}
+
+impl EntryKind {
+    /// As a JavaScript storage reports it (`lstat`).
+    pub fn from_name(name: &str) -> Option<EntryKind> {
+        Some(match name {
+            "missing" => EntryKind::Missing,
+            "file" => EntryKind::File,
+            "dir" => EntryKind::Dir,
+            "symlink" => EntryKind::Symlink,
+            "other" => EntryKind::Other,
+            _ => return None,
+        })
+    }
+}
+
 pub trait Storage {
     fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Whether `path` exists, following symbolic links (for reading).
     fn exists(&self, path: &str) -> bool;
+    /// What `path` is, not following a symbolic link.
+    fn kind(&self, path: &str) -> Result<EntryKind>;
     /// Names of the entries of `dir` (files and directories).
     fn list(&self, dir: &str) -> Result<Vec<String>>;
-    /// Write `files` (name, bytes) as the directory `dir`, atomically (see the module docs).
-    fn write_dir(&self, dir: &str, files: &[(String, Vec<u8>)]) -> Result<()>;
-    fn remove_dir(&self, dir: &str) -> Result<()>;
+    /// Create `dir` and any missing parents (nothing when it exists).
+    fn create_dir_all(&self, dir: &str) -> Result<()>;
+    /// Create the directory `dir`; fails when anything is there.
+    fn create_dir(&self, dir: &str) -> Result<()>;
+    /// Create the file `path` with `bytes` and flush it to disk; fails when anything is there.
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> Result<()>;
+    /// Rename `from` to `to` (replacing a file at `to`).
+    fn rename(&self, from: &str, to: &str) -> Result<()>;
+    /// Remove the file (or symbolic link itself) at `path`.
+    fn remove_file(&self, path: &str) -> Result<()>;
+    /// Remove the directory `dir`; fails unless it is empty.
+    fn remove_empty_dir(&self, dir: &str) -> Result<()>;
 }
 
 /// `dir/name` (the bindings hand paths over as strings).
@@ -37,56 +73,60 @@ pub fn read_text(storage: &dyn Storage, path: &str) -> Result<String> {
 pub struct FsStorage;
 
 #[cfg(not(target_arch = "wasm32"))]
+fn io_error(path: &str, what: &str, e: std::io::Error) -> Error {
+    Error::Io(format!("{path}: cannot {what}: {e}"))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 impl Storage for FsStorage {
     fn read(&self, path: &str) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|e| Error::Io(format!("{path}: cannot read: {e}")))
+        std::fs::read(path).map_err(|e| io_error(path, "read", e))
     }
 
     fn exists(&self, path: &str) -> bool {
         std::path::Path::new(path).exists()
     }
 
+    fn kind(&self, path: &str) -> Result<EntryKind> {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => Ok(EntryKind::Symlink),
+            Ok(m) if m.is_dir() => Ok(EntryKind::Dir),
+            Ok(m) if m.is_file() => Ok(EntryKind::File),
+            Ok(_) => Ok(EntryKind::Other),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(EntryKind::Missing),
+            Err(e) => Err(io_error(path, "inspect", e)),
+        }
+    }
+
     fn list(&self, dir: &str) -> Result<Vec<String>> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::Io(format!("{dir}: cannot list: {e}")))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, "list", e))?;
         Ok(entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
     }
 
-    fn write_dir(&self, dir: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
-        use std::io::Write;
-        let io = |what: &str, e: std::io::Error| Error::Io(format!("{dir}: cannot {what}: {e}"));
-        let target = std::path::Path::new(dir);
-        if let Some(parent) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io("create its parent directory", e))?;
-        }
-        let stamp = format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-        let tmp = format!("{}.tmp-{stamp}", dir.trim_end_matches('/'));
-        std::fs::create_dir(&tmp).map_err(|e| io("create a temporary directory", e))?;
-        let result = (|| -> std::io::Result<()> {
-            for (name, bytes) in files {
-                let mut f = std::fs::File::create(join(&tmp, name))?;
-                f.write_all(bytes)?;
-                f.sync_all()?;
-            }
-            if target.exists() {
-                // Keep the old directory until the new one is in place, then drop it.
-                let old = format!("{}.old-{stamp}", dir.trim_end_matches('/'));
-                std::fs::rename(dir, &old)?;
-                std::fs::rename(&tmp, dir)?;
-                std::fs::remove_dir_all(&old)?;
-            } else {
-                std::fs::rename(&tmp, dir)?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(io("write", e));
-        }
-        Ok(())
+    fn create_dir_all(&self, dir: &str) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create the directory", e))
     }
 
-    fn remove_dir(&self, dir: &str) -> Result<()> {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::Io(format!("{dir}: cannot remove: {e}")))
+    fn create_dir(&self, dir: &str) -> Result<()> {
+        std::fs::create_dir(dir).map_err(|e| io_error(dir, "create the directory", e))
+    }
+
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io_error(path, "create", e))?;
+        f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io_error(path, "write", e))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<()> {
+        std::fs::rename(from, to).map_err(|e| io_error(from, &format!("rename to {to}"), e))
+    }
+
+    fn remove_file(&self, path: &str) -> Result<()> {
+        std::fs::remove_file(path).map_err(|e| io_error(path, "remove", e))
+    }
+
+    fn remove_empty_dir(&self, dir: &str) -> Result<()> {
+        std::fs::remove_dir(dir).map_err(|e| io_error(dir, "remove", e))
     }
 }
 
@@ -148,16 +188,5 @@ mod tests {
         for (h, f) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0), (0x0000, 0.0)] {
             assert_eq!(f16_to_f32(h), f, "{h:#x}");
         }
-    }
-
-    #[test]
-    fn directories_are_replaced_only_when_complete() {
-        let root = std::env::temp_dir().join(format!("kronlora-storage-{}", std::process::id()));
-        let dir = root.join("ckpt").display().to_string();
-        FsStorage.write_dir(&dir, &[("a.txt".into(), b"one".to_vec())]).unwrap();
-        FsStorage.write_dir(&dir, &[("b.txt".into(), b"two".to_vec())]).unwrap();
-        assert_eq!(FsStorage.list(&dir).unwrap(), vec!["b.txt".to_string()]);
-        assert_eq!(FsStorage.list(&root.display().to_string()).unwrap(), vec!["ckpt".to_string()], "no temporary left behind");
-        std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::{AdapterInfo, Backbone, PretrainedModel, Task};
 use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
-use crate::io::{join, read_safetensors_bytes, safetensors_bytes, Storage};
+use crate::io::{join, read_safetensors_bytes, safetensors_bytes, write_owned_dir, Marker, OwnedLayout, Storage};
 use crate::models::{AdapterDropout, Projection};
 use crate::options::AdapterConfig;
 use crate::TensorData;
@@ -23,6 +23,16 @@ use crate::TensorData;
 pub const CONFIG_FILE: &str = "adapter_config.json";
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 const KEY_PREFIX: &str = "base_model.model.";
+
+/// kronlora's `adapter_config.json` carries a `kronlora` block; PEFT's own does not.
+pub const ADAPTER_MARKER: Marker = Marker {
+    file: CONFIG_FILE,
+    holds: "`kronlora` block",
+    is_ours: |bytes| serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v["kronlora"].is_object()),
+};
+
+/// What `save_adapter` may write and replace.
+pub const ADAPTER_LAYOUT: OwnedLayout = OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
 
 /// The `decompose_factor` with which PEFT's LoKr builds exactly these Kron-LoRA shapes
 /// (`[d_a1, d_a2, d_b1, d_b2, r]` per module): `w1 [out_l, in_m]` from
@@ -217,15 +227,18 @@ impl PretrainedModel {
             }
         }
         let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::InvalidState(format!("cannot serialise the adapter config: {e}")))?;
-        Ok(vec![(CONFIG_FILE.into(), config), (WEIGHTS_FILE.into(), safetensors_bytes(&tensors, &[("format", "pt")])?)])
+        // Weights before the config (the marker): see `io::owned_dir`.
+        Ok(vec![(WEIGHTS_FILE.into(), safetensors_bytes(&tensors, &[("format", "pt")])?), (CONFIG_FILE.into(), config)])
     }
 
-    /// Write adapter `name` (default: the only one) to the directory `dir`, atomically.
+    /// Write adapter `name` (default: the only one) to the directory `dir`: a new directory
+    /// atomically, or kronlora's two files in an existing one, leaving everything else there;
+    /// refused when it would replace files kronlora did not write (see `io::owned_dir`).
     pub fn save_adapter(&self, storage: &dyn Storage, dir: &str, name: Option<&str>) -> Result<()> {
         if dir.is_empty() {
             return Err(Error::InvalidOption("the adapter directory is empty; pass a path".into()));
         }
-        storage.write_dir(dir, &self.adapter_files(name)?)
+        write_owned_dir(storage, dir, &ADAPTER_LAYOUT, &self.adapter_files(name)?)
     }
 
     /// Read an adapter directory written by `save_adapter` (or PEFT) and add it as `name`

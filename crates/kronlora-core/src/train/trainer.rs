@@ -8,7 +8,7 @@ use web_time::Instant;
 use candle_core::{Tensor, Var};
 use serde::Serialize;
 
-use super::checkpoint::{checkpoint_dir, checkpoint_files, find_checkpoint, list_checkpoints, read_checkpoint, BestSoFar, Checkpoint, TrainerState};
+use super::checkpoint::{check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar, Checkpoint, ResumePlan, TrainerState};
 use super::options::{data_spec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
@@ -207,16 +207,26 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
         if c.state.data != data_fingerprint || c.state.task != task.name() {
             return Err(mismatch("training data"));
         }
-        for ((name, v), t) in vars.iter().zip(&c.parameters) {
-            if t.shape != v.dims() {
-                return Err(Error::InvalidData(format!("resumeFrom {dir}: `{name}` has shape {:?}, the model {:?}", t.shape, v.dims())));
-            }
-        }
+        let plan = ResumePlan {
+            total_steps,
+            epochs: o.epochs,
+            micro_batches_per_epoch: micro_per_epoch,
+            gradient_accumulation: o.gradient_accumulation,
+            labels: &model.labels.names,
+            shapes: vars.iter().map(|(_, v)| v.dims().to_vec()).collect(),
+        };
+        c.check_against(&dir, &plan)?;
         restore(&vars, &c.parameters)?;
         optimizer.load_state(&c.optimizer)?;
         best_parameters = c.best_parameters;
         resumed_from = Some(c.state.step);
         state = c.state;
+    }
+
+    // Refused now, not after steps were taken, when a checkpoint or the final adapter would
+    // replace something kronlora did not write.
+    if let Some(out) = &o.output_dir {
+        check_output_dir(storage, out, state.step..=total_steps, model.adapter_infos().len() == 1)?;
     }
 
     observer.event(&TrainEvent::Start {
@@ -236,14 +246,10 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     let write_checkpoint = |state: &TrainerState, best: &Option<Vec<TensorData>>, optimizer: &AdamW, observer: &mut dyn TrainObserver| -> Result<Option<String>> {
         let Some(out) = &o.output_dir else { return Ok(None) };
         let c = Checkpoint { state: state.clone(), parameters: snapshot(&vars)?, best_parameters: best.clone(), optimizer: optimizer.state()? };
-        let dir = checkpoint_dir(out, state.step);
-        storage.write_dir(&dir, &checkpoint_files(&c, adapter_files(model)?)?)?;
+        let dir = save_checkpoint(storage, out, &c, adapter_files(model)?)?;
         // Older checkpoints beyond `keepCheckpoints` go once the new one is in place.
-        let all = list_checkpoints(storage, out);
-        if o.keep_checkpoints > 0 && all.len() > o.keep_checkpoints {
-            for old in &all[..all.len() - o.keep_checkpoints] {
-                storage.remove_dir(old)?;
-            }
+        if o.keep_checkpoints > 0 {
+            rotate_checkpoints(storage, out, &dir, o.keep_checkpoints)?;
         }
         observer.event(&TrainEvent::Checkpoint { step: state.step, path: dir.clone() });
         Ok(Some(dir))
