@@ -12,7 +12,7 @@
 // The model and data are fetched into .cache/ once. Each run is a fresh Node process, so its
 // peak memory is its own.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -38,6 +38,21 @@ const { values: a } = parseArgs({
 });
 const sizes = { train: Number(a.train ?? (a.full ? 20000 : 2000)), test: Number(a.test ?? (a.full ? 5000 : 500)) };
 const out = resolve(a.out);
+// The demo writes only into a folder of its own: a new or empty one, or one an earlier demo run
+// wrote (its results.json says so). Anything else is refused before the run: no file of yours
+// is replaced.
+const isDemoFolder = (dir) => {
+  try {
+    const earlier = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8'));
+    return Array.isArray(earlier.results) && typeof earlier.sizes === 'object';
+  } catch {
+    return false;
+  }
+};
+if (existsSync(out) && readdirSync(out).length > 0 && !isDemoFolder(out)) {
+  console.error(`kronlora demo: [ERR_WOULD_OVERWRITE] --out ${out} holds files and is not an earlier demo's output folder (no demo results.json); pass a new or empty folder`);
+  process.exit(1);
+}
 const writeAtomic = (file, text) => {
   writeFileSync(`${file}.tmp`, text);
   renameSync(`${file}.tmp`, file);

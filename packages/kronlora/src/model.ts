@@ -249,7 +249,10 @@ export class Model {
 
   /**
    * Write an adapter (default: the only one) and the trained head to `dir` in PEFT's layout:
-   * `adapter_config.json` + `adapter_model.safetensors`. The directory is replaced atomically.
+   * `adapter_config.json` + `adapter_model.safetensors`. A new directory appears atomically; in an
+   * existing one only these two files are replaced (each atomically) and everything else stays.
+   * Rejects with `ERR_WOULD_OVERWRITE`, touching nothing, when `dir` is a file or a symbolic link,
+   * or holds files of these names that kronlora did not write (e.g. another tool's adapter).
    */
   async saveAdapter(dir: string, options: { name?: string } = {}): Promise<void> {
     if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveAdapter expects a directory path');

@@ -70,13 +70,17 @@ export interface TrainOptions {
   earlyStopping?: boolean | { patience?: number; minDelta?: number };
   /** Put the best evaluated weights back at the end (default: when there is validation data). */
   loadBestAtEnd?: boolean;
-  /** Checkpoints go to `outputDir/checkpoint-NNNNNN`, the final adapter to `outputDir/adapter`. */
+  /**
+   * Checkpoints go to `outputDir/checkpoint-NNNNNN`, the final adapter to `outputDir/adapter`;
+   * nothing else there is touched. A run whose checkpoint or adapter would replace something
+   * kronlora did not write is refused with `ERR_WOULD_OVERWRITE` before its first step.
+   */
   outputDir?: string;
   /** Checkpoint every N steps (default: at each evaluation and epoch end). */
   checkpointEvery?: number;
-  /** Checkpoints kept (default 2; older ones are removed). */
+  /** Checkpoints kept (default 2; kronlora's own older ones are removed, nothing else). */
   keepCheckpoints?: number;
-  /** A checkpoint directory, or an `outputDir` (its latest checkpoint): continue that run exactly. */
+  /** A checkpoint directory, or an `outputDir` (its latest kronlora checkpoint): continue that run exactly. */
   resumeFrom?: string;
   /** A step event every N steps (default 1). */
   logEvery?: number;

@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { TrainTask } from '../training.js';
 import { type Io, count, duration, metricsLine } from './output.js';
-import { type AdapterFlags, type CommonFlags, adapterConfig, adapterOptions, checkFile, common, int, loadFor, savedAdapter } from './shared.js';
+import { type AdapterFlags, type CommonFlags, adapterConfig, adapterDir, adapterOptions, checkFile, common, int, loadFor, savedAdapter } from './shared.js';
 
 interface InfoFlags extends CommonFlags, AdapterFlags {
   task?: string;
@@ -61,7 +61,7 @@ interface EvalFlags extends CommonFlags {
 export function evalCommand(root: Command, io: Io): void {
   const cmd = root.command('eval').description('evaluate a saved adapter on a JSONL dataset');
   common(cmd)
-    .requiredOption('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors)')
+    .requiredOption('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used)')
     .requiredOption('--data <file>', 'records, one JSON object per line')
     .option('--task <task>', 'classification | causal-lm | multiple-choice (default: the adapter\'s)')
     .option('--batch-size <n>', 'examples per batch', '32')
@@ -71,19 +71,21 @@ export function evalCommand(root: Command, io: Io): void {
       `
 Examples:
   kronlora eval --model .cache/models/minilm --adapter runs/kron/adapter --data test.jsonl
+  kronlora eval --model .cache/models/minilm --adapter runs/kron --data test.jsonl      (same: runs/kron/adapter)
   kronlora eval --model smollm2.gguf --adapter runs/arc/adapter --task multiple-choice --data arc.jsonl --json`,
     );
   cmd.action(async (f: EvalFlags) => {
     checkFile('data', f.data);
-    const saved = savedAdapter(f, f.adapter);
+    const adapter = adapterDir(f.adapter);
+    const saved = savedAdapter(f, adapter);
     const model = await loadFor(f, saved.task, saved.numLabels);
-    const { modules } = await model.loadAdapter(f.adapter);
+    const { modules } = await model.loadAdapter(adapter);
     // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
-    if (!f.json) io.err(`  evaluating ${f.data} with ${f.adapter} (${model.backend} backend)…`);
+    if (!f.json) io.err(`  evaluating ${f.data} with ${adapter} (${model.backend} backend)…`);
     const started = performance.now();
     const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}) });
     if (f.json) {
-      io.out(JSON.stringify({ command: 'eval', model: f.model, adapter: f.adapter, backend: model.backend, modules, metrics }));
+      io.out(JSON.stringify({ command: 'eval', model: f.model, adapter, backend: model.backend, modules, metrics }));
       return;
     }
     const seconds = (performance.now() - started) / 1000;

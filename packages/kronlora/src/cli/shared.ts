@@ -70,6 +70,19 @@ export function numLabelsOf(flags: CommonFlags, path: string): number {
   return (JSON.parse(summary) as { numLabels: number }).numLabels;
 }
 
+/**
+ * The adapter directory `--adapter` names: the directory itself when it holds an adapter, else
+ * its `adapter/` (what `kronlora train --out <dir>` writes there), so the folder a user named
+ * for training works too.
+ */
+export function adapterDir(dir: string): string {
+  const config = 'adapter_config.json';
+  if (existsSync(join(dir, config))) return dir;
+  if (existsSync(join(dir, 'adapter', config))) return join(dir, 'adapter');
+  if (!existsSync(dir)) throw new KronLoraError('ERR_INVALID_OPTION', `--adapter ${dir}: no such file or directory`);
+  throw new KronLoraError('ERR_INVALID_OPTION', `--adapter ${dir} holds no ${config} (nor adapter/${config}); pass an adapter directory or the --out directory of kronlora train`);
+}
+
 /** What `adapter_config.json` says about the model it was trained for (read by the core). */
 export function savedAdapter(flags: CommonFlags, dir: string): { task?: Task; numLabels?: number } {
   const file = join(dir, 'adapter_config.json');

@@ -36,7 +36,7 @@ export function trainCommand(root: Command, io: Io): void {
     .option('--max-length <n>', 'tokens per example at most (default: 128, or the model\'s context if shorter)')
     .option('--seed <n>', 'seed of shuffling, the split, dropout and initialisation', '0')
     .option('--eval-every <n>', 'evaluate every n steps (default: each epoch)')
-    .requiredOption('--out <dir>', 'output directory: checkpoints and the final adapter (out/adapter)')
+    .requiredOption('--out <dir>', 'output directory: checkpoints and the final adapter (out/adapter); nothing else in it is touched')
     .option('--resume <dir>', 'continue the run in this output or checkpoint directory exactly')
     .option('--no-progress', 'no progress display');
   adapterOptions(cmd).addHelpText(
