@@ -6,6 +6,7 @@ mod reference;
 mod tiny;
 
 mod bert;
+mod file_safety;
 mod fused;
 mod layers;
 mod llama;

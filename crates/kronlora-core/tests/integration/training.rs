@@ -11,11 +11,11 @@ use crate::reference::Lcg;
 use serde_json::{json, Value};
 use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
 
-const KRON: &str = r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#;
-const LORA: &str = r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#;
+pub(crate) const KRON: &str = r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#;
+pub(crate) const LORA: &str = r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#;
 
 /// Sentences of words w4..w8 are "neg", of w9..w13 "pos".
-fn dataset(n: usize, seed: u64) -> Value {
+pub(crate) fn dataset(n: usize, seed: u64) -> Value {
     let mut rng = Lcg::new(seed);
     let records: Vec<Value> = (0..n)
         .map(|i| {
@@ -28,7 +28,7 @@ fn dataset(n: usize, seed: u64) -> Value {
     Value::Array(records)
 }
 
-fn model_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn model_dir(name: &str) -> std::path::PathBuf {
     let dir = temp_dir(name);
     write_model(&dir, &tiny_bert_tensors(11), CONFIG);
     let mut vocab = serde_json::Map::new();
@@ -51,16 +51,16 @@ fn model_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn model(dir: &std::path::Path, adapter: &str) -> PretrainedModel {
+pub(crate) fn model(dir: &std::path::Path, adapter: &str) -> PretrainedModel {
     let mut m = PretrainedModel::load(ModelSource::Path(dir.to_path_buf()), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#).unwrap();
     m.add_adapter("default", adapter).unwrap();
     m
 }
 
 #[derive(Default)]
-struct Recorder {
-    events: Vec<TrainEvent>,
-    stop_after: Option<u64>,
+pub(crate) struct Recorder {
+    pub(crate) events: Vec<TrainEvent>,
+    pub(crate) stop_after: Option<u64>,
 }
 
 impl TrainObserver for Recorder {
@@ -73,11 +73,11 @@ impl TrainObserver for Recorder {
     }
 }
 
-fn run(m: &mut PretrainedModel, options: Value, recorder: &mut Recorder) -> kronlora_core::Result<TrainResult> {
+pub(crate) fn run(m: &mut PretrainedModel, options: Value, recorder: &mut Recorder) -> kronlora_core::Result<TrainResult> {
     train(m, &options.to_string(), &FsStorage, recorder)
 }
 
-fn params(m: &PretrainedModel) -> Vec<Vec<f32>> {
+pub(crate) fn params(m: &PretrainedModel) -> Vec<Vec<f32>> {
     trainable_named(m).iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()).collect()
 }
 
