@@ -9,6 +9,7 @@ mod bert;
 mod fused;
 mod layers;
 mod llama;
+mod loaders;
 mod lm_training;
 mod matmul_t;
 mod parity;
