@@ -5,7 +5,7 @@
  */
 import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 
 interface WasmModel {
@@ -31,14 +31,15 @@ let nextModel = 1;
 
 /**
  * The files of a model path: a `.gguf` file, or a directory's JSON and safetensors files (the
- * core picks what it needs among them). File-system failures get the core's error code.
+ * core picks what it needs among them, by file name). They are passed under their paths so
+ * that errors name them as the native backend does. File-system failures get the core's code.
  */
 function readModelFiles(path: string): [string[], Uint8Array[]] {
   try {
     const names = statSync(path).isDirectory()
       ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
       : [path];
-    return [names.map((n) => basename(n)), names.map((n) => readFileSync(n))];
+    return [names, names.map((n) => readFileSync(n))];
   } catch (error) {
     throw new Error(`[ERR_INVALID_MODEL] ${path}: cannot read the model: ${error instanceof Error ? error.message : String(error)}`);
   }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::{DType, Device, Tensor};
 
-use super::safetensors_dir::model_file_error;
+use super::safetensors_dir::{check_finite, model_file_error};
 use super::TensorSource;
 use crate::error::{Error, Result};
 
@@ -20,6 +20,8 @@ pub struct GgufFile {
     path: PathBuf,
     content: Content,
     reader: Mutex<Box<dyn ReadSeek>>,
+    /// Tensor names in the file's order.
+    names: Vec<String>,
 }
 
 impl GgufFile {
@@ -34,8 +36,17 @@ impl GgufFile {
     }
 
     fn from_reader(path: &Path, mut reader: Box<dyn ReadSeek>) -> Result<Self> {
+        // Checked first: candle's parser allocates whatever lengths the file states.
+        let entries = super::gguf_layout::check(&mut reader, path)?;
+        reader.rewind().map_err(|e| model_file_error(path, format!("cannot read: {e}")))?;
         let content = Content::read(&mut reader).map_err(|e| model_file_error(path, format!("not a valid GGUF file: {e}")))?;
-        Ok(GgufFile { path: path.to_path_buf(), content, reader: Mutex::new(reader) })
+        let names = entries.into_iter().map(|e| e.name).collect();
+        Ok(GgufFile { path: path.to_path_buf(), content, reader: Mutex::new(reader), names })
+    }
+
+    /// Tensor names in the file's order.
+    pub fn tensor_names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn path(&self) -> &Path {
@@ -130,7 +141,9 @@ impl GgufFile {
         let t = q
             .dequantize(device)
             .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` ({:?}) cannot be dequantised: {e}", q.dtype())))?;
-        Ok(t.to_dtype(DType::F32)?)
+        let t = t.to_dtype(DType::F32).map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be converted to f32: {e}")))?;
+        check_finite(&self.path, name, &t)?;
+        Ok(t)
     }
 }
 
@@ -141,11 +154,13 @@ pub struct GgufWeights {
     /// llama.cpp stores Q and K of `llama`-architecture models permuted for its interleaved
     /// RoPE; (heads, kv heads) to undo that, or None (e.g. qwen2, stored as in HF).
     unpermute: Option<(usize, usize)>,
+    /// GGUF names that `get` has returned.
+    read: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl GgufWeights {
     pub fn new(file: std::sync::Arc<GgufFile>, device: &Device, unpermute: Option<(usize, usize)>) -> Self {
-        GgufWeights { file, device: device.clone(), unpermute }
+        GgufWeights { file, device: device.clone(), unpermute, read: Default::default() }
     }
 
     /// The GGUF name of a Hugging Face Llama-family tensor name.
@@ -197,13 +212,20 @@ impl TensorSource for GgufWeights {
             ));
         }
         if let Some((heads, kv_heads)) = self.unpermute {
+            // The shape matched the config above, whose head_dim is even: the split cannot fail.
             if name.ends_with("self_attn.q_proj.weight") {
                 t = unpermute(&t, heads)?;
             } else if name.ends_with("self_attn.k_proj.weight") {
                 t = unpermute(&t, kv_heads)?;
             }
         }
+        self.read.lock().map_err(|_| Error::InvalidState("GGUF weights lock poisoned by an earlier panic".into()))?.insert(g);
         Ok(t)
+    }
+
+    fn unread(&self) -> Vec<String> {
+        let read = self.read.lock().map(|r| r.clone()).unwrap_or_default();
+        self.file.tensor_names().iter().filter(|n| !read.contains(*n)).cloned().collect()
     }
 
     fn contains(&self, name: &str) -> bool {

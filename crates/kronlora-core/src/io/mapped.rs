@@ -17,6 +17,7 @@ use safetensors::SafeTensors;
 use crate::error::{Error, Result};
 
 pub struct MappedSafetensors {
+    path: std::path::PathBuf,
     map: Mmap,
     data_start: usize,
     tensors: HashMap<String, TensorInfo>,
@@ -37,7 +38,13 @@ impl MappedSafetensors {
                 return Err(bad(format!("not a valid safetensors file: tensor `{name}` lies past the end of the file (truncated?)")));
             }
         }
-        Ok(MappedSafetensors { map, data_start, tensors })
+        // `read_metadata` checks that the tensors tile the data section without gaps or
+        // overlaps and that each one's bytes fit its shape; bytes past the last one are junk.
+        let data_end = tensors.values().map(|i| i.data_offsets.1).max().unwrap_or(0);
+        if data_start + data_end != map.len() {
+            return Err(bad(format!("not a valid safetensors file: {} bytes follow the last tensor's data", map.len() - data_start - data_end)));
+        }
+        Ok(MappedSafetensors { path: path.to_path_buf(), map, data_start, tensors })
     }
 
     pub fn names(&self) -> impl Iterator<Item = &String> {
@@ -47,9 +54,13 @@ impl MappedSafetensors {
     /// Copy a tensor out (in its stored dtype), then drop its pages from this process.
     pub fn load(&self, name: &str, device: &Device) -> Result<Tensor> {
         let info = self.tensors.get(name).ok_or_else(|| Error::InvalidModel(format!("no tensor {name}")))?;
+        // Checked when read, not when opened: checkpoints hold integer buffers that no model
+        // reads (BERT's `position_ids`).
+        super::safetensors_dir::check_float_dtype(&self.path, name, info.dtype)?;
         let (start, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
-        let dtype = DType::try_from(info.dtype)?;
-        let tensor = Tensor::from_raw_buffer(&self.map[start..end], dtype, &info.shape, device)?;
+        let bad = |e: candle_core::Error| Error::InvalidModel(format!("{}: tensor `{name}` cannot be read: {e}", self.path.display()));
+        let dtype = DType::try_from(info.dtype).map_err(bad)?;
+        let tensor = Tensor::from_raw_buffer(&self.map[start..end], dtype, &info.shape, device).map_err(bad)?;
         let page = 4096;
         let from = start / page * page;
         // Safety: a read-only private file mapping; dropped pages are re-read from the file if

@@ -1,6 +1,7 @@
 //! Reading model files: Hugging Face directories (config.json + safetensors) and GGUF files.
 
 mod gguf;
+mod gguf_layout;
 #[cfg(not(target_arch = "wasm32"))]
 mod mapped;
 mod owned_dir;
@@ -27,6 +28,9 @@ pub trait TensorSource {
     /// Load `name` as f32 with exactly `shape`, or an error naming the file and the tensor.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     fn contains(&self, name: &str) -> bool;
+    /// Stored names (as the file spells them) that no `get` has read: a checkpoint holding more
+    /// than its config describes (more layers, say) is refused rather than half-read.
+    fn unread(&self) -> Vec<String>;
     /// The file to name in errors.
     fn path(&self) -> &Path;
     fn device(&self) -> &Device;

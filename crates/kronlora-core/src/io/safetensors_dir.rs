@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::safetensors::BufferedSafetensors;
 use candle_core::{DType, Device, Tensor};
@@ -15,6 +16,39 @@ pub(crate) fn model_file_error(path: &Path, what: String) -> Error {
     Error::InvalidModel(format!("{}: {what}", path.display()))
 }
 
+/// The stored dtypes that convert to f32 exactly as their bits mean (integer and 8-bit float
+/// tensors are not model weights this loader can read).
+pub(crate) fn check_float_dtype(path: &Path, name: &str, dtype: safetensors::Dtype) -> Result<()> {
+    use safetensors::Dtype::{BF16, F16, F32, F64};
+    if matches!(dtype, F32 | F16 | BF16 | F64) {
+        return Ok(());
+    }
+    Err(model_file_error(path, format!("tensor `{name}` has dtype {dtype:?}; expected a float tensor (F32, F16, BF16 or F64)")))
+}
+
+/// Refuse a weight holding NaN or infinity: every output computed from it would be garbage.
+/// A sum is the cheap test (no copy); only a non-finite sum is looked at value by value.
+pub(crate) fn check_finite(path: &Path, name: &str, t: &Tensor) -> Result<()> {
+    let sum = t.sum_all().and_then(|s| s.to_dtype(DType::F64)?.to_scalar::<f64>());
+    if sum.as_ref().is_ok_and(|s| s.is_finite()) {
+        return Ok(());
+    }
+    let values = t.flatten_all().and_then(|v| v.to_dtype(DType::F32)?.to_vec1::<f32>()).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(model_file_error(path, format!("tensor `{name}` holds {} at index {i}; the file is corrupt", values[i]))),
+        None => Ok(()),
+    }
+}
+
+/// A shard name from an index file must name a file in the model directory, nothing else.
+fn check_shard_name(index: &Path, shard: &str) -> Result<()> {
+    let plain = !shard.is_empty() && !shard.contains(['/', '\\']) && shard != "." && shard != "..";
+    if plain {
+        return Ok(());
+    }
+    Err(model_file_error(index, format!("shard `{shard}` is not a file name in the model directory")))
+}
+
 /// Parse `config.json` (or another JSON file) into `T`, naming the file and field on error.
 pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| model_file_error(path, format!("cannot read: {e}")))?;
@@ -25,7 +59,7 @@ pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
 enum Store {
     #[cfg(not(target_arch = "wasm32"))]
     Mapped { files: Vec<super::mapped::MappedSafetensors>, route: std::collections::HashMap<String, usize> },
-    Buffers { buffers: Vec<BufferedSafetensors>, route: std::collections::HashMap<String, usize> },
+    Buffers { buffers: Vec<(PathBuf, BufferedSafetensors)>, route: std::collections::HashMap<String, usize> },
 }
 
 impl Store {
@@ -34,7 +68,13 @@ impl Store {
         match self {
             #[cfg(not(target_arch = "wasm32"))]
             Store::Mapped { files, route } => files[*route.get(name).ok_or_else(missing)?].load(name, device),
-            Store::Buffers { buffers, route } => Ok(buffers[*route.get(name).ok_or_else(missing)?].load(name, device)?),
+            Store::Buffers { buffers, route } => {
+                let (path, file) = &buffers[*route.get(name).ok_or_else(missing)?];
+                let view = file.get(name).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
+                // Checked when read, as in the mapped store.
+                check_float_dtype(path, name, view.dtype())?;
+                file.load(name, device).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))
+            }
         }
     }
 }
@@ -47,6 +87,8 @@ pub struct Weights {
     names: BTreeSet<String>,
     prefix: String,
     device: Device,
+    /// Stored names that `get` has returned, to find tensors a config leaves unused.
+    read: Mutex<BTreeSet<String>>,
 }
 
 impl Weights {
@@ -72,6 +114,9 @@ impl Weights {
         let index_path = source.file_path(INDEX);
         let idx: Index = serde_json::from_slice(&source.read(INDEX)?).map_err(|e| model_file_error(&index_path, format!("invalid: {e}")))?;
         let shards: BTreeSet<String> = idx.weight_map.into_values().collect();
+        for shard in &shards {
+            check_shard_name(&index_path, shard)?;
+        }
         if let Some(missing) = shards.iter().find(|s| !source.exists(s)) {
             return Err(model_file_error(&index_path, format!("shard {} is missing", source.file_path(missing).display())));
         }
@@ -91,7 +136,7 @@ impl Weights {
             }
             files.push(file);
         }
-        Ok(Weights { files: Store::Mapped { files, route }, path, names, prefix: String::new(), device: device.clone() })
+        Ok(Weights { files: Store::Mapped { files, route }, path, names, prefix: String::new(), device: device.clone(), read: Default::default() })
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -111,15 +156,16 @@ impl Weights {
         let mut route = std::collections::HashMap::new();
         let mut names = BTreeSet::new();
         for shard in shards {
+            let shard_path = source.file_path(&shard);
             let bytes = source.take(&shard)?;
-            let st = BufferedSafetensors::new(bytes).map_err(|e| Error::InvalidModel(format!("{shard}: not a valid safetensors file: {e}")))?;
+            let st = BufferedSafetensors::new(bytes).map_err(|e| model_file_error(&shard_path, format!("not a valid safetensors file: {e}")))?;
             for (name, _) in st.tensors() {
                 route.insert(name.clone(), buffers.len());
                 names.insert(name);
             }
-            buffers.push(st);
+            buffers.push((shard_path, st));
         }
-        Ok(Weights { files: Store::Buffers { buffers, route }, path, names, prefix: String::new(), device: device.clone() })
+        Ok(Weights { files: Store::Buffers { buffers, route }, path, names, prefix: String::new(), device: device.clone(), read: Default::default() })
     }
 
     /// Use `prefix` (e.g. `bert.`) when it is what the file's names start with.
@@ -154,17 +200,22 @@ impl TensorSource for Weights {
         let Some(full) = self.stored_name(name) else {
             return Err(model_file_error(&self.path, format!("tensor `{}{name}` is missing", self.prefix)));
         };
-        let t = self
-            .files
-            .load(&full, &self.device)
-            .map_err(|e| model_file_error(&self.path, format!("tensor `{full}` cannot be read: {e}")))?;
+        let t = self.files.load(&full, &self.device)?;
         if t.dims() != shape {
             return Err(model_file_error(
                 &self.path,
-                format!("tensor `{full}` has shape {:?}, but the config implies {shape:?}", t.dims()),
+                format!("tensor `{full}` has shape {:?}, but config.json implies {shape:?}", t.dims()),
             ));
         }
-        Ok(t.to_dtype(DType::F32)?)
+        let t = t.to_dtype(DType::F32).map_err(|e| model_file_error(&self.path, format!("tensor `{full}` cannot be converted to f32: {e}")))?;
+        check_finite(&self.path, &full, &t)?;
+        self.read.lock().map_err(|_| Error::InvalidState("weights lock poisoned by an earlier panic".into()))?.insert(full);
+        Ok(t)
+    }
+
+    fn unread(&self) -> Vec<String> {
+        let read = self.read.lock().map(|r| r.clone()).unwrap_or_default();
+        self.names.iter().filter(|n| !read.contains(*n)).cloned().collect()
     }
 
     fn path(&self) -> &Path {

@@ -8,6 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, D};
 use serde::Deserialize;
 
+use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{layer_norm, softmax_last_dim};
 use super::projection::Projection;
 use super::targets::AdapterPlan;
@@ -54,13 +55,18 @@ impl BertConfig {
         let invalid = |e: serde_json::Error| Error::InvalidModel(format!("{path}: invalid: {e}"));
         let probe: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
         if probe.get("model_type").and_then(|v| v.as_str()) != Some("distilbert") {
-            return serde_json::from_value(probe).map_err(invalid);
+            let sizes = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"];
+            check_json_fields(&probe, path, &sizes, &["layer_norm_eps"])?;
+            let config: BertConfig = serde_json::from_value(probe).map_err(invalid)?;
+            config.validate(path)?;
+            return Ok(config);
         }
+        check_json_fields(&probe, path, &["vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"], &[])?;
         let d: DistilBertConfig = serde_json::from_value(probe).map_err(invalid)?;
         if d.sinusoidal_pos_embds {
             return Err(Error::InvalidModel(format!("{path}: sinusoidal_pos_embds = true is not supported")));
         }
-        Ok(BertConfig {
+        let config = BertConfig {
             model_type: "distilbert".into(),
             vocab_size: d.vocab_size,
             hidden_size: d.dim,
@@ -71,11 +77,44 @@ impl BertConfig {
             max_position_embeddings: d.max_position_embeddings,
             type_vocab_size: 0,
             layer_norm_eps: 1e-12,
-        })
+        };
+        config.validate(path)?;
+        Ok(config)
     }
 
     pub fn is_distilbert(&self) -> bool {
         self.model_type == "distilbert"
+    }
+
+    /// Check every field the model uses; `path` (the config file) and the field's name in
+    /// that file (BERT's or DistilBERT's) are named in errors.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        let distil = self.is_distilbert();
+        let name = |bert: &'static str, distilbert: &'static str| if distil { distilbert } else { bert };
+        if !matches!(self.model_type.as_str(), "bert" | "distilbert") {
+            return Err(invalid(path, "model_type", format!("= \"{}\" is not a BERT-style encoder this loader reads (expected \"bert\" or \"distilbert\")", self.model_type)));
+        }
+        if self.hidden_act != "gelu" {
+            return Err(invalid(path, name("hidden_act", "activation"), format!("= \"{}\" is not supported (only \"gelu\")", self.hidden_act)));
+        }
+        size(path, "vocab_size", self.vocab_size)?;
+        size(path, name("hidden_size", "dim"), self.hidden_size)?;
+        size(path, name("num_hidden_layers", "n_layers"), self.num_hidden_layers)?;
+        size(path, name("num_attention_heads", "n_heads"), self.num_attention_heads)?;
+        size(path, name("intermediate_size", "hidden_dim"), self.intermediate_size)?;
+        size(path, "max_position_embeddings", self.max_position_embeddings)?;
+        if !distil {
+            size(path, "type_vocab_size", self.type_vocab_size)?;
+        }
+        epsilon(path, "layer_norm_eps", self.layer_norm_eps)?;
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(invalid(
+                path,
+                name("hidden_size", "dim"),
+                format!("= {} is not divisible by {} = {}", self.hidden_size, name("num_attention_heads", "n_heads"), self.num_attention_heads),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -189,25 +228,8 @@ impl BertModel {
     }
 
     pub fn from_weights(config: BertConfig, w: &dyn TensorSource) -> Result<Self> {
+        config.validate(&w.path().with_file_name("config.json").display().to_string())?;
         let c = &config;
-        if !matches!(c.model_type.as_str(), "bert" | "distilbert") {
-            return Err(Error::InvalidModel(format!(
-                "{}: model_type `{}` is not a BERT-style encoder this loader reads (expected \"bert\" or \"distilbert\")",
-                w.path().display(),
-                c.model_type
-            )));
-        }
-        if c.hidden_act != "gelu" {
-            return Err(Error::InvalidModel(format!("{}: hidden_act `{}` is not supported (only \"gelu\")", w.path().display(), c.hidden_act)));
-        }
-        if c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
-            return Err(Error::InvalidModel(format!(
-                "{}: hidden_size {} is not divisible by num_attention_heads {}",
-                w.path().display(),
-                c.hidden_size,
-                c.num_attention_heads
-            )));
-        }
         let (h, i) = (c.hidden_size, c.intermediate_size);
         let eps = c.layer_norm_eps;
         let n = if c.is_distilbert() { &DISTILBERT_NAMES } else { &BERT_NAMES };
@@ -226,7 +248,7 @@ impl BertModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(BertModel {
+        let model = BertModel {
             dropout_seed: Default::default(),
             word_embeddings: w.get("embeddings.word_embeddings.weight", &[c.vocab_size, h])?,
             position_embeddings: w.get("embeddings.position_embeddings.weight", &[c.max_position_embeddings, h])?,
@@ -239,7 +261,17 @@ impl BertModel {
             layers,
             device: w.device().clone(),
             config,
-        })
+        };
+        // Task heads (pooler, classifier, `cls.*` MLM heads) may go unused: one checkpoint
+        // serves several tasks. An encoder tensor left over means the config describes another
+        // model (fewer layers, say), and reading part of it would give wrong outputs.
+        let encoder = |n: &str| {
+            WEIGHT_PREFIXES.iter().any(|p| n.strip_prefix(p).is_some_and(|rest| ["embeddings.", "encoder.", "transformer."].iter().any(|b| rest.starts_with(b))))
+                && !n.ends_with("position_ids")
+        };
+        let field = if model.config.is_distilbert() { "config.json's `n_layers`" } else { "config.json's `num_hidden_layers`" };
+        super::refuse_unread(w, encoder, &[n.layer], model.config.num_hidden_layers, field)?;
+        Ok(model)
     }
 
     pub fn device(&self) -> &Device {

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 use serde::Deserialize;
 
+use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{rms_norm, softmax_last_dim};
 use super::projection::Projection;
 use super::targets::AdapterPlan;
 use crate::error::{Error, Result};
-use crate::io::{read_json_config, GgufFile, GgufWeights, TensorSource, Weights};
+use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};
 use crate::ops::frozen_matmul;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -78,7 +79,7 @@ impl LlamaConfig {
         let key = |k: &str| format!("{arch}.{k}");
         let heads = file.usize(&key("attention.head_count"))?;
         let hidden = file.usize(&key("embedding_length"))?;
-        Ok(LlamaConfig {
+        let config = LlamaConfig {
             model_type: if arch == "mistral" { "llama".into() } else { arch.clone() },
             vocab_size: file.strings("tokenizer.ggml.tokens")?.len(),
             hidden_size: hidden,
@@ -93,28 +94,95 @@ impl LlamaConfig {
             tie_word_embeddings: !file.has_tensor("output.weight"),
             attention_bias: Some(file.has_tensor("blk.0.attn_q.bias")),
             hidden_act: "silu".into(),
-        })
+        };
+        let gguf_key = |name: &'static str| -> String {
+            let key = match name {
+                "vocab_size" => return "tokenizer.ggml.tokens".into(),
+                "hidden_size" => "embedding_length",
+                "intermediate_size" => "feed_forward_length",
+                "num_hidden_layers" => "block_count",
+                "num_attention_heads" => "attention.head_count",
+                "num_key_value_heads" => "attention.head_count_kv",
+                "head_dim" => "attention.key_length",
+                "rms_norm_eps" => "attention.layer_norm_rms_epsilon",
+                "rope_theta" => "rope.freq_base",
+                "max_position_embeddings" => "context_length",
+                other => other,
+            };
+            format!("{arch}.{key}")
+        };
+        config.validate_named(&file.path().display().to_string(), &gguf_key)?;
+        Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidModel(format!("{}: {m}", path.display())));
+    /// Check every field the model uses; `path` names the config file in errors, `field`
+    /// gives a field's name in it (the GGUF key of a GGUF file's metadata).
+    fn validate_named(&self, path: &str, field: &dyn Fn(&'static str) -> String) -> Result<()> {
+        let bad = |name: &'static str, what: String| Err(invalid(path, &field(name), what));
         if !matches!(self.model_type.as_str(), "llama" | "mistral" | "qwen2") {
-            return bad(format!("model_type `{}` is not a Llama-family decoder (llama, mistral, qwen2)", self.model_type));
+            return bad("model_type", format!("= \"{}\" is not a Llama-family decoder (llama, mistral, qwen2)", self.model_type));
         }
         if self.hidden_act != "silu" {
-            return bad(format!("hidden_act `{}` is not supported (only \"silu\")", self.hidden_act));
+            return bad("hidden_act", format!("= \"{}\" is not supported (only \"silu\")", self.hidden_act));
         }
-        if self.num_attention_heads == 0 || self.kv_heads() == 0 || self.num_attention_heads % self.kv_heads() != 0 {
-            return bad(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.kv_heads()
-            ));
+        size(path, &field("vocab_size"), self.vocab_size)?;
+        size(path, &field("hidden_size"), self.hidden_size)?;
+        size(path, &field("intermediate_size"), self.intermediate_size)?;
+        size(path, &field("num_hidden_layers"), self.num_hidden_layers)?;
+        size(path, &field("num_attention_heads"), self.num_attention_heads)?;
+        size(path, &field("max_position_embeddings"), self.max_position_embeddings)?;
+        if let Some(kv) = self.num_key_value_heads {
+            size(path, &field("num_key_value_heads"), kv)?;
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            return bad(
+                "num_attention_heads",
+                format!("= {} is not a multiple of {} = {}", self.num_attention_heads, field("num_key_value_heads"), self.kv_heads()),
+            );
+        }
+        match self.head_dim {
+            Some(hd) => size(path, &field("head_dim"), hd)?,
+            None if self.hidden_size % self.num_attention_heads != 0 => {
+                return bad(
+                    "hidden_size",
+                    format!("= {} is not divisible by {} = {} (and no head_dim is given)", self.hidden_size, field("num_attention_heads"), self.num_attention_heads),
+                )
+            }
+            None => {}
         }
         if self.head_dim() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary embeddings", self.head_dim()));
+            return bad("head_dim", format!("= {} must be even for rotary embeddings", self.head_dim()));
+        }
+        epsilon(path, &field("rms_norm_eps"), self.rms_norm_eps)?;
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return bad("rope_theta", format!("= {} is out of range; expected a finite number above 1 (such as 10000)", self.rope_theta));
         }
         Ok(())
+    }
+
+    /// Parse and check a `config.json`; `path` names it in errors.
+    pub fn from_json(bytes: &[u8], path: &str) -> Result<Self> {
+        let invalid_json = |e: serde_json::Error| Error::InvalidModel(format!("{path}: invalid: {e}"));
+        let probe: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid_json)?;
+        let sizes = [
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+            "max_position_embeddings",
+        ];
+        check_json_fields(&probe, path, &sizes, &["rms_norm_eps", "rope_theta"])?;
+        let config: LlamaConfig = serde_json::from_value(probe).map_err(invalid_json)?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// `validate_named` with the config's own field names.
+    pub fn validate(&self, path: &str) -> Result<()> {
+        self.validate_named(path, &|name| name.to_string())
     }
 }
 
@@ -161,7 +229,9 @@ pub struct LlamaModel {
 impl LlamaModel {
     /// A Hugging Face directory (`config.json` + safetensors).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config: LlamaConfig = read_json_config(&dir.join("config.json"))?;
+        let config_path = dir.join("config.json");
+        let bytes = std::fs::read(&config_path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
+        let config = LlamaConfig::from_json(&bytes, &config_path.display().to_string())?;
         let weights = Weights::open(dir, device)?;
         Self::from_weights(config, &weights)
     }
@@ -176,7 +246,10 @@ impl LlamaModel {
     }
 
     pub fn from_weights(config: LlamaConfig, w: &dyn TensorSource) -> Result<Self> {
-        config.validate(w.path())?;
+        // A GGUF file holds its own config; a Hugging Face directory has config.json.
+        let is_gguf = w.path().extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        let config_path = if is_gguf { w.path().to_path_buf() } else { w.path().with_file_name("config.json") };
+        config.validate(&config_path.display().to_string())?;
         let c = &config;
         let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim());
         let (q_out, kv_out) = (c.num_attention_heads * hd, c.kv_heads() * hd);
@@ -207,7 +280,7 @@ impl LlamaModel {
         } else {
             Some(proj("lm_head", c.vocab_size, h, false)?)
         };
-        Ok(LlamaModel {
+        let model = LlamaModel {
             dropout_seed: Default::default(),
             embed_tokens: w.get("model.embed_tokens.weight", &[c.vocab_size, h])?,
             norm: w.get("model.norm.weight", &[h])?,
@@ -215,7 +288,13 @@ impl LlamaModel {
             lm_head,
             device: w.device().clone(),
             config,
-        })
+        };
+        // Task heads of other model classes (`score`, a sequence-classification head) may go
+        // unused, and so may rotary-frequency buffers that old checkpoints store; everything
+        // else is the decoder and must have been read.
+        let body = |n: &str| !(n.starts_with("score.") || n.starts_with("classifier.") || n.ends_with("rotary_emb.inv_freq"));
+        super::refuse_unread(w, body, &["layers", "blk"], model.config.num_hidden_layers, "`num_hidden_layers` (GGUF: `block_count`)")?;
+        Ok(model)
     }
 
     pub fn device(&self) -> &Device {

@@ -1,6 +1,7 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
 pub mod bert;
+mod config_check;
 mod dropout;
 pub mod llama;
 pub mod head;
@@ -17,6 +18,33 @@ use candle_core::Device;
 
 use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
+use crate::io::TensorSource;
+
+/// The layer index in a tensor name `…{layer_key}.{index}.…`, for any of `layer_keys`.
+fn layer_index(name: &str, layer_keys: &[&str]) -> Option<usize> {
+    layer_keys.iter().find_map(|key| {
+        let rest = &name[name.find(&format!("{key}."))? + key.len() + 1..];
+        rest.split('.').next()?.parse().ok()
+    })
+}
+
+/// Refuse a checkpoint with model-body tensors (`is_body`) that loading did not read: the
+/// config describes another model (fewer layers, say), and a half-read model gives wrong
+/// outputs. `layers_field` (e.g. "config.json's `num_hidden_layers`") = `layers` is what the
+/// loader went by; layers are found in names after one of `layer_keys` (`encoder.layer`, `blk`).
+pub(crate) fn refuse_unread(w: &dyn TensorSource, is_body: impl Fn(&str) -> bool, layer_keys: &[&str], layers: usize, layers_field: &str) -> Result<()> {
+    let unread: Vec<String> = w.unread().into_iter().filter(|n| is_body(n)).collect();
+    let Some(first) = unread.first() else { return Ok(()) };
+    let why = match unread.iter().filter_map(|n| layer_index(n, layer_keys)).filter(|l| *l >= layers).max() {
+        Some(top) => format!("it holds layers up to {top}, but {layers_field} = {layers}"),
+        None => "no part of the model its config describes reads them".to_string(),
+    };
+    Err(Error::InvalidModel(format!(
+        "{}: {} tensor(s) would be left unused (first: `{first}`): {why}; the config and the weights disagree",
+        w.path().display(),
+        unread.len()
+    )))
+}
 
 /// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
 /// in model order); returns how many. Every adapter is built before any is attached, so an

@@ -34,6 +34,87 @@ pub const ADAPTER_MARKER: Marker = Marker {
 /// What `save_adapter` may write and replace.
 pub const ADAPTER_LAYOUT: OwnedLayout = OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
 
+/// The largest |alpha| an adapter file may state. Real adapters use 1 to a few thousand (alpha
+/// is usually r or 2r); far beyond that the update swamps the layer and outputs overflow.
+pub const MAX_ALPHA: f64 = 1e6;
+
+/// An adapter's `alpha` (or `lora_alpha`, or an `alpha_pattern` entry): finite, non-zero, and
+/// at most `MAX_ALPHA` in size.
+fn check_alpha(path: &str, field: &str, value: &Value) -> Result<f64> {
+    match value.as_f64() {
+        Some(x) if x.is_finite() && x != 0.0 && x.abs() <= MAX_ALPHA => Ok(x),
+        _ => Err(Error::InvalidModel(format!(
+            "{path}: `{field}` = {value} is out of range; expected a non-zero number from -{MAX_ALPHA:e} to {MAX_ALPHA:e}"
+        ))),
+    }
+}
+
+/// An adapter's `r` (or a `rank_pattern` entry): an integer from 1 to `MAX_RANK`.
+fn check_rank(path: &str, field: &str, value: &Value) -> Result<usize> {
+    match value.as_u64() {
+        Some(r) if r >= 1 && r as usize <= crate::options::MAX_RANK => Ok(r as usize),
+        _ => Err(Error::InvalidModel(format!("{path}: `{field}` = {value} is out of range; expected an integer from 1 to {}", crate::options::MAX_RANK))),
+    }
+}
+
+/// PEFT's `target_modules`: module-name suffixes, a regular expression that must match a whole
+/// module name, or absent / "all-linear" (anything).
+enum TargetList {
+    Any,
+    Pattern(regex::Regex, String),
+    Names(Vec<String>),
+}
+
+impl TargetList {
+    fn from_config(value: &Value, path: &str) -> Result<Self> {
+        let bad = |what: String| Error::InvalidModel(format!("{path}: `target_modules` {what}"));
+        match value {
+            Value::Null => Ok(TargetList::Any),
+            Value::String(s) if s == "all-linear" => Ok(TargetList::Any),
+            Value::String(s) => {
+                let re = regex::Regex::new(&format!("^(?:{s})$")).map_err(|e| bad(format!("= {s:?} is not a valid regular expression: {e}")))?;
+                Ok(TargetList::Pattern(re, s.clone()))
+            }
+            Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("must hold module names, not {v}"))))
+                .collect::<Result<_>>()
+                .map(TargetList::Names),
+            other => Err(bad(format!("must be a list of module names or a regular expression, not {other}"))),
+        }
+    }
+
+    fn matches(&self, module: &str) -> bool {
+        match self {
+            TargetList::Any => true,
+            TargetList::Pattern(re, _) => re.is_match(module),
+            TargetList::Names(names) => names.iter().any(|n| Self::names(n, module)),
+        }
+    }
+
+    /// PEFT's rule: a name matches the module it equals or ends (after a dot).
+    fn names(name: &str, module: &str) -> bool {
+        module == name || module.strip_suffix(name).is_some_and(|head| head.ends_with('.'))
+    }
+
+    /// A listed name that matches none of `modules`.
+    fn unmatched(&self, modules: &[String]) -> Option<&str> {
+        match self {
+            TargetList::Names(names) => names.iter().find(|n| !modules.iter().any(|m| Self::names(n, m))).map(String::as_str),
+            _ => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            TargetList::Any => "any module".into(),
+            TargetList::Pattern(_, s) => format!("{s:?}"),
+            TargetList::Names(names) if names.len() > 4 => format!("{}, … ({} names)", names[..4].join(", "), names.len()),
+            TargetList::Names(names) => names.join(", "),
+        }
+    }
+}
+
 /// The `decompose_factor` with which PEFT's LoKr builds exactly these Kron-LoRA shapes
 /// (`[d_a1, d_a2, d_b1, d_b2, r]` per module): `w1 [out_l, in_m]` from
 /// `factorization(out, f)`, `factorization(in, f)`, and a low-rank `w2` only when
@@ -68,6 +149,20 @@ pub fn adapter_config_summary_json(bytes: &[u8], path: &str) -> Result<String> {
         "LOKR" => Some("kron-lora".into()),
         _ => None,
     });
+    // What the summary hands on must be what loadModel's options accept; the options parser
+    // checks ranges, this checks that each field is of the right kind.
+    let bad = |field: &str, value: &Value, expected: &str| Error::InvalidModel(format!("{path}: `{field}` = {value} is not {expected}"));
+    if let Some(t) = &task {
+        if ![Task::SequenceClassification, Task::CausalLm, Task::Embedding].iter().any(|known| known.name() == t) {
+            return Err(bad("kronlora.task", &k["task"], "a task (\"sequence-classification\", \"causal-lm\" or \"embedding\")"));
+        }
+    }
+    if !(k["numLabels"].is_null() || k["numLabels"].as_u64().is_some_and(|n| n >= 1)) {
+        return Err(bad("kronlora.numLabels", &k["numLabels"], "a positive integer"));
+    }
+    if !(k["name"].is_null() || k["name"].is_string()) {
+        return Err(bad("kronlora.name", &k["name"], "a string"));
+    }
     Ok(json!({ "task": task, "numLabels": k["numLabels"], "type": kind, "name": k["name"] }).to_string())
 }
 
@@ -256,6 +351,15 @@ impl PretrainedModel {
 
     /// `load_adapter` from the two files' bytes; `dir` names them in errors.
     pub fn load_adapter_bytes(&mut self, config: &[u8], weights: &[u8], dir: &str, name: Option<&str>) -> Result<usize> {
+        // Loading checks what it reads first; a candle failure left over is still the file's
+        // doing, not a kronlora bug.
+        self.load_adapter_checked(config, weights, dir, name).map_err(|e| match e {
+            Error::Internal(e) => Error::InvalidModel(format!("{}: cannot be read: {}", join(dir, WEIGHTS_FILE), e.to_string().lines().next().unwrap_or(""))),
+            other => other,
+        })
+    }
+
+    fn load_adapter_checked(&mut self, config: &[u8], weights: &[u8], dir: &str, name: Option<&str>) -> Result<usize> {
         let config_path = join(dir, CONFIG_FILE);
         let weights_path = join(dir, WEIGHTS_FILE);
         let config: Value = serde_json::from_slice(config).map_err(|e| Error::InvalidModel(format!("{config_path}: invalid JSON: {e}")))?;
@@ -267,14 +371,29 @@ impl PretrainedModel {
             None => return Err(bad("`peft_type` is missing".into())),
         };
         let number = |key: &str| config[key].as_f64();
-        let alpha = match kind {
-            AdapterKind::Lora => number("lora_alpha"),
-            AdapterKind::KronLora => number("alpha"),
+        let alpha_field = if kind == AdapterKind::Lora { "lora_alpha" } else { "alpha" };
+        let alpha = check_alpha(&config_path, alpha_field, &config[alpha_field])?;
+        let rank = check_rank(&config_path, "r", &config["r"])?;
+        for (field, is_rank) in [("rank_pattern", true), ("alpha_pattern", false)] {
+            match &config[field] {
+                Value::Null => {}
+                Value::Object(entries) => {
+                    for (module, v) in entries {
+                        let field = format!("{field}.{module}");
+                        if is_rank { check_rank(&config_path, &field, v).map(|_| ())? } else { check_alpha(&config_path, &field, v).map(|_| ())? }
+                    }
+                }
+                other => return Err(bad(format!("`{field}` must be an object of module → number, got {other}"))),
+            }
         }
-        .ok_or_else(|| bad(format!("`{}` must be a number", if kind == AdapterKind::Lora { "lora_alpha" } else { "alpha" })))?;
-        let rank = number("r").filter(|r| *r >= 1.0).ok_or_else(|| bad("`r` must be a positive integer".into()))? as usize;
         let use_rslora = config["use_rslora"].as_bool().unwrap_or(false) || config["kronlora"]["useRslora"].as_bool().unwrap_or(false);
-        let dropout = config["kronlora"]["dropout"].as_f64().or_else(|| number("lora_dropout")).unwrap_or(0.0).clamp(0.0, 0.99);
+        let (dropout_field, dropout) = match config["kronlora"]["dropout"].as_f64() {
+            Some(d) => ("kronlora.dropout", d),
+            None => ("lora_dropout", number("lora_dropout").unwrap_or(0.0)),
+        };
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(bad(format!("`{dropout_field}` = {dropout} is out of range; expected a number from 0 to below 1")));
+        }
         let name = name.map(str::to_string).or_else(|| config["kronlora"]["name"].as_str().map(str::to_string)).unwrap_or_else(|| "default".into());
         if self.adapters.iter().any(|a| a.name == name) {
             return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`; pass another name")));
@@ -287,9 +406,24 @@ impl PretrainedModel {
                 )));
             }
         }
-        let tensors = read_safetensors_bytes(weights, &weights_path)?;
+        // A file that is not a float safetensors file is a bad adapter (a model file), whatever
+        // code the shared reader gives it.
+        let tensors = read_safetensors_bytes(weights, &weights_path).map_err(|e| match e {
+            Error::InvalidData(m) => Error::InvalidModel(m),
+            other => other,
+        })?;
+        if let Some((key, t)) = tensors.iter().find(|(_, t)| t.data.iter().any(|v| !v.is_finite())) {
+            let at = t.data.iter().position(|v| !v.is_finite()).unwrap_or(0);
+            return Err(Error::InvalidModel(format!("{weights_path}: tensor `{key}` holds {} at index {at}; the file is corrupt", t.data[at])));
+        }
+        let targets = TargetList::from_config(&config["target_modules"], &config_path)?;
         let device = crate::default_device();
-        let get = |key: &str| -> Option<Result<Tensor>> { tensors.get(key).map(|t| t.to_tensor(&device)) };
+        let used = std::cell::RefCell::new(std::collections::BTreeSet::<String>::new());
+        let get = |key: &str| -> Option<Result<Tensor>> {
+            let t = tensors.get(key)?;
+            used.borrow_mut().insert(key.to_string());
+            Some(t.to_tensor(&device))
+        };
         let pattern = |field: &str, module: &str| -> Option<f64> {
             config[field].as_object()?.iter().find(|(k, _)| module == k.as_str() || module.ends_with(&format!(".{k}"))).and_then(|(_, v)| v.as_f64())
         };
@@ -304,7 +438,7 @@ impl PretrainedModel {
             Backbone::Bert(m) => m.projections(),
             Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
         };
-        let mut used = 0usize;
+        let mut loaded_modules: Vec<String> = Vec::new();
         for (index, p) in projections.iter().enumerate() {
             // Keys with this model's task prefix, or without one (an adapter from the bare backbone).
             let candidates = [format!("{KEY_PREFIX}{prefix}{}", p.name), format!("{KEY_PREFIX}{}", p.name)];
@@ -313,17 +447,36 @@ impl PretrainedModel {
             let Some(module) = module else { continue };
             let short = module.trim_start_matches(KEY_PREFIX);
             let module_alpha = pattern("alpha_pattern", short).unwrap_or(alpha);
+            let module_rank = pattern("rank_pattern", short).map_or(rank, |r| r as usize);
             let (out_f, in_f) = (p.out_features(), p.in_features());
             let shape_error = |what: String| Error::InvalidModel(format!("{weights_path}: {short}: {what}; the adapter was saved for another model"));
+            if !targets.matches(short) {
+                return Err(Error::InvalidModel(format!(
+                    "{weights_path}: module `{short}` has adapter tensors, but {config_path}'s `target_modules` ({}) does not list it; the config and the weights disagree",
+                    targets.describe()
+                )));
+            }
+            // The rank the config states for this module must be the tensors' rank.
+            let rank_check = |r: usize, tensor: &str| -> Result<()> {
+                if r == module_rank {
+                    return Ok(());
+                }
+                let field = if pattern("rank_pattern", short).is_some() { format!("rank_pattern.{short}") } else { "r".to_string() };
+                Err(Error::InvalidModel(format!(
+                    "{config_path}: `{field}` = {module_rank}, but {weights_path}: `{module}.{tensor}` has rank {r}; the config and the weights disagree"
+                )))
+            };
             let adapter: Box<dyn Adapter> = match kind {
                 AdapterKind::Lora => {
                     let a = get(&key(module, "lora_A.weight")).expect("found above")?;
-                    let b = get(&key(module, "lora_B.weight")).ok_or_else(|| shape_error("lora_B.weight is missing".into()))??;
-                    let r = a.dim(0)?;
-                    if a.dims() != [r, in_f] || b.dims() != [out_f, r] {
+                    let b = get(&key(module, "lora_B.weight")).ok_or_else(|| shape_error("lora_A.weight is there but lora_B.weight is missing".into()))??;
+                    let (Ok((r, a_in)), Ok((b_out, r2))) = (a.dims2(), b.dims2()) else {
+                        return Err(shape_error(format!("lora_A {:?} and lora_B {:?} must be matrices", a.dims(), b.dims())));
+                    };
+                    if a_in != in_f || b_out != out_f || r != r2 {
                         return Err(shape_error(format!("lora_A {:?} / lora_B {:?} do not fit a [{out_f}, {in_f}] layer", a.dims(), b.dims())));
                     }
-                    used += 2;
+                    rank_check(r, "lora_A.weight")?;
                     let scale = if use_rslora { module_alpha / (r as f64).sqrt() } else { module_alpha / r as f64 };
                     Box::new(Lora::from_factors(&a, &b, scale)?)
                 }
@@ -334,7 +487,7 @@ impl PretrainedModel {
                     let (Ok((d_a2, d_a1)), Ok((d_b2, r)), Ok((r2, d_b1))) = (a.dims2(), b1.dims2(), b2.dims2()) else {
                         return Err(shape_error("lokr_w1, lokr_w2_a and lokr_w2_b must be matrices".into()));
                     };
-                    if r != r2 || d_a1 * d_b1 != in_f || d_a2 * d_b2 != out_f {
+                    if r != r2 || d_a1.checked_mul(d_b1) != Some(in_f) || d_a2.checked_mul(d_b2) != Some(out_f) {
                         return Err(shape_error(format!(
                             "lokr_w1 {:?} ⊗ (lokr_w2_a {:?} · lokr_w2_b {:?}) does not give a [{out_f}, {in_f}] update",
                             a.dims(),
@@ -342,12 +495,13 @@ impl PretrainedModel {
                             b2.dims()
                         )));
                     }
-                    used += 3;
+                    rank_check(r, "lokr_w2_a")?;
                     let scale = if use_rslora { module_alpha / (r as f64).sqrt() } else { module_alpha / r as f64 };
                     Box::new(KronLora::from_factors(&a, &b1, &b2, scale)?)
                 }
             };
             built.push((index, adapter));
+            loaded_modules.push(short.to_string());
         }
         if built.is_empty() {
             return Err(Error::InvalidModel(format!(
@@ -370,19 +524,26 @@ impl PretrainedModel {
                             var.dims()
                         )));
                     }
-                    used += 1;
                     Ok(Some(t))
                 }
                 None => Ok(None),
             })
             .collect::<Result<_>>()?;
-        if used < tensors.len() {
-            let known: Vec<&String> = tensors.keys().collect();
+        let used = used.into_inner();
+        let unused: Vec<&String> = tensors.keys().filter(|k| !used.contains(*k)).collect();
+        if let Some(first) = unused.first() {
+            let module = first.rsplit_once(".lora_").or_else(|| first.rsplit_once(".lokr_")).map(|(m, _)| m);
+            let why = match module {
+                Some(m) if projections.iter().any(|p| m.ends_with(&format!(".{}", p.name)) || m.ends_with(&p.name)) => {
+                    format!("module `{}` has `{}` without the other half of its adapter", m.trim_start_matches(KEY_PREFIX), &first[m.len() + 1..])
+                }
+                _ => "it matches no module of this model; the adapter was saved for another model".to_string(),
+            };
+            return Err(Error::InvalidModel(format!("{weights_path}: {} of {} tensors are unused (first: `{first}`): {why}", unused.len(), tensors.len())));
+        }
+        if let Some(entry) = targets.unmatched(&loaded_modules) {
             return Err(Error::InvalidModel(format!(
-                "{weights_path}: {} of {} tensors match no module of this model (first: {}); the adapter was saved for another model",
-                tensors.len() - used,
-                tensors.len(),
-                known.first().map_or("?", |k| k.as_str())
+                "{config_path}: `target_modules` lists `{entry}`, but {weights_path} has no adapter tensors for a module it names; the config and the weights disagree"
             )));
         }
         let labels: Vec<String> = config["kronlora"]["labels"].as_array().map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();

@@ -43,6 +43,20 @@ fn no_texts() -> Error {
     Error::InvalidOption("texts is empty; pass at least one string".into())
 }
 
+/// Refuse outputs holding NaN or infinity (JSON would carry them as `null`): `values` are rows
+/// of `width`, one per text, and `what` names them.
+fn check_finite_rows(values: &[f32], width: usize, what: &str) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::NonFinite(format!(
+            "the {what} of text {} hold {} (at {}); the model or adapter files are probably corrupt, or an adapter's weights diverged",
+            i / width.max(1),
+            values[i],
+            i % width.max(1)
+        ))),
+    }
+}
+
 impl PretrainedModel {
     fn tokenize(&self, text: &str, index: usize, max_len: usize) -> Result<Vec<u32>> {
         let mut ids = self.tokenizer.encode(text)?;
@@ -83,8 +97,9 @@ impl PretrainedModel {
     fn embed_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
         let bert = self.bert("embed()")?;
         let (ids, mask) = self.encoder_batch(bert, texts)?;
-        let pooled = BertModel::mean_pool(&bert.forward(&ids, &mask)?, &mask)?;
-        Ok((pooled.flatten_all()?.to_vec1()?, bert.config.hidden_size))
+        let pooled: Vec<f32> = BertModel::mean_pool(&bert.forward(&ids, &mask)?, &mask)?.flatten_all()?.to_vec1()?;
+        check_finite_rows(&pooled, bert.config.hidden_size, "embeddings")?;
+        Ok((pooled, bert.config.hidden_size))
     }
 
     fn class_logits(&self, texts: &[String]) -> Result<Tensor> {
@@ -101,7 +116,9 @@ impl PretrainedModel {
     }
 
     fn classify_body(&self, texts: &[String]) -> Result<Vec<Classification>> {
-        let probs = softmax_last_dim(&self.class_logits(texts)?)?.to_vec2::<f32>()?;
+        let logits = self.class_logits(texts)?;
+        check_finite_rows(&logits.flatten_all()?.to_vec1::<f32>()?, logits.dim(1)?, "class logits")?;
+        let probs = softmax_last_dim(&logits)?.to_vec2::<f32>()?;
         Ok(probs
             .into_iter()
             .map(|scores| {
@@ -130,12 +147,15 @@ impl PretrainedModel {
                     let logits = m.forward(&Tensor::from_vec(ids, (1, t), m.device())?, None)?;
                     out.extend(logits.get(0)?.get(t - 1)?.to_vec1::<f32>()?);
                 }
+                check_finite_rows(&out, m.config.vocab_size, "next-token logits")?;
                 Ok((out, m.config.vocab_size))
             }
             (Backbone::Bert(_), Task::SequenceClassification) => {
                 let logits = self.class_logits(texts)?;
                 let width = logits.dim(1)?;
-                Ok((logits.flatten_all()?.to_vec1()?, width))
+                let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+                check_finite_rows(&values, width, "class logits")?;
+                Ok((values, width))
             }
             (Backbone::Bert(_), _) => Err(Error::Unsupported(
                 "logits() of an encoder needs task \"sequence-classification\"; for sentence vectors use embed()".into(),
@@ -167,6 +187,8 @@ impl PretrainedModel {
             let t = next_input.len();
             let logits = m.forward(&Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?, Some(&mut cache))?;
             let last = logits.get(0)?.get(t - 1)?;
+            check_finite_rows(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?, m.config.vocab_size, "next-token logits")
+                .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
             let token = if options.temperature == 0.0 {
                 last.argmax(D::Minus1)?.to_scalar::<u32>()?
             } else {

@@ -75,15 +75,16 @@ fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| Error::InvalidState(format!("cannot serialise a result: {e}")))
 }
 
-fn parse_config<T: serde::de::DeserializeOwned>(bytes: &[u8], path: &str) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid: {e}")))
-}
-
 impl PretrainedModel {
     /// Load from a directory / `.gguf` path or from file bytes; `options_json` is `ModelOptions`.
     pub fn load(source: ModelSource, options_json: &str) -> Result<Self> {
         let name = source.display();
-        let mut model = Self::load_inner(source, options_json)?;
+        // Loaders check what they read first; a candle failure left over is still the files'
+        // doing (a shape they state, bytes they hold), not a kronlora bug.
+        let mut model = Self::load_inner(source, options_json).map_err(|e| match e {
+            Error::Internal(e) => Error::InvalidModel(format!("{name}: the model cannot be read: {}", e.to_string().lines().next().unwrap_or(""))),
+            other => other,
+        })?;
         model.source_name = name;
         Ok(model)
     }
@@ -95,8 +96,12 @@ impl PretrainedModel {
         if let Some(name) = source.gguf_name() {
             let file = match &source {
                 ModelSource::Path(p) => GgufFile::open(p)?,
-                ModelSource::Files(_) => GgufFile::from_bytes(&name, source.take(&name)?)?,
+                ModelSource::Files(_) => {
+                    let shown = source.file_path(&name).display().to_string();
+                    GgufFile::from_bytes(&shown, source.take(&name)?)?
+                }
             };
+            let name = file.path().display().to_string();
             let file = Arc::new(file);
             let tokenizer = TextTokenizer::from_gguf(&file)?;
             let model = LlamaModel::load_gguf(file, &device)?;
@@ -127,7 +132,7 @@ impl PretrainedModel {
                 Ok(PretrainedModel { backbone: Backbone::Bert(model), tokenizer, task, head, adapters: Vec::new(), labels: Default::default(), source_name: String::new() })
             }
             "llama" | "mistral" | "qwen2" => {
-                let config: LlamaConfig = parse_config(&config_bytes, &config_path)?;
+                let config = LlamaConfig::from_json(&config_bytes, &config_path)?;
                 let tokenizer_config = if source.exists("tokenizer_config.json") { Some(source.read("tokenizer_config.json")?) } else { None };
                 let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
                 let weights = Weights::from_source(&mut source, &device)?;

@@ -128,11 +128,11 @@ fn bad_files_name_the_file_and_the_tensor() {
     let mut t = tensors.clone();
     t.insert("encoder.layer.0.intermediate.dense.weight".into(), Tensor::zeros((31, 16), DType::F32, &Device::Cpu).unwrap());
     write_model(&dir, &t, CONFIG);
-    assert!(msg(&dir).contains("has shape [31, 16], but the config implies [32, 16]"), "{}", msg(&dir));
+    assert!(msg(&dir).contains("has shape [31, 16], but config.json implies [32, 16]"), "{}", msg(&dir));
 
     let dir = temp_dir("config");
     write_model(&dir, &tensors, &CONFIG.replace("\"hidden_size\":16", "\"hidden_size\":32"));
-    assert!(msg(&dir).contains("attention.self.query.weight` has shape [16, 16], but the config implies [32, 32]"), "{}", msg(&dir));
+    assert!(msg(&dir).contains("attention.self.query.weight` has shape [16, 16], but config.json implies [32, 32]"), "{}", msg(&dir));
 
     let dir = temp_dir("truncated");
     write_model(&dir, &tensors, CONFIG);
@@ -143,7 +143,7 @@ fn bad_files_name_the_file_and_the_tensor() {
 
     let dir = temp_dir("arch");
     write_model(&dir, &tensors, &CONFIG.replace("\"bert\"", "\"gpt2\""));
-    assert!(msg(&dir).contains("model_type `gpt2`"), "{}", msg(&dir));
+    assert!(msg(&dir).contains("config.json: `model_type` = \"gpt2\""), "{}", msg(&dir));
 
     let dir = temp_dir("empty");
     std::fs::create_dir_all(&dir).unwrap();

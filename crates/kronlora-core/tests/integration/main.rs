@@ -10,6 +10,7 @@ mod file_safety;
 mod fused;
 mod layers;
 mod llama;
+mod loaders;
 mod lm_training;
 mod matmul_t;
 mod parity;
