@@ -15,8 +15,29 @@ pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
 use candle_core::Device;
 
-use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
+use crate::adapters::{Adapter, AdapterKind, KronLora, KronShape, Lora};
 use crate::error::{Error, Result};
+
+/// A rank above what a layer's update can have buys nothing and costs memory (rank 65536 on
+/// every projection of a small model asked for gigabytes): LoRA's `B·A` has rank at most
+/// `min(in, out)`, Kron-LoRA's inner `B1·B2` at most `min(d_B1, d_B2)`.
+fn check_rank(path: &str, in_features: usize, out_features: usize, config: &crate::options::AdapterConfig) -> Result<()> {
+    let (max, why) = match config.kind {
+        AdapterKind::Lora => (in_features.min(out_features), format!("a LoRA update of this {out_features}×{in_features} layer has rank at most {}", in_features.min(out_features))),
+        AdapterKind::KronLora => {
+            let s = KronShape::resolve(path, in_features, out_features, config)?;
+            let max = s.d_b1.min(s.d_b2);
+            (max, format!("its Kron-LoRA factor B1·B2 is {}×{} (outFeatures {out_features} / kronOut {}, inFeatures {in_features} / kronIn {}), so its rank is at most {max}", s.d_b2, s.d_b1, s.d_a2, s.d_a1))
+        }
+    };
+    if config.rank > max {
+        return Err(Error::InvalidOption(format!(
+            "option `rank` = {} is too large for layer `{path}`: {why}; use rank ≤ {max} (rankPattern can set it per layer)",
+            config.rank
+        )));
+    }
+    Ok(())
+}
 
 /// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
 /// in model order); returns how many. Every adapter is built before any is attached, so an
@@ -31,6 +52,7 @@ pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str,
     for (path, config) in &chosen {
         let index = modules.iter().position(|(n, _)| n == path).expect("resolved from these modules");
         let p = &projections[index].0;
+        check_rank(path, p.in_features(), p.out_features(), config)?;
         built[index] = Some(match config.kind {
             AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, device)?),
             AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, device)?),

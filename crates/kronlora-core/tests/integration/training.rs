@@ -28,7 +28,7 @@ fn dataset(n: usize, seed: u64) -> Value {
     Value::Array(records)
 }
 
-fn model_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn model_dir(name: &str) -> std::path::PathBuf {
     let dir = temp_dir(name);
     write_model(&dir, &tiny_bert_tensors(11), CONFIG);
     let mut vocab = serde_json::Map::new();
