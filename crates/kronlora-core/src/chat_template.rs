@@ -123,3 +123,43 @@ impl ChatTemplate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SmolLM2-Instruct's template (as its GGUF and tokenizer_config.json hold it).
+    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn a_real_template_renders_as_transformers_does_with_the_limits_in_force() {
+        // transformers' `apply_chat_template` output, recorded in the parity fixture.
+        let fixture: serde_json::Value = serde_json::from_str(include_str!("../../../test/fixtures/smollm2.json")).unwrap();
+        let chat = &fixture["chat"];
+        let template = ChatTemplate::new(SMOLLM2.into(), "smollm2.gguf: tokenizer.chat_template".into());
+        let messages = minijinja::Value::from_serialize(&chat["messages"]);
+        let text = template.render(minijinja::context! { messages => messages.clone(), add_generation_prompt => false }, "x").unwrap();
+        assert_eq!(text, chat["text"].as_str().unwrap());
+        let first = minijinja::Value::from_serialize(&chat["messages"].as_array().unwrap()[..1]);
+        let prompt = template.render(minijinja::context! { messages => first, add_generation_prompt => true }, "x").unwrap();
+        assert_eq!(prompt, chat["prompt_text"].as_str().unwrap());
+    }
+
+    #[test]
+    fn limits_are_per_render_and_named() {
+        let looping = ChatTemplate::new("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}".into(), "m.gguf: tokenizer.chat_template".into());
+        for _ in 0..2 {
+            let err = looping.render(minijinja::context! {}, "train.jsonl:3").unwrap_err();
+            assert_eq!(err.code(), "ERR_INVALID_MODEL");
+            assert!(err.to_string().starts_with("train.jsonl:3: the chat template (m.gguf: tokenizer.chat_template) runs more than 2000000 instructions"), "{err}");
+        }
+        // Output just under the limit renders; the counters start again at every render.
+        let big = ChatTemplate::new("{% for i in range(150) %}{{ 'y' * 100000 }}{% endfor %}".into(), "t".into());
+        for _ in 0..2 {
+            assert_eq!(big.render(minijinja::context! {}, "x").unwrap().len(), 15_000_000);
+        }
+        let broken = ChatTemplate::new("{% for %}".into(), "tokenizer_config.json: chat_template".into());
+        let err = broken.render(minijinja::context! {}, "x").unwrap_err();
+        assert!(err.to_string().starts_with("x: the chat template (tokenizer_config.json: chat_template) does not compile:"), "{err}");
+    }
+}

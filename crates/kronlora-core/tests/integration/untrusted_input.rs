@@ -227,12 +227,12 @@ fn label_errors_name_the_record_and_the_model_labels() {
 
     // A model trained with string labels, evaluated on integer labels, lists its labels.
     let named = json!([{ "text": "w4 w5", "label": "neg" }, { "text": "w9 w10", "label": "pos" }]);
-    train(&mut m, &json!({ "data": named, "epochs": 1 }).to_string(), &FsStorage, &mut Quiet).unwrap();
+    train(&mut m, &json!({ "data": named, "epochs": 1, "validationSplit": 0 }).to_string(), &FsStorage, &mut Quiet).unwrap();
     let err = evaluate_model(&m, &json!([{ "text": "w4", "label": "neg" }, { "text": "w9", "label": 1 }]).to_string(), "{}", &FsStorage).unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_DATA");
     assert_eq!(err.to_string(), "evaluation data record 1: label 1 is an integer, but this model was trained with string labels: neg, pos; use one of them");
 
     // Records from JavaScript may hold lone surrogates (JSON.stringify writes them as escapes).
-    let options = "{\"data\":[{\"text\":\"w4 \\ud800\",\"label\":\"neg\"},{\"text\":\"w9\",\"label\":\"pos\"}],\"epochs\":1}";
+    let options = "{\"data\":[{\"text\":\"w4 \\ud800\",\"label\":\"neg\"},{\"text\":\"w9\",\"label\":\"pos\"}],\"epochs\":1,\"validationSplit\":0}";
     assert_eq!(train(&mut m, options, &FsStorage, &mut Quiet).unwrap().reason, "completed");
 }
