@@ -73,9 +73,9 @@ describe.each(backends)('untrusted input on %s', (name) => {
     const llama = await api.loadModel(tinyLlamaGguf(2));
     e = await rejection(llama.addAdapter('big', { type: 'lora', rank: 65536, alpha: 8, targetModules: 'all-linear' }));
     expect([e.code, e.message]).toEqual(['ERR_INVALID_OPTION', expect.stringMatching(/`rank` = 65536 is too large for layer `model\.layers\.0\.self_attn\.q_proj`.*use rank ≤ 32/)]);
-    e = await rejection(llama.addAdapter('big', { type: 'kron-lora', rank: 5, alpha: 8, kronIn: 2, kronOut: 4, targetModules: ['k_proj'] }));
-    expect(e.message).toMatch(/layer `model\.layers\.0\.self_attn\.k_proj`: its Kron-LoRA factor B1·B2 is 4×16.*use rank ≤ 4/);
-    expect((await llama.addAdapter('fits', { type: 'kron-lora', rank: 4, alpha: 8, kronIn: 2, kronOut: 4, targetModules: ['k_proj'] })).modules).toBe(2);
+    e = await rejection(llama.addAdapter('big', { type: 'kron-lora', rank: 17, alpha: 8, kronIn: 2, kronOut: 4, targetModules: ['k_proj'] }));
+    expect(e.message).toMatch(/layer `model\.layers\.0\.self_attn\.k_proj`: an update of this 16×32 layer has rank at most 16; use rank ≤ 16/);
+    expect((await llama.addAdapter('fits', { type: 'kron-lora', rank: 16, alpha: 8, kronIn: 2, kronOut: 4, targetModules: ['k_proj'] })).modules).toBe(2);
   });
 
   describe('data files', () => {

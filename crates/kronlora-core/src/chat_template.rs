@@ -137,10 +137,18 @@ mod tests {
         let fixture: serde_json::Value = serde_json::from_str(include_str!("../../../test/fixtures/smollm2.json")).unwrap();
         let chat = &fixture["chat"];
         let template = ChatTemplate::new(SMOLLM2.into(), "smollm2.gguf: tokenizer.chat_template".into());
-        let messages = minijinja::Value::from_serialize(&chat["messages"]);
+        let messages: Vec<minijinja::Value> = chat["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let pairs = ["role", "content"].map(|k| (k, minijinja::Value::from(m[k].as_str().unwrap())));
+                minijinja::Value::from(std::collections::BTreeMap::from(pairs))
+            })
+            .collect();
         let text = template.render(minijinja::context! { messages => messages.clone(), add_generation_prompt => false }, "x").unwrap();
         assert_eq!(text, chat["text"].as_str().unwrap());
-        let first = minijinja::Value::from_serialize(&chat["messages"].as_array().unwrap()[..1]);
+        let first = messages[..1].to_vec();
         let prompt = template.render(minijinja::context! { messages => first, add_generation_prompt => true }, "x").unwrap();
         assert_eq!(prompt, chat["prompt_text"].as_str().unwrap());
     }

@@ -15,24 +15,20 @@ pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
 use candle_core::Device;
 
-use crate::adapters::{Adapter, AdapterKind, KronLora, KronShape, Lora};
+use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
 
-/// A rank above what a layer's update can have buys nothing and costs memory (rank 65536 on
-/// every projection of a small model asked for gigabytes): LoRA's `B·A` has rank at most
-/// `min(in, out)`, Kron-LoRA's inner `B1·B2` at most `min(d_B1, d_B2)`.
+/// A rank above `min(in, out)` buys nothing (a LoRA update `B·A` cannot have more) and costs
+/// memory without bound: rank 65536 on every projection of a small model asked for gigabytes.
+/// The same bound holds an adapter to the size of the layer it adapts for Kron-LoRA too. (Its
+/// inner `B1·B2` cannot use more than `min(d_B1, d_B2)`, but refusing that would refuse the
+/// default rank 8 on small layers with large Kronecker factors, where it is merely redundant.)
 fn check_rank(path: &str, in_features: usize, out_features: usize, config: &crate::options::AdapterConfig) -> Result<()> {
-    let (max, why) = match config.kind {
-        AdapterKind::Lora => (in_features.min(out_features), format!("a LoRA update of this {out_features}×{in_features} layer has rank at most {}", in_features.min(out_features))),
-        AdapterKind::KronLora => {
-            let s = KronShape::resolve(path, in_features, out_features, config)?;
-            let max = s.d_b1.min(s.d_b2);
-            (max, format!("its Kron-LoRA factor B1·B2 is {}×{} (outFeatures {out_features} / kronOut {}, inFeatures {in_features} / kronIn {}), so its rank is at most {max}", s.d_b2, s.d_b1, s.d_a2, s.d_a1))
-        }
-    };
+    let max = in_features.min(out_features);
     if config.rank > max {
         return Err(Error::InvalidOption(format!(
-            "option `rank` = {} is too large for layer `{path}`: {why}; use rank ≤ {max} (rankPattern can set it per layer)",
+            "option `rank` = {} is too large for layer `{path}`: an update of this {out_features}×{in_features} layer has rank at most {max}; \
+             use rank ≤ {max} (rankPattern can set it per layer)",
             config.rank
         )));
     }

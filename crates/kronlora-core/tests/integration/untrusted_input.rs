@@ -163,13 +163,12 @@ fn options_that_would_allocate_gigabytes_are_refused_with_the_limit() {
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
     assert!(err.to_string().contains("`rank` = 65536 is too large for layer `model.layers.0.self_attn.q_proj`"), "{err}");
     assert!(err.to_string().contains("use rank ≤ 32"), "{err}");
-    // Kron-LoRA: k_proj is 16×32, so with kronOut 4 and kronIn 2 its B1·B2 is 4×16.
-    let err = model.add_adapter("big", r#"{"type":"kron-lora","rank":5,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap_err();
+    // Kron-LoRA is held to the layer's size too: k_proj is 16×32.
+    let err = model.add_adapter("big", r#"{"type":"kron-lora","rank":17,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
-    assert!(err.to_string().contains("layer `model.layers.0.self_attn.k_proj`: its Kron-LoRA factor B1·B2 is 4×16"), "{err}");
-    assert!(err.to_string().contains("use rank ≤ 4"), "{err}");
+    assert!(err.to_string().contains("layer `model.layers.0.self_attn.k_proj`: an update of this 16×32 layer has rank at most 16; use rank ≤ 16"), "{err}");
     assert!(model.adapter_infos().is_empty(), "a refused adapter leaves the model unchanged");
-    model.add_adapter("fits", r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap();
+    model.add_adapter("fits", r#"{"type":"kron-lora","rank":16,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap();
 }
 
 fn data_error(task: RecordTask, text: &str) -> Error {
