@@ -136,7 +136,8 @@ export function ggufBytes(metadata: [string, GgufValue][], tensors: NamedArray[]
   return out;
 }
 
-export function tinyLlamaGguf(seed = 1): string {
+/** The tiny Llama as a GGUF file; with `chatTemplate`, that is its `tokenizer.chat_template`. */
+export function tinyLlamaGguf(seed = 1, chatTemplate?: string): string {
   const { vocab, hidden: h, layers, heads, kvHeads, ffn, context } = LLAMA;
   const hd = h / heads;
   const chars = byteChars();
@@ -171,6 +172,7 @@ export function tinyLlamaGguf(seed = 1): string {
     ['tokenizer.ggml.merges', { type: 'strings', value: [`${g} t`, 'h e', `${g}t he`] }],
     ['tokenizer.ggml.token_type', { type: 'i32s', value: tokens.map((tok) => (tok === '<|endoftext|>' ? 3 : 1)) }],
     ['tokenizer.ggml.eos_token_id', { type: 'u32', value: eos }],
+    ...(chatTemplate === undefined ? [] : [['tokenizer.chat_template', { type: 'string', value: chatTemplate }] as [string, GgufValue]]),
   ], tensors);
   const dir = mkdtempSync(join(tmpdir(), 'kronlora-llama-'));
   mkdirSync(dir, { recursive: true });

@@ -4,6 +4,7 @@
 //! The same code runs on every candle device (CPU now; CUDA behind the `cuda` feature).
 
 pub mod adapters;
+pub mod chat_template;
 pub mod data;
 pub mod error;
 pub mod factorization;

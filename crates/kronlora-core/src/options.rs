@@ -88,6 +88,11 @@ pub(crate) fn required<T>(field: &str, value: Option<T>) -> Result<T> {
 pub const MAX_FEATURES: usize = 1 << 24;
 /// Most adapter parameters one layer may ask for (8 GiB of f32).
 pub const MAX_ADAPTER_PARAMETERS: usize = 1 << 31;
+/// Most classes a classification head may have: more than any real label set (ImageNet-21k
+/// has 21 841), small enough that a typo cannot ask for a head of gigabytes.
+pub const MAX_NUM_LABELS: usize = 1 << 16;
+/// Most parameters a classification head may have (1 GiB of f32, before gradients and AdamW).
+pub const MAX_HEAD_PARAMETERS: usize = 1 << 28;
 /// Largest adapter rank accepted.
 pub const MAX_RANK: usize = 1 << 16;
 

@@ -8,6 +8,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
+use crate::chat_template::ChatTemplate;
 use crate::error::{Error, Result};
 use crate::io::GgufFile;
 
@@ -19,25 +20,8 @@ pub struct TextTokenizer {
     pub pad_token_id: u32,
     /// Whether `encode` starts a text with BOS (so causal-LM examples should too).
     pub add_bos: bool,
-    /// The model's chat template (Jinja), compiled once when the tokenizer is built; a
-    /// template that does not compile keeps its error for the first chat record to report.
-    chat: Option<std::result::Result<minijinja::Environment<'static>, String>>,
-}
-
-/// The name the chat template is registered under in its environment.
-const CHAT: &str = "chat";
-
-/// An environment with transformers' chat-template extras (Python string methods,
-/// `raise_exception`) and `template` compiled in it.
-fn compile_chat_template(template: String) -> std::result::Result<minijinja::Environment<'static>, String> {
-    let mut env = minijinja::Environment::new();
-    minijinja_contrib::add_to_environment(&mut env);
-    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-    env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-        Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-    });
-    env.add_template_owned(CHAT, template).map_err(|e| e.to_string())?;
-    Ok(env)
+    /// The model's chat template, compiled once when the tokenizer is built.
+    chat: Option<ChatTemplate>,
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -97,7 +81,11 @@ impl TextTokenizer {
         let opt = |key: &str| -> Result<Option<u32>> { if file.has(key) { Ok(Some(file.usize(key)? as u32)) } else { Ok(None) } };
         let eos = opt("tokenizer.ggml.eos_token_id")?;
         let pad = opt("tokenizer.ggml.padding_token_id")?.or(eos).unwrap_or(0);
-        let chat = if file.has("tokenizer.chat_template") { Some(compile_chat_template(file.string("tokenizer.chat_template")?)) } else { None };
+        let chat = if file.has("tokenizer.chat_template") {
+            Some(ChatTemplate::new(file.string("tokenizer.chat_template")?, format!("{}: tokenizer.chat_template", path.display())))
+        } else {
+            None
+        };
         let bos = opt("tokenizer.ggml.bos_token_id")?;
         // llama.cpp's flag; without it, byte-level BPE models (GPT-2 style) add no BOS.
         let add_bos = if file.has("tokenizer.ggml.add_bos_token") { file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some() } else { false };
@@ -118,7 +106,7 @@ impl TextTokenizer {
                 serde_json::Value::Array(list) => list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string),
                 _ => None,
             };
-            self.chat = template.map(compile_chat_template);
+            self.chat = template.map(|t| ChatTemplate::new(t, "tokenizer_config.json: chat_template".into()));
             if let Some(eos) = tc["eos_token"].as_str().and_then(|t| self.inner.token_to_id(t)) {
                 self.eos_token_id = self.eos_token_id.or(Some(eos));
             }
@@ -153,17 +141,11 @@ impl TextTokenizer {
     /// Render `messages` `(role, content)` with the model's chat template, as transformers'
     /// `apply_chat_template(..., tokenize=False)`; `at` names the record in errors.
     pub fn render_chat(&self, messages: &[(String, String)], add_generation_prompt: bool, at: &str) -> Result<String> {
-        let env = match &self.chat {
-            Some(Ok(env)) => env,
-            Some(Err(e)) => return Err(Error::InvalidModel(format!("{at}: the model's chat template does not compile: {e}"))),
-            None => {
-                return Err(Error::InvalidData(format!(
-                    "{at}: chat records need a model with a chat template, and this one has none; use {{ \"prompt\", \"completion\" }} records"
-                )))
-            }
+        let Some(chat) = &self.chat else {
+            return Err(Error::InvalidData(format!(
+                "{at}: chat records need a model with a chat template, and this one has none; use {{ \"prompt\", \"completion\" }} records"
+            )));
         };
-        let bad = |e: minijinja::Error| Error::InvalidData(format!("{at}: the chat template failed: {e}"));
-        let tmpl = env.get_template(CHAT).map_err(bad)?;
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|(r, c)| {
@@ -171,13 +153,15 @@ impl TextTokenizer {
                 minijinja::Value::from(m)
             })
             .collect();
-        tmpl.render(minijinja::context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.token_text(self.bos_token_id),
-            eos_token => self.token_text(self.eos_token_id),
-        })
-        .map_err(bad)
+        chat.render(
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.token_text(self.bos_token_id),
+                eos_token => self.token_text(self.eos_token_id),
+            },
+            at,
+        )
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -195,7 +195,8 @@ function loadWasm(): Binding {
 
 /**
  * Training in the WASM worker: it trains synchronously, so events arrive as messages while it
- * runs and cancellation goes through a shared flag it reads after every step.
+ * runs and cancellation goes through a shared flag it reads before each record of the data and
+ * after every step.
  */
 function wasmTraining(host: WasmHost, model: number, optionsJson: string): RawTraining {
   const flag = new Int32Array(new SharedArrayBuffer(4));

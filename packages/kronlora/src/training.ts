@@ -190,7 +190,10 @@ export class TrainingRun implements AsyncIterable<TrainEvent> {
     this.wake();
   }
 
-  /** Stop after the current optimiser step; with `outputDir` a resumable checkpoint is written. */
+  /**
+   * Stop after the current optimiser step (with `outputDir` a resumable checkpoint is written),
+   * or, while the data is still being read and tokenised, before its next record.
+   */
   cancel(): void {
     this.cancelled = true;
     this.raw?.cancel();

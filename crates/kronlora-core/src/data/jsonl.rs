@@ -3,8 +3,15 @@
 
 use serde_json::{Map, Value};
 
+use super::json_text::parse_json;
 use super::labels::Label;
 use crate::error::{Error, Result};
+use crate::options::MAX_NUM_LABELS;
+
+/// Largest record accepted, in bytes of JSON (a JSONL line) or of text (a record given as a
+/// value): 1 MiB is far more text than any model's context holds, and tokenising a much
+/// longer text would take gigabytes for nothing.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordTask {
@@ -51,16 +58,37 @@ fn only_keys(obj: &Map<String, Value>, allowed: &[&str], at: &str) -> Result<()>
     }
 }
 
+/// Bytes of all strings in `value`.
+fn text_bytes(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_bytes).sum(),
+        Value::Object(obj) => obj.iter().map(|(k, v)| k.len() + text_bytes(v)).sum(),
+        _ => 0,
+    }
+}
+
+fn too_long(at: &str, bytes: usize) -> Error {
+    Error::InvalidData(format!(
+        "{at}: the record is {bytes} bytes long; the limit is {MAX_RECORD_BYTES} bytes (1 MiB) per record, far more than a model's context holds: split or shorten it"
+    ))
+}
+
 fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
     let Value::Object(obj) = value else {
         return Err(Error::InvalidData(format!("{at}: expected a JSON object, got {value}")));
     };
+    let bytes = text_bytes(value);
+    if bytes > MAX_RECORD_BYTES {
+        return Err(too_long(at, bytes));
+    }
     match task {
         RecordTask::Classification => {
             only_keys(&obj, &["text", "label"], at)?;
             let label = match obj.get("label") {
                 Some(Value::Number(n)) => match n.as_u64() {
-                    Some(i) => Label::Index(i as usize),
+                    Some(i) if i < MAX_NUM_LABELS as u64 => Label::Index(i as usize),
+                    Some(i) => return Err(Error::InvalidData(format!("{at}: `label` = {i} is too large; integer labels are 0..{} (at most {MAX_NUM_LABELS} classes)", MAX_NUM_LABELS - 1))),
                     None => return Err(Error::InvalidData(format!("{at}: `label` must be a non-negative integer or a string, got {n}"))),
                 },
                 Some(Value::String(s)) => Label::Name(s.clone()),
@@ -124,6 +152,8 @@ pub fn parse_records(task: RecordTask, text: &str, source: &str, jsonl: bool) ->
 /// `parse_records`, each record with where it came from (`train.jsonl:12`, `data record 3`),
 /// so that later errors (tokenisation, unknown labels) can name the line too.
 pub fn parse_placed_records(task: RecordTask, text: &str, source: &str, jsonl: bool) -> Result<Vec<(Record, String)>> {
+    // A byte-order mark, as some Windows editors write, is not part of the first record.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     if jsonl {
         for (i, line) in text.lines().enumerate() {
@@ -131,11 +161,15 @@ pub fn parse_placed_records(task: RecordTask, text: &str, source: &str, jsonl: b
                 continue;
             }
             let at = place(source, i, true);
-            let value: Value = serde_json::from_str(line).map_err(|e| Error::InvalidData(format!("{at}: invalid JSON: {e}")))?;
+            // Checked before parsing: a parsed value takes several times the line's size.
+            if line.len() > MAX_RECORD_BYTES {
+                return Err(too_long(&at, line.len()));
+            }
+            let value = parse_json(line).map_err(|e| Error::InvalidData(format!("{at}: invalid JSON: {e}")))?;
             out.push((record(task, &value, &at)?, at));
         }
     } else {
-        let value: Value = serde_json::from_str(text).map_err(|e| Error::InvalidData(format!("{source}: invalid JSON: {e}")))?;
+        let value = parse_json(text).map_err(|e| Error::InvalidData(format!("{source}: invalid JSON: {e}")))?;
         return placed_records_from_json(task, &value, source);
     }
     if out.is_empty() {

@@ -18,25 +18,30 @@ pub struct LabelMap {
 }
 
 impl LabelMap {
-    /// Build from training labels: all integers, or all strings (mixing is an error).
-    pub fn from_labels<'a>(labels: impl Iterator<Item = &'a Label>, num_labels: usize) -> Result<Self> {
+    /// Build from training labels, each with where it came from (`train.jsonl:3`, for errors):
+    /// all integers, or all strings (mixing is an error).
+    pub fn from_labels<'a>(labels: impl Iterator<Item = (&'a Label, &'a str)>, num_labels: usize) -> Result<Self> {
         let mut names = BTreeMap::new();
-        let mut has_index = false;
-        for label in labels {
+        let (mut first_index, mut first_name) = (None, None);
+        for (label, at) in labels {
             match label {
                 Label::Name(n) => {
+                    first_name.get_or_insert((at, n));
                     names.insert(n.clone(), ());
                 }
                 Label::Index(i) => {
-                    has_index = true;
+                    first_index.get_or_insert((at, *i));
                     if *i >= num_labels {
-                        return Err(Error::InvalidData(format!("label {i} is out of range for numLabels = {num_labels}; labels are 0..{}", num_labels - 1)));
+                        return Err(Error::InvalidData(format!(
+                            "{at}: label {i} is out of range for numLabels = {num_labels}; labels are 0..{}",
+                            num_labels.saturating_sub(1)
+                        )));
                     }
                 }
             }
         }
-        if has_index && !names.is_empty() {
-            return Err(Error::InvalidData("labels mix integers and strings; use one kind".into()));
+        if let (Some((index_at, i)), Some((name_at, n))) = (first_index, first_name) {
+            return Err(Error::InvalidData(format!("labels mix integers and strings ({index_at}: {i}, {name_at}: \"{n}\"); use one kind")));
         }
         let names: Vec<String> = names.into_keys().collect();
         if names.len() > num_labels {
@@ -49,7 +54,13 @@ impl LabelMap {
     pub fn index(&self, label: &Label, num_labels: usize) -> Result<usize> {
         match label {
             Label::Index(i) if *i < num_labels && self.names.is_empty() => Ok(*i),
-            Label::Index(i) => Err(Error::InvalidData(format!("label {i} is not one of the labels this model was trained with"))),
+            Label::Index(i) if self.names.is_empty() => {
+                Err(Error::InvalidData(format!("label {i} is out of range for numLabels = {num_labels}; labels are 0..{}", num_labels.saturating_sub(1))))
+            }
+            Label::Index(i) => Err(Error::InvalidData(format!(
+                "label {i} is an integer, but this model was trained with string labels: {}; use one of them",
+                self.names.join(", ")
+            ))),
             Label::Name(n) => self.names.iter().position(|x| x == n).ok_or_else(|| {
                 Error::InvalidData(format!("unknown label `{n}`; the model knows {}", if self.names.is_empty() { "integer labels only".into() } else { self.names.join(", ") }))
             }),
@@ -99,12 +110,17 @@ mod tests {
     #[test]
     fn names_map_sorted_and_unknown_labels_are_errors() {
         let labels = [Label::Name("pos".into()), Label::Name("neg".into()), Label::Name("pos".into())];
-        let map = LabelMap::from_labels(labels.iter(), 2).unwrap();
+        let map = LabelMap::from_labels(labels.iter().map(|l| (l, "t.jsonl:1")), 2).unwrap();
         assert_eq!(map.names, ["neg", "pos"]);
         assert_eq!(map.index(&Label::Name("pos".into()), 2).unwrap(), 1);
         let err = map.index(&Label::Name("meh".into()), 2).unwrap_err();
         assert!(err.to_string().contains("unknown label `meh`; the model knows neg, pos"));
-        assert!(LabelMap::from_labels([Label::Index(0), Label::Name("a".into())].iter(), 2).is_err());
-        assert!(LabelMap::from_labels([Label::Index(2)].iter(), 2).unwrap_err().to_string().contains("out of range"));
+        let mixed = [(Label::Index(0), "t.jsonl:1"), (Label::Name("a".into()), "t.jsonl:2")];
+        let err = LabelMap::from_labels(mixed.iter().map(|(l, at)| (l, *at)), 2).unwrap_err();
+        assert_eq!(err.to_string(), "labels mix integers and strings (t.jsonl:1: 0, t.jsonl:2: \"a\"); use one kind");
+        let err = LabelMap::from_labels([(&Label::Index(0), "t.jsonl:1"), (&Label::Index(5), "t.jsonl:2")].into_iter(), 2).unwrap_err();
+        assert_eq!(err.to_string(), "t.jsonl:2: label 5 is out of range for numLabels = 2; labels are 0..1");
+        let err = map.index(&Label::Index(1), 2).unwrap_err();
+        assert_eq!(err.to_string(), "label 1 is an integer, but this model was trained with string labels: neg, pos; use one of them");
     }
 }

@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::options::MAX_HEAD_PARAMETERS;
 use crate::grad_mode::param;
 use crate::io::TensorSource;
 
@@ -51,6 +52,15 @@ impl ClassificationHead {
     /// Pooler from the checkpoint when it has one; classifier from the checkpoint when its
     /// shape fits `num_labels`, else initialised as transformers does (N(0, 0.02²), zero bias).
     pub fn new(w: &dyn TensorSource, style: HeadStyle, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+        // Estimated before anything is allocated: an allocation that fails aborts the process.
+        let parameters = num_labels.checked_mul(hidden).and_then(|c| c.checked_add(hidden * hidden)).unwrap_or(usize::MAX);
+        if parameters > MAX_HEAD_PARAMETERS {
+            return Err(Error::InvalidOption(format!(
+                "option `numLabels` = {num_labels} on a model of hidden size {hidden} needs a classification head of {parameters} parameters; \
+                 the maximum is {MAX_HEAD_PARAMETERS} ({} GiB of f32): use fewer labels",
+                (MAX_HEAD_PARAMETERS * 4) >> 30
+            )));
+        }
         let dense = style.dense_name();
         let (dense_w, dense_b) = (format!("{dense}.weight"), format!("{dense}.bias"));
         let mut rng = StdRng::seed_from_u64(seed);

@@ -46,6 +46,23 @@ pub(crate) fn refuse_unread(w: &dyn TensorSource, is_body: impl Fn(&str) -> bool
     )))
 }
 
+/// A rank above `min(in, out)` buys nothing (a LoRA update `B·A` cannot have more) and costs
+/// memory without bound: rank 65536 on every projection of a small model asked for gigabytes.
+/// The same bound holds an adapter to the size of the layer it adapts for Kron-LoRA too. (Its
+/// inner `B1·B2` cannot use more than `min(d_B1, d_B2)`, but refusing that would refuse the
+/// default rank 8 on small layers with large Kronecker factors, where it is merely redundant.)
+fn check_rank(path: &str, in_features: usize, out_features: usize, config: &crate::options::AdapterConfig) -> Result<()> {
+    let max = in_features.min(out_features);
+    if config.rank > max {
+        return Err(Error::InvalidOption(format!(
+            "option `rank` = {} is too large for layer `{path}`: an update of this {out_features}×{in_features} layer has rank at most {max}; \
+             use rank ≤ {max} (rankPattern can set it per layer)",
+            config.rank
+        )));
+    }
+    Ok(())
+}
+
 /// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
 /// in model order); returns how many. Every adapter is built before any is attached, so an
 /// error (a factor that does not divide, say) leaves the model unchanged.
@@ -59,6 +76,7 @@ pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str,
     for (path, config) in &chosen {
         let index = modules.iter().position(|(n, _)| n == path).expect("resolved from these modules");
         let p = &projections[index].0;
+        check_rank(path, p.in_features(), p.out_features(), config)?;
         built[index] = Some(match config.kind {
             AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, device)?),
             AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, device)?),

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::adapters::AdapterKind;
 use crate::error::Result;
 use crate::models::{AdapterPlan, ModuleOverride, TargetModules};
-use crate::options::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed, AdapterConfig, MAX_FEATURES, MAX_RANK};
+use crate::options::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed, AdapterConfig, MAX_NUM_LABELS, MAX_RANK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
@@ -62,7 +62,7 @@ impl ModelOptions {
             }),
             Some(v) => return Err(invalid(format!("option `task` must be a string, got {v}"))),
         };
-        let num_labels = bounded_int("numLabels", raw.num_labels.as_ref(), MAX_FEATURES)?;
+        let num_labels = bounded_int("numLabels", raw.num_labels.as_ref(), MAX_NUM_LABELS)?;
         if num_labels.is_some() && task != Some(Task::SequenceClassification) {
             return Err(invalid("option `numLabels` applies to task \"sequence-classification\" only".into()));
         }

@@ -208,7 +208,9 @@ const MAX_BATCH: usize = 1 << 16;
 
 impl TrainOptions {
     pub fn from_json(json: &str) -> Result<Self> {
-        let raw: Raw = serde_json::from_str(json).map_err(|e| json_error("training options", e))?;
+        // Records given in memory arrive inside the options; JSON.stringify writes a lone
+        // surrogate in a JavaScript string as a `\ud800` escape that serde cannot hold.
+        let raw: Raw = serde_json::from_str(&crate::data::replace_lone_surrogates(json)).map_err(|e| json_error("training options", e))?;
         let task = parse_task(raw.task.as_ref())?;
         let data = match raw.data.as_ref().filter(|v| !v.is_null()) {
             Some(v) => data_spec("data", v)?,

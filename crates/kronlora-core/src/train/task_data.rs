@@ -112,12 +112,24 @@ pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
     }
 }
 
-/// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
-/// decides the label names; otherwise unknown labels are errors).
 /// The default `maxLength`.
 pub const DEFAULT_MAX_LENGTH: usize = 128;
 
-pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, String)], max_length: Option<usize>, labels: &mut LabelMap, fit: bool, source: &str) -> Result<TaskData> {
+/// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
+/// decides the label names; otherwise unknown labels are errors). `should_stop` is asked
+/// before each record (rendering a chat template and tokenising can take a while on large
+/// data, and a cancelled run should not wait for it); `None` when it said stop.
+#[allow(clippy::too_many_arguments)]
+pub fn encode(
+    model: &PretrainedModel,
+    task: TrainTask,
+    placed: &[(Record, String)],
+    max_length: Option<usize>,
+    labels: &mut LabelMap,
+    fit: bool,
+    source: &str,
+    should_stop: &mut dyn FnMut() -> bool,
+) -> Result<Option<TaskData>> {
     let tokenizer = &model.tokenizer;
     let max_length = max_length.unwrap_or(DEFAULT_MAX_LENGTH.min(model.context_length()));
     // Checked here, before any work: a longer batch would fail only when it came up.
@@ -134,8 +146,8 @@ pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, Strin
         TrainTask::Classification => {
             let num_labels = model.head.as_ref().map_or(0, |h| h.num_labels());
             if fit {
-                let found = LabelMap::from_labels(records.iter().filter_map(|r| match *r {
-                    Record::Classification { label, .. } => Some(label),
+                let found = LabelMap::from_labels(placed.iter().filter_map(|(r, at)| match r {
+                    Record::Classification { label, .. } => Some((label, at.as_str())),
                     _ => None,
                 }), num_labels)?;
                 if labels.names.is_empty() || !found.names.is_empty() && found.names.iter().any(|n| !labels.names.contains(n)) {
@@ -151,6 +163,9 @@ pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, Strin
             }
             let mut out = Vec::with_capacity(records.len());
             for (i, r) in records.iter().enumerate() {
+                if should_stop() {
+                    return Ok(None);
+                }
                 let Record::Classification { text, label } = *r else { unreachable!("parsed as classification") };
                 let label = labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
                 let mut ids = tokenizer.encode(text)?;
@@ -160,11 +175,27 @@ pub fn encode(model: &PretrainedModel, task: TrainTask, placed: &[(Record, Strin
                 ids.truncate(max_length);
                 out.push(EncodedExample { ids, label: label as u32 });
             }
-            Ok(TaskData::Classification(out))
+            Ok(Some(TaskData::Classification(out)))
         }
-        TrainTask::CausalLm => Ok(TaskData::CausalLm(records.iter().enumerate().map(|(i, r)| encode_lm_record(tokenizer, r, max_length, &at(i))).collect::<Result<_>>()?)),
+        TrainTask::CausalLm => {
+            let mut out = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                if should_stop() {
+                    return Ok(None);
+                }
+                out.push(encode_lm_record(tokenizer, r, max_length, &at(i))?);
+            }
+            Ok(Some(TaskData::CausalLm(out)))
+        }
         TrainTask::MultipleChoice => {
-            Ok(TaskData::MultipleChoice(records.iter().enumerate().map(|(i, r)| encode_choice_record(tokenizer, r, max_length, &at(i))).collect::<Result<_>>()?))
+            let mut out = Vec::with_capacity(records.len());
+            for (i, r) in records.iter().enumerate() {
+                if should_stop() {
+                    return Ok(None);
+                }
+                out.push(encode_choice_record(tokenizer, r, max_length, &at(i))?);
+            }
+            Ok(Some(TaskData::MultipleChoice(out)))
         }
     }
 }

@@ -113,8 +113,8 @@ fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
     Ok(())
 }
 
-/// Read, tokenise and split the data of a run.
-fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, storage: &dyn Storage) -> Result<(TaskData, Option<TaskData>)> {
+/// Read, tokenise and split the data of a run; `None` when the observer asked to stop meanwhile.
+fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, storage: &dyn Storage, observer: &mut dyn TrainObserver) -> Result<Option<(TaskData, Option<TaskData>)>> {
     let records = read_records(&o.data, task, storage, "training data")?;
     let (train_records, validation_records) = match &o.validation_data {
         Some(spec) => (records, Some(read_records(spec, task, storage, "validation data")?)),
@@ -125,13 +125,18 @@ fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, 
         None => (records, None),
     };
     let mut labels = model.labels.clone();
-    let train = encode(model, task, &train_records, o.max_length, &mut labels, true, &o.data.name("data"))?;
+    let mut should_stop = || observer.should_stop();
+    let Some(train) = encode(model, task, &train_records, o.max_length, &mut labels, true, &o.data.name("data"), &mut should_stop)? else { return Ok(None) };
     let validation = match validation_records {
-        Some(r) => Some(encode(model, task, &r, o.max_length, &mut labels, false, &o.validation_data.as_ref().map_or("validation split".into(), |s| s.name("validationData")))?),
+        Some(r) => {
+            let source = o.validation_data.as_ref().map_or("validation split".into(), |s| s.name("validationData"));
+            let Some(v) = encode(model, task, &r, o.max_length, &mut labels, false, &source, &mut should_stop)? else { return Ok(None) };
+            Some(v)
+        }
         None => None,
     };
     model.labels = labels;
-    Ok((train, validation))
+    Ok(Some((train, validation)))
 }
 
 /// Train the model's adapters (and head) as `options_json` says, reading data and writing
@@ -152,7 +157,26 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     if !computed {
         return Err(Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"; use \"loss\"", o.metric.name(), task.name())));
     }
-    let (train, validation) = prepare_data(model, &o, task, storage)?;
+    let prepare_started = Instant::now();
+    let Some((train, validation)) = prepare_data(model, &o, task, storage, observer)? else {
+        // Cancelled while the data was being read: nothing was trained or written.
+        let result = TrainResult {
+            reason: "cancelled".into(),
+            step: 0,
+            total_steps: 0,
+            epoch: 0,
+            train_loss: None,
+            metrics: None,
+            best_step: None,
+            losses: Vec::new(),
+            checkpoint: None,
+            adapter_dir: None,
+            seconds: prepare_started.elapsed().as_secs_f64(),
+            examples_per_second: 0.0,
+        };
+        observer.event(&TrainEvent::Done(result.clone()));
+        return Ok(result);
+    };
     if validation.is_none() && (o.early_stopping.is_some() || o.eval_every.is_some()) {
         return Err(Error::InvalidOption(
             "earlyStopping and evalEvery need validation data: give validationData, or a validationSplit above 0 with at least 2 records".into(),
@@ -464,11 +488,11 @@ pub fn evaluate_model(model: &PretrainedModel, data_json: &str, options_json: &s
     let o = super::EvalOptions::from_json(options_json)?;
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
-    let data: serde_json::Value = serde_json::from_str(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
+    let data: serde_json::Value = serde_json::from_str(&crate::data::replace_lone_surrogates(data_json)).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
     let spec = data_spec("data", &data)?;
     let records = read_records(&spec, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();
-    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"))?;
+    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"), &mut || false)?.expect("never asked to stop");
     set_dropout(model, None);
     crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
 }

@@ -16,3 +16,4 @@ mod matmul_t;
 mod parity;
 mod train;
 mod training;
+mod untrusted_input;
