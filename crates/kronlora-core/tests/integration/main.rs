@@ -7,6 +7,7 @@ mod tiny;
 
 mod bert;
 mod fused;
+mod fuzz;
 mod layers;
 mod llama;
 mod lm_training;
