@@ -71,5 +71,5 @@ fn adapter_case(case: &AdapterCase) -> CaseResult {
 fn adapter_dir() {
     let mutation = prop_oneof![1 => json_mutation().prop_map(AdapterMutation::Config), 1 => safetensors_mutation().prop_map(AdapterMutation::Weights)];
     let strategy = (0..KINDS.len(), proptest::collection::vec(mutation, 1..3)).prop_map(|(kind, mutations)| AdapterCase { kind, mutations });
-    fuzz("adapter_dir", file!(), 48, strategy, adapter_case);
+    fuzz("adapter_dir", file!(), 128, strategy, adapter_case);
 }

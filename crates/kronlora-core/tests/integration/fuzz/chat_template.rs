@@ -70,5 +70,5 @@ fn chat_template() {
     let message = (proptest::sample::select(vec!["user", "assistant", "system", ""]), "[a-z ]{0,12}").prop_map(|(r, c)| (r.to_string(), c));
     let strategy = (template(hostile), proptest::collection::vec(message, 0..4), any::<bool>())
         .prop_map(|(template, messages, add_generation_prompt)| TemplateCase { template, messages, add_generation_prompt });
-    fuzz("chat_template", file!(), 96, strategy, template_case);
+    fuzz("chat_template", file!(), 256, strategy, template_case);
 }

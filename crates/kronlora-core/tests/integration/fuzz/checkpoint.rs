@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::memory_storage::MemoryStorage;
-use super::mutate::{apply_json, apply_safetensors, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation};
+use super::mutate::{apply_json, apply_safetensors, extreme_integer, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation};
 use super::tiny_files::bert_classifier;
 use super::{finite, fuzz, CaseResult, Property};
 
@@ -62,6 +62,8 @@ fn written() -> &'static BTreeMap<String, Vec<u8>> {
 #[derive(Debug, Clone)]
 pub enum CheckpointMutation {
     State(JsonMutation),
+    /// A counter of the state set to an extreme (a crafted state, still well-typed).
+    StateCounter(&'static str, u64),
     Trainable(SafetensorsMutation),
     Optimizer(SafetensorsMutation),
 }
@@ -70,13 +72,20 @@ fn checkpoint_case(mutations: &Vec<CheckpointMutation>) -> CaseResult {
     let mut files = written().clone();
     for m in mutations {
         let file = match m {
-            CheckpointMutation::State(_) => "trainer_state.json",
+            CheckpointMutation::State(_) | CheckpointMutation::StateCounter(..) => "trainer_state.json",
             CheckpointMutation::Trainable(_) => "trainable.safetensors",
             CheckpointMutation::Optimizer(_) => "optimizer.safetensors",
         };
         let bytes = files.get_mut(&format!("{CHECKPOINT}/{file}")).unwrap();
         match m {
             CheckpointMutation::State(j) => *bytes = apply_json(bytes, j),
+            CheckpointMutation::StateCounter(field, value) => {
+                let mut state: Value = serde_json::from_slice(bytes).unwrap_or_default();
+                if state.get(*field).is_some() {
+                    state[*field] = json!(value);
+                }
+                *bytes = serde_json::to_vec(&state).unwrap();
+            }
             CheckpointMutation::Trainable(s) | CheckpointMutation::Optimizer(s) => apply_safetensors(bytes, s),
         }
     }
@@ -105,8 +114,10 @@ fn checkpoint_case(mutations: &Vec<CheckpointMutation>) -> CaseResult {
 fn checkpoint() {
     let mutation = prop_oneof![
         3 => json_mutation().prop_map(CheckpointMutation::State),
+        2 => (proptest::sample::select(vec!["step", "totalSteps", "epoch", "batch", "evalsWithoutImprovement", "format"]), extreme_integer())
+            .prop_map(|(field, value)| CheckpointMutation::StateCounter(field, value)),
         1 => safetensors_mutation().prop_map(CheckpointMutation::Trainable),
         1 => safetensors_mutation().prop_map(CheckpointMutation::Optimizer),
     ];
-    fuzz("checkpoint", file!(), 32, proptest::collection::vec(mutation, 1..3), checkpoint_case);
+    fuzz("checkpoint", file!(), 96, proptest::collection::vec(mutation, 1..3), checkpoint_case);
 }

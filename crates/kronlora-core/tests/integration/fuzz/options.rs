@@ -59,5 +59,5 @@ fn options_case(case: &OptionsCase) -> CaseResult {
 #[test]
 fn options() {
     let strategy = (0..VALID.len(), proptest::collection::vec(json_mutation(), 1..4)).prop_map(|(which, mutations)| OptionsCase { which, mutations });
-    fuzz("options", file!(), 96, strategy, options_case);
+    fuzz("options", file!(), 512, strategy, options_case);
 }

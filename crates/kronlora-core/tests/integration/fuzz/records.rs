@@ -99,5 +99,5 @@ fn records() {
         1 => Just(RecordsMutation::Bom),
     ];
     let strategy = (0..TASKS.len(), 0..3usize, proptest::collection::vec(mutation, 1..4)).prop_map(|(task, form, mutations)| RecordsCase { task, form, mutations });
-    fuzz("records", file!(), 64, strategy, records_case);
+    fuzz("records", file!(), 1024, strategy, records_case);
 }

@@ -90,10 +90,10 @@ fn llama_case(case: &DirCase) -> CaseResult {
 
 #[test]
 fn safetensors_bert() {
-    fuzz("safetensors_bert", file!(), 48, dir_case(), bert_case);
+    fuzz("safetensors_bert", file!(), 128, dir_case(), bert_case);
 }
 
 #[test]
 fn safetensors_llama() {
-    fuzz("safetensors_llama", file!(), 32, dir_case(), llama_case);
+    fuzz("safetensors_llama", file!(), 96, dir_case(), llama_case);
 }
