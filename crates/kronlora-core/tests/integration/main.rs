@@ -8,6 +8,7 @@ mod tiny;
 mod bert;
 mod file_safety;
 mod fused;
+mod fuzz;
 mod layers;
 mod llama;
 mod loaders;
