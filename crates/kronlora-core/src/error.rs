@@ -51,9 +51,16 @@ fn first_line(text: &str) -> &str {
 impl Error {
     /// `[CODE] message` on one line: what both bindings throw, and the TS package parses.
     /// Line breaks inside a message (a quoted file name, a backtrace) become spaces.
+    /// A candle error quoted inside a message (`{e}`) brings its backtrace along when
+    /// `RUST_BACKTRACE` is set; the frames (`0: candle_core::…`) are cut off here.
     pub fn to_js_message(&self) -> String {
         let text = self.to_string();
-        let one_line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let one_line: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .take_while(|l| !l.starts_with("0: ") && !l.starts_with("stack backtrace:"))
+            .filter(|l| !l.is_empty())
+            .collect();
         format!("[{}] {}", self.code(), one_line.join(" "))
     }
 
@@ -89,5 +96,11 @@ mod tests {
         let message = Error::from(candle).to_js_message();
         assert_eq!(message, "[ERR_INTERNAL] internal tensor error (please report this as a kronlora bug): shape mismatch");
         assert_eq!(Error::Io("a.txt: cannot read:\n  denied\n".into()).to_js_message(), "[ERR_IO] a.txt: cannot read: denied");
+        let quoted = candle_core::Error::WithBacktrace {
+            inner: Box::new(candle_core::Error::Msg("unrecognized value-type 99".into())),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        let message = Error::InvalidModel(format!("m.gguf: not a valid GGUF file: {quoted}")).to_js_message();
+        assert_eq!(message, "[ERR_INVALID_MODEL] m.gguf: not a valid GGUF file: unrecognized value-type 99");
     }
 }

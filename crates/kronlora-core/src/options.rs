@@ -104,12 +104,17 @@ pub(crate) fn bounded_int(field: &str, value: Option<&Value>, max: usize) -> Res
     }
 }
 
-/// A finite non-zero number (an adapter's `alpha`).
+/// The largest |alpha| an adapter may have, created or read from a file. Real adapters use 1 to
+/// a few thousand (alpha is usually r or 2r); far beyond that the update swamps the layer and
+/// outputs overflow to infinity.
+pub const MAX_ALPHA: f64 = 1e6;
+
+/// A finite non-zero number of size at most `MAX_ALPHA` (an adapter's `alpha`).
 pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
     let value = required(field, value.filter(|v| !v.is_null()))?;
     let x = number(field, value)?;
-    if !x.is_finite() || x == 0.0 {
-        return Err(invalid(format!("option `{field}` must be a finite non-zero number, got {value}")));
+    if !x.is_finite() || x == 0.0 || x.abs() > MAX_ALPHA {
+        return Err(invalid(format!("option `{field}` must be a non-zero number from -{MAX_ALPHA:e} to {MAX_ALPHA:e}, got {value}")));
     }
     Ok(x)
 }

@@ -28,6 +28,35 @@ fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::InvalidModel(format!("{}: cannot build the tokenizer: {e}", path.display()))
 }
 
+/// `tokenizers` reads a `TemplateProcessing` post-processor without checking it, then panics
+/// when it encodes with a special token the template names but `special_tokens` lacks (or whose
+/// `ids` and `tokens` differ in length). A panic aborts the WASM instance, so check first.
+fn check_template_processing(processor: &serde_json::Value, path: &Path) -> Result<()> {
+    match processor["type"].as_str() {
+        Some("Sequence") => {
+            for p in processor["processors"].as_array().into_iter().flatten() {
+                check_template_processing(p, path)?;
+            }
+            Ok(())
+        }
+        Some("TemplateProcessing") => {
+            let bad = |what: String| Error::InvalidModel(format!("{}: post_processor (TemplateProcessing) {what}", path.display()));
+            let tokens = &processor["special_tokens"];
+            for piece in ["single", "pair"].iter().filter_map(|k| processor[*k].as_array()).flatten() {
+                let Some(id) = piece.get("SpecialToken").map(|t| &t["id"]) else { continue };
+                let Some(id) = id.as_str() else { return Err(bad(format!("names a special token by {id}, not by a string"))) };
+                let token = tokens.get(id).ok_or_else(|| bad(format!("uses the special token {id:?}, which its `special_tokens` does not define")))?;
+                let (ids, texts) = (token["ids"].as_array(), token["tokens"].as_array());
+                if ids.map(Vec::len) != texts.map(Vec::len) || ids.is_none_or(Vec::is_empty) {
+                    return Err(bad(format!("special token {id:?} needs `ids` and `tokens` of the same non-zero length")));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 impl TextTokenizer {
     /// A Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -37,6 +66,8 @@ impl TextTokenizer {
 
     /// A `tokenizer.json` given as bytes; `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| tokenizer_error(path, e))?;
+        check_template_processing(&json["post_processor"], path)?;
         let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| tokenizer_error(path, e))?;
         // Padding and truncation are kronlora's job (dynamic padding, `maxLength`), per batch.
         inner.with_padding(None);

@@ -34,9 +34,7 @@ pub const ADAPTER_MARKER: Marker = Marker {
 /// What `save_adapter` may write and replace.
 pub const ADAPTER_LAYOUT: OwnedLayout = OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
 
-/// The largest |alpha| an adapter file may state. Real adapters use 1 to a few thousand (alpha
-/// is usually r or 2r); far beyond that the update swamps the layer and outputs overflow.
-pub const MAX_ALPHA: f64 = 1e6;
+use crate::options::MAX_ALPHA;
 
 /// An adapter's `alpha` (or `lora_alpha`, or an `alpha_pattern` entry): finite, non-zero, and
 /// at most `MAX_ALPHA` in size.

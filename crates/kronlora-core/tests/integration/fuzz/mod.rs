@@ -64,29 +64,7 @@ pub enum Property {
 /// Properties not asserted in the default run, because issue 9's fixes for them live on other
 /// branches: (target, property, why). The lead deletes an entry once its fix is merged;
 /// `KRONLORA_FUZZ_ALL=1` (what `scripts/fuzz.sh` sets by default) asserts them regardless.
-const KNOWN_OPEN: &[(&str, Property, &str)] = &[
-    // known: issue 9 §3 — loaders accept tensors they cannot read (dtype, offsets, eps) and
-    // compute NaN; candle's shape/dtype errors surface as ERR_INTERNAL.
-    ("safetensors_bert", Property::NoInternal, "issue 9 §3"),
-    ("safetensors_bert", Property::Finite, "issue 9 §3"),
-    ("safetensors_llama", Property::NoInternal, "issue 9 §3"),
-    ("safetensors_llama", Property::Finite, "issue 9 §3"),
-    ("gguf_llama", Property::NoInternal, "issue 9 §3"),
-    ("gguf_llama", Property::Finite, "issue 9 §3"),
-    // known: issue 9 §2/§3 — a GGUF string length of 2^53 aborts the process (candle allocates first).
-    ("gguf_llama", Property::HugeAllocations, "issue 9 §2/§3"),
-    // known: issue 9 §3 — adapter alpha 1e30 gives null scores; r/target_modules unchecked.
-    ("adapter_dir", Property::NoInternal, "issue 9 §3"),
-    ("adapter_dir", Property::Finite, "issue 9 §3"),
-    // known: issue 9 §3 — crafted trainer_state.json (step 2^63, epoch 1e15) "completes".
-    ("checkpoint", Property::NoInternal, "issue 9 §3"),
-    ("checkpoint", Property::Finite, "issue 9 §3"),
-    ("checkpoint", Property::Consistent, "issue 9 §3"),
-    // known: issue 9 §2 — chat templates have no limit on work or output size.
-    ("chat_template", Property::HostileWork, "issue 9 §2"),
-    // known: issue 9 §2 — layer/adapter options are bounded by constants, not by the model.
-    ("options", Property::Finite, "issue 9 §2/§3"),
-];
+const KNOWN_OPEN: &[(&str, Property, &str)] = &[];
 
 /// The longest one case may run before it counts as a hang.
 const CASE_LIMIT: Duration = Duration::from_secs(10);
