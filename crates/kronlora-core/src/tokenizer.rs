@@ -22,6 +22,8 @@ pub struct TextTokenizer {
     pub add_bos: bool,
     /// The model's chat template, compiled once when the tokenizer is built.
     chat: Option<ChatTemplate>,
+    /// The largest id a post-processor inserts (special tokens may lie outside the vocabulary).
+    max_special_id: u32,
 }
 
 fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -31,11 +33,12 @@ fn tokenizer_error(path: &Path, e: impl std::fmt::Display) -> Error {
 /// `tokenizers` reads a `TemplateProcessing` post-processor without checking it, then panics
 /// when it encodes with a special token the template names but `special_tokens` lacks (or whose
 /// `ids` and `tokens` differ in length). A panic aborts the WASM instance, so check first.
-fn check_template_processing(processor: &serde_json::Value, path: &Path) -> Result<()> {
+/// The ids it inserts are collected in `ids`.
+fn check_template_processing(processor: &serde_json::Value, path: &Path, ids: &mut Vec<u32>) -> Result<()> {
     match processor["type"].as_str() {
         Some("Sequence") => {
             for p in processor["processors"].as_array().into_iter().flatten() {
-                check_template_processing(p, path)?;
+                check_template_processing(p, path, ids)?;
             }
             Ok(())
         }
@@ -46,9 +49,10 @@ fn check_template_processing(processor: &serde_json::Value, path: &Path) -> Resu
                 let Some(id) = piece.get("SpecialToken").map(|t| &t["id"]) else { continue };
                 let Some(id) = id.as_str() else { return Err(bad(format!("names a special token by {id}, not by a string"))) };
                 let token = tokens.get(id).ok_or_else(|| bad(format!("uses the special token {id:?}, which its `special_tokens` does not define")))?;
-                let (ids, texts) = (token["ids"].as_array(), token["tokens"].as_array());
-                if ids.map(Vec::len) != texts.map(Vec::len) || ids.is_none_or(Vec::is_empty) {
-                    return Err(bad(format!("special token {id:?} needs `ids` and `tokens` of the same non-zero length")));
+                let numbers: Option<Vec<u32>> = token["ids"].as_array().and_then(|list| list.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect());
+                match numbers {
+                    Some(numbers) if !numbers.is_empty() && Some(numbers.len()) == token["tokens"].as_array().map(Vec::len) => ids.extend(numbers),
+                    _ => return Err(bad(format!("special token {id:?} needs `ids` (token ids) and `tokens` of the same non-zero length"))),
                 }
             }
             Ok(())
@@ -67,14 +71,16 @@ impl TextTokenizer {
     /// A `tokenizer.json` given as bytes; `path` names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| tokenizer_error(path, e))?;
-        check_template_processing(&json["post_processor"], path)?;
+        let mut special_ids = Vec::new();
+        check_template_processing(&json["post_processor"], path, &mut special_ids)?;
         let mut inner = Tokenizer::from_bytes(bytes).map_err(|e| tokenizer_error(path, e))?;
         // Padding and truncation are kronlora's job (dynamic padding, `maxLength`), per batch.
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| tokenizer_error(path, e))?;
         let id = |t: &str| inner.token_to_id(t);
         let pad = id("[PAD]").or_else(|| id("<pad>")).or_else(|| id("<|endoftext|>")).unwrap_or(0);
-        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat: None }.finish())
+        let max_special_id = special_ids.into_iter().max().unwrap_or(0);
+        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat: None, max_special_id }.finish())
     }
 
     /// The byte-level BPE described by `tokenizer.ggml.{model,tokens,merges,token_type}`.
@@ -120,7 +126,7 @@ impl TextTokenizer {
         let bos = opt("tokenizer.ggml.bos_token_id")?;
         // llama.cpp's flag; without it, byte-level BPE models (GPT-2 style) add no BOS.
         let add_bos = if file.has("tokenizer.ggml.add_bos_token") { file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some() } else { false };
-        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat })
+        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat, max_special_id: 0 })
     }
 
     /// Fill in BOS/EOS and the chat template from a decoder's `config.json` and
@@ -193,6 +199,13 @@ impl TextTokenizer {
             },
             at,
         )
+    }
+
+    /// The largest token id this tokenizer can produce (vocabulary, added tokens, the ids its
+    /// post-processor and padding insert): the model needs an embedding row for each.
+    pub fn largest_token_id(&self) -> u32 {
+        let vocab = self.inner.get_vocab(true).into_values().max().unwrap_or(0);
+        [vocab, self.max_special_id, self.pad_token_id, self.bos_token_id.unwrap_or(0), self.eos_token_id.unwrap_or(0)].into_iter().max().unwrap_or(0)
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -85,8 +85,25 @@ impl PretrainedModel {
             Error::Internal(e) => Error::InvalidModel(format!("{name}: the model cannot be read: {}", e.to_string().lines().next().unwrap_or(""))),
             other => other,
         })?;
+        model.check_token_ids(&name)?;
         model.source_name = name;
         Ok(model)
+    }
+
+    /// Every id the tokenizer can produce must have an embedding row; otherwise the first text
+    /// that uses it fails deep inside a forward pass.
+    fn check_token_ids(&self, name: &str) -> Result<()> {
+        let rows = match &self.backbone {
+            Backbone::Bert(m) => m.config.vocab_size,
+            Backbone::Llama(m) => m.config.vocab_size,
+        };
+        let largest = self.tokenizer.largest_token_id() as usize;
+        if largest >= rows {
+            return Err(Error::InvalidModel(format!(
+                "{name}: the tokenizer has token id {largest}, but the model has only {rows} token embeddings (vocab_size); the tokenizer does not belong to these weights"
+            )));
+        }
+        Ok(())
     }
 
     fn load_inner(mut source: ModelSource, options_json: &str) -> Result<Self> {

@@ -141,8 +141,11 @@ fn gguf_mutation() -> impl Strategy<Value = GgufMutation> {
     ]
 }
 
+/// Fields are found in the valid file; an earlier truncation may have cut this one off.
 fn write(bytes: &mut [u8], f: &Field, value: u64) {
-    bytes[f.offset..f.offset + f.width].copy_from_slice(&value.to_le_bytes()[..f.width]);
+    if let Some(slot) = bytes.get_mut(f.offset..f.offset + f.width) {
+        slot.copy_from_slice(&value.to_le_bytes()[..f.width]);
+    }
 }
 
 fn pick(kind: Kind, i: &Index) -> Option<Field> {
