@@ -394,8 +394,9 @@ fn adapter_files(kind: &str) -> (serde_json::Value, HashMap<String, Tensor>) {
     let mut m = classifier(&format!("adapter-src-{kind}"));
     m.add_adapter("a", &format!(r#"{{"type":"{kind}","rank":4,"alpha":8,"targetModules":["query","value"],"seed":2}}"#)).unwrap();
     let files = m.adapter_files(None).unwrap();
-    let config: serde_json::Value = serde_json::from_slice(&files[0].1).unwrap();
-    let tensors = candle_core::safetensors::load_buffer(&files[1].1, &Device::Cpu).unwrap();
+    let file = |name: &str| &files.iter().find(|(n, _)| n == name).unwrap().1;
+    let config: serde_json::Value = serde_json::from_slice(file("adapter_config.json")).unwrap();
+    let tensors = candle_core::safetensors::load_buffer(file("adapter_model.safetensors"), &Device::Cpu).unwrap();
     let tensors = tensors.into_iter().map(|(k, t)| (k, (t + 0.05).unwrap())).collect();
     (config, tensors)
 }

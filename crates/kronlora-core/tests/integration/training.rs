@@ -31,23 +31,7 @@ pub(crate) fn dataset(n: usize, seed: u64) -> Value {
 pub(crate) fn model_dir(name: &str) -> std::path::PathBuf {
     let dir = temp_dir(name);
     write_model(&dir, &tiny_bert_tensors(11), CONFIG);
-    let mut vocab = serde_json::Map::new();
-    for (i, w) in ["[PAD]", "[CLS]", "[UNK]", "[SEP]"].iter().enumerate() {
-        vocab.insert(w.to_string(), i.into());
-    }
-    for i in 4..50 {
-        vocab.insert(format!("w{i}"), i.into());
-    }
-    let tokenizer = json!({
-        "version": "1.0",
-        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]" },
-        "pre_tokenizer": { "type": "Whitespace" },
-        "post_processor": { "type": "TemplateProcessing",
-            "single": [{ "SpecialToken": { "id": "[CLS]", "type_id": 0 } }, { "Sequence": { "id": "A", "type_id": 0 } }],
-            "pair": [{ "Sequence": { "id": "A", "type_id": 0 } }, { "Sequence": { "id": "B", "type_id": 1 } }],
-            "special_tokens": { "[CLS]": { "id": "[CLS]", "ids": [1], "tokens": ["[CLS]"] } } }
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), crate::tiny::word_tokenizer(50)).unwrap();
     dir
 }
 

@@ -11,7 +11,7 @@ use kronlora_core::tokenizer::TextTokenizer;
 use proptest::prelude::*;
 use serde_json::json;
 
-use super::tiny_files::word_tokenizer;
+use crate::tiny::word_tokenizer;
 use super::{asserted, fuzz, CaseResult, Property};
 
 fn counts(hostile: bool) -> BoxedStrategy<u64> {

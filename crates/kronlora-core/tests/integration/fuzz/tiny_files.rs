@@ -5,32 +5,10 @@ use std::sync::OnceLock;
 
 use kronlora_core::io::ModelSource;
 use kronlora_core::pretrained::PretrainedModel;
-use serde_json::json;
 
 use crate::tiny;
 use crate::tiny::llama;
 
-/// A word-level tokenizer: `[PAD] [CLS] [UNK] [SEP]`, then `w4 … w{vocab-1}`; `[CLS]` first.
-pub fn word_tokenizer(vocab_size: usize) -> Vec<u8> {
-    let mut vocab = serde_json::Map::new();
-    for (i, w) in ["[PAD]", "[CLS]", "[UNK]", "[SEP]"].iter().enumerate() {
-        vocab.insert(w.to_string(), i.into());
-    }
-    for i in 4..vocab_size {
-        vocab.insert(format!("w{i}"), i.into());
-    }
-    json!({
-        "version": "1.0",
-        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]" },
-        "pre_tokenizer": { "type": "Whitespace" },
-        "post_processor": { "type": "TemplateProcessing",
-            "single": [{ "SpecialToken": { "id": "[CLS]", "type_id": 0 } }, { "Sequence": { "id": "A", "type_id": 0 } }],
-            "pair": [{ "Sequence": { "id": "A", "type_id": 0 } }, { "Sequence": { "id": "B", "type_id": 1 } }],
-            "special_tokens": { "[CLS]": { "id": "[CLS]", "ids": [1], "tokens": ["[CLS]"] } } }
-    })
-    .to_string()
-    .into_bytes()
-}
 
 pub type Files = BTreeMap<String, Vec<u8>>;
 
@@ -48,7 +26,7 @@ pub fn bert() -> &'static Files {
     FILES.get_or_init(|| {
         let dir = tiny::temp_dir("fuzz-bert");
         tiny::write_model(&dir, &tiny::tiny_bert_tensors(11), tiny::CONFIG);
-        std::fs::write(dir.join("tokenizer.json"), word_tokenizer(50)).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), tiny::word_tokenizer(50)).unwrap();
         let files = read_all(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         files
@@ -61,7 +39,7 @@ pub fn llama_hf() -> &'static Files {
     FILES.get_or_init(|| {
         let dir = llama::temp_dir("fuzz-hf");
         llama::write_hf_dir(&dir, &llama::tensors(3, false), false);
-        std::fs::write(dir.join("tokenizer.json"), word_tokenizer(llama::VOCAB)).unwrap();
+        std::fs::write(dir.join("tokenizer.json"), tiny::word_tokenizer(llama::VOCAB)).unwrap();
         let files = read_all(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
         files

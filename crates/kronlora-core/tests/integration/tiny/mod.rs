@@ -66,3 +66,24 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// A word-level tokenizer: `[PAD] [CLS] [UNK] [SEP]`, then `w4 … w{vocab-1}`; `[CLS]` first.
+pub fn word_tokenizer(vocab_size: usize) -> Vec<u8> {
+    let mut vocab = serde_json::Map::new();
+    for (i, w) in ["[PAD]", "[CLS]", "[UNK]", "[SEP]"].iter().enumerate() {
+        vocab.insert(w.to_string(), i.into());
+    }
+    for i in 4..vocab_size {
+        vocab.insert(format!("w{i}"), i.into());
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]" },
+        "pre_tokenizer": { "type": "Whitespace" },
+        "post_processor": { "type": "TemplateProcessing",
+            "single": [{ "SpecialToken": { "id": "[CLS]", "type_id": 0 } }, { "Sequence": { "id": "A", "type_id": 0 } }],
+            "pair": [{ "Sequence": { "id": "A", "type_id": 0 } }, { "Sequence": { "id": "B", "type_id": 1 } }],
+            "special_tokens": { "[CLS]": { "id": "[CLS]", "ids": [1], "tokens": ["[CLS]"] } } }
+    })
+    .to_string()
+    .into_bytes()
+}
