@@ -12,7 +12,7 @@
 // The model and data are fetched into .cache/ once. Each run is a fresh Node process, so its
 // peak memory is its own.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -49,13 +49,15 @@ const isDemoFolder = (dir) => {
     return false;
   }
 };
-if (existsSync(out) && readdirSync(out).length > 0 && !isDemoFolder(out)) {
-  console.error(`kronlora demo: [ERR_WOULD_OVERWRITE] --out ${out} holds files and is not an earlier demo's output folder (no demo results.json); pass a new or empty folder`);
+if (existsSync(out) && (!statSync(out).isDirectory() || (readdirSync(out).length > 0 && !isDemoFolder(out)))) {
+  console.error(`kronlora demo: [ERR_WOULD_OVERWRITE] --out ${out} is neither an empty folder nor an earlier demo's output folder (no demo results.json); pass a new or empty folder`);
   process.exit(1);
 }
 const writeAtomic = (file, text) => {
-  writeFileSync(`${file}.tmp`, text);
-  renameSync(`${file}.tmp`, file);
+  // A temporary name of this process's own, created new ('wx'): no file of yours is replaced.
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, text, { flag: 'wx' });
+  renameSync(tmp, file);
 };
 
 let model = a.model;

@@ -63,8 +63,13 @@ describe.each(backends)('untrusted input on %s', (name) => {
     const controller = new AbortController();
     const run = model.train({ data: chat(3000), epochs: 1, batchSize: 2, signal: controller.signal });
     controller.abort();
+    // `start` is sent once the data is prepared: without the check between records, all 3000
+    // would be encoded first and the run would then stop at step 0 after a `start`.
+    const events: string[] = [];
+    for await (const event of run) events.push(event.type);
     const result = await run.result;
     expect([result.reason, result.step]).toEqual(['cancelled', 0]);
+    expect(events.filter((type) => type === 'start' || type === 'step')).toEqual([]);
   }, HANG_LIMIT_MS);
 
   it('options that would allocate gigabytes are refused with the limit', async () => {

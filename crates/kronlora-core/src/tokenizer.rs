@@ -57,6 +57,16 @@ fn check_template_processing(processor: &serde_json::Value, path: &Path, ids: &m
             }
             Ok(())
         }
+        // `"cls": ["[CLS]", 101]`, `"sep": ["[SEP]", 102]`: ids inserted as they are.
+        Some("BertProcessing" | "RobertaProcessing") => {
+            for key in ["cls", "sep"] {
+                let id = processor[key][1].as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
+                    Error::InvalidModel(format!("{}: post_processor `{key}` must be [token, id] with a token id, got {}", path.display(), processor[key]))
+                })?;
+                ids.push(id);
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
@@ -115,7 +125,13 @@ impl TextTokenizer {
                 types.iter().zip(&tokens).filter(|(t, _)| **t == 3).map(|(_, tok)| AddedToken::from(tok.clone(), true)).collect();
             inner.add_special_tokens(special).map_err(|e| tokenizer_error(path, e))?;
         }
-        let opt = |key: &str| -> Result<Option<u32>> { if file.has(key) { Ok(Some(file.usize(key)? as u32)) } else { Ok(None) } };
+        let opt = |key: &str| -> Result<Option<u32>> {
+            if !file.has(key) {
+                return Ok(None);
+            }
+            let id = file.usize(key)?;
+            u32::try_from(id).map(Some).map_err(|_| Error::InvalidModel(format!("{}: `{key}` = {id} is not a token id", path.display())))
+        };
         let eos = opt("tokenizer.ggml.eos_token_id")?;
         let pad = opt("tokenizer.ggml.padding_token_id")?.or(eos).unwrap_or(0);
         let chat = if file.has("tokenizer.chat_template") {
@@ -220,5 +236,26 @@ impl TextTokenizer {
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.inner.decode(ids, true).map_err(|e| Error::InvalidOption(format!("cannot decode token ids: {e}")))
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_processors_report_the_ids_they_insert_and_refuse_what_tokenizers_would_panic_on() {
+        let path = Path::new("tokenizer.json");
+        let mut ids = Vec::new();
+        let bert = serde_json::json!({ "type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["[CLS]", 101] });
+        check_template_processing(&bert, path, &mut ids).unwrap();
+        assert_eq!(ids, [101, 102]);
+        let huge = serde_json::json!({ "type": "RobertaProcessing", "sep": ["</s>", 2], "cls": ["<s>", 1u64 << 40] });
+        let e = check_template_processing(&huge, path, &mut ids).unwrap_err().to_js_message();
+        assert!(e.starts_with("[ERR_INVALID_MODEL] tokenizer.json: post_processor `cls`"), "{e}");
+        let undefined = serde_json::json!({ "type": "Sequence", "processors": [{ "type": "TemplateProcessing",
+            "single": [{ "SpecialToken": { "id": "[CLS]", "type_id": 0 } }], "pair": [], "special_tokens": {} }] });
+        let e = check_template_processing(&undefined, path, &mut ids).unwrap_err().to_js_message();
+        assert!(e.contains("uses the special token \"[CLS]\", which its `special_tokens` does not define"), "{e}");
     }
 }

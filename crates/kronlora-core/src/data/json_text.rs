@@ -24,7 +24,8 @@ pub fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
     let is_low = |at: usize| bytes.get(at..at + 2) == Some(b"\\u") && hex4(&bytes[at + 2..]).is_some_and(|c| (0xDC00..=0xDFFF).contains(&c));
     let mut lone = Vec::new();
     let mut i = 0;
-    while let Some(offset) = bytes[i..].iter().position(|&b| b == b'\\') {
+    // `get`: an escape at the very end (a truncated line) moves `i` past the end.
+    while let Some(offset) = bytes.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\\')) {
         let at = i + offset;
         if bytes.get(at + 1) != Some(&b'u') {
             // Any other escape is two bytes (`\\`, `\"`, `\n`, …): skipping both keeps an
@@ -32,16 +33,13 @@ pub fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
             i = at + 2;
             continue;
         }
-        match hex4(&bytes[at + 2..]) {
+        match bytes.get(at + 2..).and_then(hex4) {
             Some(0xD800..=0xDBFF) if is_low(at + 6) => i = at + 12,
             Some(0xD800..=0xDFFF) => {
                 lone.push(at);
                 i = at + 6;
             }
             _ => i = at + 2,
-        }
-        if i >= bytes.len() {
-            break;
         }
     }
     if lone.is_empty() {
@@ -153,6 +151,14 @@ pub fn parse_json(text: &str) -> Result<Value, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_escape_cut_off_at_the_end_is_an_error_not_a_panic() {
+        for text in ["\\", "{\"text\":\"C:\\", "\"\\u", "\"\\ud8", "\"\\ud800\\"] {
+            let _ = replace_lone_surrogates(text); // panicked on "\\" before
+            assert!(parse_json(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn lone_surrogates_become_replacement_characters_and_pairs_stay() {

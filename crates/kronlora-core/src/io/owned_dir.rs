@@ -151,9 +151,19 @@ pub fn write_owned_dir(storage: &dyn Storage, dir: &str, layout: &OwnedLayout, f
     }
 }
 
+/// The directory holding `path`. On wasm32, `std::path` knows only '/', while Node on Windows
+/// hands over `C:\\runs\\out`: there both separators count.
+fn parent_dir(path: &str) -> Option<&str> {
+    #[cfg(target_arch = "wasm32")]
+    let parent = path.rsplit_once(['/', '\\']).map(|(p, _)| p);
+    #[cfg(not(target_arch = "wasm32"))]
+    let parent = std::path::Path::new(path).parent().and_then(|p| p.to_str());
+    parent.filter(|p| !p.is_empty())
+}
+
 fn write_new_dir(storage: &dyn Storage, dir: &str, files: &[(String, Vec<u8>)]) -> Result<()> {
     let base = dir.trim_end_matches(['/', '\\']);
-    if let Some(parent) = std::path::Path::new(base).parent().and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+    if let Some(parent) = parent_dir(base) {
         storage.create_dir_all(parent)?;
     }
     let tmp = format!("{base}.tmp-{}", unique_suffix());
@@ -188,6 +198,14 @@ fn replace_file(storage: &dyn Storage, dir: &str, name: &str, bytes: &[u8]) -> R
 pub fn remove_owned_dir(storage: &dyn Storage, dir: &str, layout: &OwnedLayout, marker: &Marker) -> Result<()> {
     if !is_owned_dir(storage, dir, marker)? {
         return Ok(());
+    }
+    // Another marker file of the layout that kronlora did not write (a PEFT adapter copied into
+    // a checkpoint) makes the files beside it someone else's too: remove nothing.
+    for other in layout.markers.iter().filter(|m| m.file != marker.file) {
+        let path = join(dir, other.file);
+        if storage.kind(&path)? != EntryKind::Missing && !is_owned_dir(storage, dir, other)? {
+            return Ok(());
+        }
     }
     let is_marker = |name: &&str| layout.markers.iter().any(|m| m.file == *name);
     let order = std::iter::once(marker.file)
@@ -248,6 +266,24 @@ mod tests {
         remove_owned_dir(&FsStorage, &dir, &LAYOUT, &MARK).unwrap();
         assert_eq!(FsStorage.list(&dir).unwrap(), ["notes.txt"], "the directory stays while a foreign file is in it");
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn removal_leaves_a_directory_whose_second_marker_is_foreign() {
+        // Like a checkpoint (state marker) into which someone copied a PEFT adapter (config marker).
+        const OTHER: Marker = Marker { file: "other.json", holds: "`ours`", is_ours: |b| b == b"ours" };
+        const TWO: OwnedLayout = OwnedLayout { what: "test output", files: &["data.bin", "other.json", "mark.json"], markers: &[MARK, OTHER] };
+        let root = scratch("two-markers");
+        let dir = root.display().to_string();
+        write_owned_dir(&FsStorage, &dir, &LAYOUT, &files(b"one")).unwrap();
+        std::fs::write(root.join("other.json"), b"theirs").unwrap();
+        remove_owned_dir(&FsStorage, &dir, &TWO, &MARK).unwrap();
+        let mut names = FsStorage.list(&dir).unwrap();
+        names.sort();
+        assert_eq!(names, ["data.bin", "mark.json", "other.json"], "nothing removed beside a foreign marker");
+        std::fs::write(root.join("other.json"), b"ours").unwrap();
+        remove_owned_dir(&FsStorage, &dir, &TWO, &MARK).unwrap();
+        assert!(!root.exists(), "all its own files gone, then the directory");
     }
 
     #[test]

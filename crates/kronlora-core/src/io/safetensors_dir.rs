@@ -131,7 +131,9 @@ impl Weights {
         for shard in shards {
             let file = super::mapped::MappedSafetensors::open(shard)?;
             for name in file.names() {
-                route.insert(name.clone(), files.len());
+                if route.insert(name.clone(), files.len()).is_some() {
+                    return Err(model_file_error(shard, format!("tensor `{name}` is also in another shard; each tensor must be stored once")));
+                }
                 names.insert(name.clone());
             }
             files.push(file);
@@ -160,7 +162,9 @@ impl Weights {
             let bytes = source.take(&shard)?;
             let st = BufferedSafetensors::new(bytes).map_err(|e| model_file_error(&shard_path, format!("not a valid safetensors file: {e}")))?;
             for (name, _) in st.tensors() {
-                route.insert(name.clone(), buffers.len());
+                if route.insert(name.clone(), buffers.len()).is_some() {
+                    return Err(model_file_error(&shard_path, format!("tensor `{name}` is also in another shard; each tensor must be stored once")));
+                }
                 names.insert(name);
             }
             buffers.push((shard_path, st));

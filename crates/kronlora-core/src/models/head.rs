@@ -53,7 +53,8 @@ impl ClassificationHead {
     /// shape fits `num_labels`, else initialised as transformers does (N(0, 0.02²), zero bias).
     pub fn new(w: &dyn TensorSource, style: HeadStyle, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
         // Estimated before anything is allocated: an allocation that fails aborts the process.
-        let parameters = num_labels.checked_mul(hidden).and_then(|c| c.checked_add(hidden * hidden)).unwrap_or(usize::MAX);
+        // Checked products: on wasm32 a hidden size of 2^16 squared already overflows usize.
+        let parameters = num_labels.checked_mul(hidden).and_then(|c| c.checked_add(hidden.checked_mul(hidden)?)).unwrap_or(usize::MAX);
         if parameters > MAX_HEAD_PARAMETERS {
             return Err(Error::InvalidOption(format!(
                 "option `numLabels` = {num_labels} on a model of hidden size {hidden} needs a classification head of {parameters} parameters; \

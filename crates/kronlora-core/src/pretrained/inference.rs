@@ -116,9 +116,10 @@ impl PretrainedModel {
     }
 
     fn classify_body(&self, texts: &[String]) -> Result<Vec<Classification>> {
-        let logits = self.class_logits(texts)?;
-        check_finite_rows(&logits.flatten_all()?.to_vec1::<f32>()?, logits.dim(1)?, "class logits")?;
-        let probs = softmax_last_dim(&logits)?.to_vec2::<f32>()?;
+        // The softmax of a row with NaN or infinity holds NaN: checking the probabilities checks
+        // the logits, with one copy to the host ([texts, classes], small).
+        let probs = softmax_last_dim(&self.class_logits(texts)?)?.to_vec2::<f32>()?;
+        check_finite_rows(&probs.concat(), probs.first().map_or(1, Vec::len), "class scores")?;
         Ok(probs
             .into_iter()
             .map(|scores| {
@@ -187,8 +188,11 @@ impl PretrainedModel {
             let t = next_input.len();
             let logits = m.forward(&Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?, Some(&mut cache))?;
             let last = logits.get(0)?.get(t - 1)?;
-            check_finite_rows(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?, m.config.vocab_size, "next-token logits")
-                .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
+            // One scalar per step on the hot path; the row is read only when it is not finite.
+            if !last.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite() {
+                check_finite_rows(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?, m.config.vocab_size, "next-token logits")
+                    .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
+            }
             let token = if options.temperature == 0.0 {
                 last.argmax(D::Minus1)?.to_scalar::<u32>()?
             } else {

@@ -115,6 +115,19 @@ pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
 /// The default `maxLength`.
 pub const DEFAULT_MAX_LENGTH: usize = 128;
 
+/// `encode_one` over `records` in order, asking `should_stop` before each (a chat template may
+/// take a while per record); `None` when it said stop.
+fn encode_each<T>(records: &[&Record], should_stop: &mut dyn FnMut() -> bool, mut encode_one: impl FnMut(usize, &Record) -> Result<T>) -> Result<Option<Vec<T>>> {
+    let mut out = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        if should_stop() {
+            return Ok(None);
+        }
+        out.push(encode_one(i, r)?);
+    }
+    Ok(Some(out))
+}
+
 /// Tokenise `records`. Classification labels go through `labels` (`fit`: the training set
 /// decides the label names; otherwise unknown labels are errors). `should_stop` is asked
 /// before each record (rendering a chat template and tokenising can take a while on large
@@ -161,41 +174,23 @@ pub fn encode(
                     *labels = found;
                 }
             }
-            let mut out = Vec::with_capacity(records.len());
-            for (i, r) in records.iter().enumerate() {
-                if should_stop() {
-                    return Ok(None);
-                }
-                let Record::Classification { text, label } = *r else { unreachable!("parsed as classification") };
+            let encoded = encode_each(&records, should_stop, |i, r| {
+                let Record::Classification { text, label } = r else { unreachable!("parsed as classification") };
                 let label = labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
                 let mut ids = tokenizer.encode(text)?;
                 if ids.is_empty() {
                     return Err(Error::InvalidData(format!("{}: the text tokenizes to nothing", at(i))));
                 }
                 ids.truncate(max_length);
-                out.push(EncodedExample { ids, label: label as u32 });
-            }
-            Ok(Some(TaskData::Classification(out)))
+                Ok(EncodedExample { ids, label: label as u32 })
+            })?;
+            Ok(encoded.map(TaskData::Classification))
         }
         TrainTask::CausalLm => {
-            let mut out = Vec::with_capacity(records.len());
-            for (i, r) in records.iter().enumerate() {
-                if should_stop() {
-                    return Ok(None);
-                }
-                out.push(encode_lm_record(tokenizer, r, max_length, &at(i))?);
-            }
-            Ok(Some(TaskData::CausalLm(out)))
+            Ok(encode_each(&records, should_stop, |i, r| encode_lm_record(tokenizer, r, max_length, &at(i)))?.map(TaskData::CausalLm))
         }
         TrainTask::MultipleChoice => {
-            let mut out = Vec::with_capacity(records.len());
-            for (i, r) in records.iter().enumerate() {
-                if should_stop() {
-                    return Ok(None);
-                }
-                out.push(encode_choice_record(tokenizer, r, max_length, &at(i))?);
-            }
-            Ok(Some(TaskData::MultipleChoice(out)))
+            Ok(encode_each(&records, should_stop, |i, r| encode_choice_record(tokenizer, r, max_length, &at(i)))?.map(TaskData::MultipleChoice))
         }
     }
 }

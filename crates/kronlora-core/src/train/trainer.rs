@@ -488,7 +488,7 @@ pub fn evaluate_model(model: &PretrainedModel, data_json: &str, options_json: &s
     let o = super::EvalOptions::from_json(options_json)?;
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
-    let data: serde_json::Value = serde_json::from_str(&crate::data::replace_lone_surrogates(data_json)).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
+    let data: serde_json::Value = crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
     let spec = data_spec("data", &data)?;
     let records = read_records(&spec, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();

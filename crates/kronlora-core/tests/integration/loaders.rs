@@ -493,7 +493,29 @@ fn non_finite_outputs_are_an_error_not_null() {
     tensors.retain(|k, _| k.contains("lora_"));
     let m = load_adapter(&config, &tensors).unwrap();
     let err = m.classify(&["a b".to_string()]).err().unwrap().to_js_message();
-    assert!(err.starts_with("[ERR_NON_FINITE]") && err.contains("class logits") && err.contains("corrupt"), "{err}");
+    assert!(err.starts_with("[ERR_NON_FINITE]") && err.contains("class scores") && err.contains("corrupt"), "{err}");
     let err = m.logits(&["a b".to_string()]).err().unwrap().to_js_message();
     assert!(err.starts_with("[ERR_NON_FINITE]"), "{err}");
+}
+
+#[test]
+fn a_tensor_stored_in_two_shards_is_refused() {
+    // Which copy would win depended on the shards' order: refuse instead of guessing.
+    let tensors = tiny_bert_tensors(6);
+    let dir = temp_dir("loaders-two-shards");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
+    let (first, second) = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors");
+    let mut b: HashMap<String, Tensor> = HashMap::new();
+    let mut weight_map = serde_json::Map::new();
+    for name in tensors.keys() {
+        weight_map.insert(name.clone(), first.into());
+    }
+    let (dup, t) = tensors.iter().next().unwrap();
+    b.insert(dup.clone(), (t + 1.0).unwrap());
+    candle_core::safetensors::save(&tensors, dir.join(first)).unwrap();
+    candle_core::safetensors::save(&b, dir.join(second)).unwrap();
+    weight_map.insert("extra".into(), second.into());
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string()).unwrap();
+    assert_refused(load_bert(&dir).err().unwrap(), &["model-0000", dup, "also in another shard"]);
 }
