@@ -96,8 +96,13 @@ impl ChatTemplate {
     /// Render `context`; `at` names the record in errors.
     pub fn render(&self, context: minijinja::Value, at: &str) -> Result<String> {
         let source = &self.source;
-        let env = self.env.as_ref().map_err(|e| Error::InvalidModel(format!("{at}: the chat template ({source}) does not compile: {e}")))?;
-        let template = env.get_template(CHAT).map_err(|e| Error::InvalidModel(format!("{at}: the chat template ({source}) is missing: {e}")))?;
+        let env = self
+            .env
+            .as_ref()
+            .map_err(|e| Error::InvalidModel(format!("{at}: the chat template ({source}) does not compile: {e}")))?;
+        let template = env
+            .get_template(CHAT)
+            .map_err(|e| Error::InvalidModel(format!("{at}: the chat template ({source}) is missing: {e}")))?;
         FORMATTED.with(|f| f.set(0));
         RAISED.with(|r| r.set(false));
         let mut out = BoundedOutput { bytes: Vec::new(), limit: MAX_RENDER_BYTES, exceeded: false };
@@ -134,7 +139,8 @@ mod tests {
     #[test]
     fn a_real_template_renders_as_transformers_does_with_the_limits_in_force() {
         // transformers' `apply_chat_template` output, recorded in the parity fixture.
-        let fixture: serde_json::Value = serde_json::from_str(include_str!("../../../test/fixtures/smollm2.json")).unwrap();
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../../test/fixtures/smollm2.json")).unwrap();
         let chat = &fixture["chat"];
         let template = ChatTemplate::new(SMOLLM2.into(), "smollm2.gguf: tokenizer.chat_template".into());
         let messages: Vec<minijinja::Value> = chat["messages"]
@@ -146,16 +152,22 @@ mod tests {
                 minijinja::Value::from(std::collections::BTreeMap::from(pairs))
             })
             .collect();
-        let text = template.render(minijinja::context! { messages => messages.clone(), add_generation_prompt => false }, "x").unwrap();
+        let text = template
+            .render(minijinja::context! { messages => messages.clone(), add_generation_prompt => false }, "x")
+            .unwrap();
         assert_eq!(text, chat["text"].as_str().unwrap());
         let first = messages[..1].to_vec();
-        let prompt = template.render(minijinja::context! { messages => first, add_generation_prompt => true }, "x").unwrap();
+        let prompt =
+            template.render(minijinja::context! { messages => first, add_generation_prompt => true }, "x").unwrap();
         assert_eq!(prompt, chat["prompt_text"].as_str().unwrap());
     }
 
     #[test]
     fn limits_are_per_render_and_named() {
-        let looping = ChatTemplate::new("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}".into(), "m.gguf: tokenizer.chat_template".into());
+        let looping = ChatTemplate::new(
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}".into(),
+            "m.gguf: tokenizer.chat_template".into(),
+        );
         for _ in 0..2 {
             let err = looping.render(minijinja::context! {}, "train.jsonl:3").unwrap_err();
             assert_eq!(err.code(), "ERR_INVALID_MODEL");
@@ -168,6 +180,10 @@ mod tests {
         }
         let broken = ChatTemplate::new("{% for %}".into(), "tokenizer_config.json: chat_template".into());
         let err = broken.render(minijinja::context! {}, "x").unwrap_err();
-        assert!(err.to_string().starts_with("x: the chat template (tokenizer_config.json: chat_template) does not compile:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("x: the chat template (tokenizer_config.json: chat_template) does not compile:"),
+            "{err}"
+        );
     }
 }

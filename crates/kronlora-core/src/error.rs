@@ -94,8 +94,14 @@ mod tests {
         };
         assert!(candle.to_string().lines().count() > 1, "the backtrace is printed by candle");
         let message = Error::from(candle).to_js_message();
-        assert_eq!(message, "[ERR_INTERNAL] internal tensor error (please report this as a kronlora bug): shape mismatch");
-        assert_eq!(Error::Io("a.txt: cannot read:\n  denied\n".into()).to_js_message(), "[ERR_IO] a.txt: cannot read: denied");
+        assert_eq!(
+            message,
+            "[ERR_INTERNAL] internal tensor error (please report this as a kronlora bug): shape mismatch"
+        );
+        assert_eq!(
+            Error::Io("a.txt: cannot read:\n  denied\n".into()).to_js_message(),
+            "[ERR_IO] a.txt: cannot read: denied"
+        );
         let quoted = candle_core::Error::WithBacktrace {
             inner: Box::new(candle_core::Error::Msg("unrecognized value-type 99".into())),
             backtrace: Box::new(std::backtrace::Backtrace::force_capture()),

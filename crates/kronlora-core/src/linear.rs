@@ -149,7 +149,11 @@ impl AdaptedLinear {
         let parameters = if self.is_merged() {
             Vec::new()
         } else {
-            self.adapter.parameters().into_iter().map(|(n, v)| Ok((n.to_string(), grad_of(v)?))).collect::<Result<_>>()?
+            self.adapter
+                .parameters()
+                .into_iter()
+                .map(|(n, v)| Ok((n.to_string(), grad_of(v)?)))
+                .collect::<Result<_>>()?
         };
         Ok(Gradients { parameters, input: grad_of(&x)? })
     }

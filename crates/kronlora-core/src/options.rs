@@ -99,7 +99,9 @@ pub const MAX_RANK: usize = 1 << 16;
 /// A positive integer of at most `max`.
 pub(crate) fn bounded_int(field: &str, value: Option<&Value>, max: usize) -> Result<Option<usize>> {
     match positive_int(field, value)? {
-        Some(x) if x > max => Err(invalid(format!("option `{field}` = {x} is larger than the supported maximum of {max}"))),
+        Some(x) if x > max => {
+            Err(invalid(format!("option `{field}` = {x} is larger than the supported maximum of {max}")))
+        }
         other => Ok(other),
     }
 }
@@ -114,7 +116,9 @@ pub(crate) fn alpha(field: &str, value: Option<&Value>) -> Result<f64> {
     let value = required(field, value.filter(|v| !v.is_null()))?;
     let x = number(field, value)?;
     if !x.is_finite() || x == 0.0 || x.abs() > MAX_ALPHA {
-        return Err(invalid(format!("option `{field}` must be a non-zero number from -{MAX_ALPHA:e} to {MAX_ALPHA:e}, got {value}")));
+        return Err(invalid(format!(
+            "option `{field}` must be a non-zero number from -{MAX_ALPHA:e} to {MAX_ALPHA:e}, got {value}"
+        )));
     }
     Ok(x)
 }
@@ -155,7 +159,8 @@ impl LayerOptions {
             Some(v) => return Err(invalid(format!("option `name` must be a string, got {v}"))),
         };
         let in_features = required("inFeatures", bounded_int("inFeatures", raw.in_features.as_ref(), MAX_FEATURES)?)?;
-        let out_features = required("outFeatures", bounded_int("outFeatures", raw.out_features.as_ref(), MAX_FEATURES)?)?;
+        let out_features =
+            required("outFeatures", bounded_int("outFeatures", raw.out_features.as_ref(), MAX_FEATURES)?)?;
         let rank = required("rank", bounded_int("rank", raw.rank.as_ref(), MAX_RANK)?)?;
         // LoRA's count bounds Kron-LoRA's: refuse what could not be allocated.
         // In u64: on wasm32 usize is 32 bits and the product would wrap.
@@ -209,8 +214,14 @@ mod tests {
             (r#"{"inFeatures":8,"outFeatures":-6,"rank":2,"alpha":4}"#, "`outFeatures` must be a positive integer"),
             (r#"{"inFeatures":8,"outFeatures":6,"rank":2.5,"alpha":4}"#, "`rank` must be a positive integer"),
             (r#"{"inFeatures":8,"outFeatures":6,"alpha":4}"#, "`rank` is required"),
-            (r#"{"inFeatures":1e12,"outFeatures":6,"rank":2,"alpha":4}"#, "`inFeatures` = 1000000000000 is larger than the supported maximum"),
-            (r#"{"inFeatures":8,"outFeatures":6,"rank":100000,"alpha":4}"#, "`rank` = 100000 is larger than the supported maximum"),
+            (
+                r#"{"inFeatures":1e12,"outFeatures":6,"rank":2,"alpha":4}"#,
+                "`inFeatures` = 1000000000000 is larger than the supported maximum",
+            ),
+            (
+                r#"{"inFeatures":8,"outFeatures":6,"rank":100000,"alpha":4}"#,
+                "`rank` = 100000 is larger than the supported maximum",
+            ),
             (r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":"x"}"#, "`alpha` must be a number"),
         ];
         for (json, want) in cases {
@@ -218,8 +229,11 @@ mod tests {
             assert_eq!(err.code(), "ERR_INVALID_OPTION");
             assert!(err.to_string().contains(want), "{json}: {err}");
         }
-        let err = LayerOptions::from_json(AdapterKind::Lora, r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":4,"kronIn":2}"#)
-            .unwrap_err();
+        let err = LayerOptions::from_json(
+            AdapterKind::Lora,
+            r#"{"inFeatures":8,"outFeatures":6,"rank":2,"alpha":4,"kronIn":2}"#,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("Kron-LoRA only"));
     }
 }

@@ -26,9 +26,8 @@ pub fn check_matrix(what: &str, data: &[f32], rows: usize, cols: usize) -> Resul
     if rows == 0 {
         return Err(Error::InvalidOption(format!("{what}: rows must be a positive integer, got 0")));
     }
-    let expected = rows
-        .checked_mul(cols)
-        .ok_or_else(|| Error::InvalidOption(format!("{what}: rows = {rows} is too large")))?;
+    let expected =
+        rows.checked_mul(cols).ok_or_else(|| Error::InvalidOption(format!("{what}: rows = {rows} is too large")))?;
     if data.len() != expected {
         return Err(Error::ShapeMismatch(format!(
             "{what}: expected {rows} × {cols} = {expected} values, got {}; pass rows × {cols} numbers",
@@ -42,9 +41,8 @@ pub fn check_matrix(what: &str, data: &[f32], rows: usize, cols: usize) -> Resul
 pub fn check_finite(what: &str, data: &[f32]) -> Result<()> {
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(i) => Err(Error::NonFinite(format!(
-            "{what}: value at index {i} is {}; inputs must be finite numbers",
-            data[i]
-        ))),
+        Some(i) => {
+            Err(Error::NonFinite(format!("{what}: value at index {i} is {}; inputs must be finite numbers", data[i])))
+        }
     }
 }

@@ -43,16 +43,32 @@ fn check_template_processing(processor: &serde_json::Value, path: &Path, ids: &m
             Ok(())
         }
         Some("TemplateProcessing") => {
-            let bad = |what: String| Error::InvalidModel(format!("{}: post_processor (TemplateProcessing) {what}", path.display()));
+            let bad = |what: String| {
+                Error::InvalidModel(format!("{}: post_processor (TemplateProcessing) {what}", path.display()))
+            };
             let tokens = &processor["special_tokens"];
             for piece in ["single", "pair"].iter().filter_map(|k| processor[*k].as_array()).flatten() {
                 let Some(id) = piece.get("SpecialToken").map(|t| &t["id"]) else { continue };
-                let Some(id) = id.as_str() else { return Err(bad(format!("names a special token by {id}, not by a string"))) };
-                let token = tokens.get(id).ok_or_else(|| bad(format!("uses the special token {id:?}, which its `special_tokens` does not define")))?;
-                let numbers: Option<Vec<u32>> = token["ids"].as_array().and_then(|list| list.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect());
+                let Some(id) = id.as_str() else {
+                    return Err(bad(format!("names a special token by {id}, not by a string")));
+                };
+                let token = tokens.get(id).ok_or_else(|| {
+                    bad(format!("uses the special token {id:?}, which its `special_tokens` does not define"))
+                })?;
+                let numbers: Option<Vec<u32>> = token["ids"]
+                    .as_array()
+                    .and_then(|list| list.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect());
                 match numbers {
-                    Some(numbers) if !numbers.is_empty() && Some(numbers.len()) == token["tokens"].as_array().map(Vec::len) => ids.extend(numbers),
-                    _ => return Err(bad(format!("special token {id:?} needs `ids` (token ids) and `tokens` of the same non-zero length"))),
+                    Some(numbers)
+                        if !numbers.is_empty() && Some(numbers.len()) == token["tokens"].as_array().map(Vec::len) =>
+                    {
+                        ids.extend(numbers)
+                    }
+                    _ => {
+                        return Err(bad(format!(
+                            "special token {id:?} needs `ids` (token ids) and `tokens` of the same non-zero length"
+                        )))
+                    }
                 }
             }
             Ok(())
@@ -61,7 +77,11 @@ fn check_template_processing(processor: &serde_json::Value, path: &Path, ids: &m
         Some("BertProcessing" | "RobertaProcessing") => {
             for key in ["cls", "sep"] {
                 let id = processor[key][1].as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(|| {
-                    Error::InvalidModel(format!("{}: post_processor `{key}` must be [token, id] with a token id, got {}", path.display(), processor[key]))
+                    Error::InvalidModel(format!(
+                        "{}: post_processor `{key}` must be [token, id] with a token id, got {}",
+                        path.display(),
+                        processor[key]
+                    ))
                 })?;
                 ids.push(id);
             }
@@ -74,7 +94,8 @@ fn check_template_processing(processor: &serde_json::Value, path: &Path, ids: &m
 impl TextTokenizer {
     /// A Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", path.display())))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", path.display())))?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -90,7 +111,16 @@ impl TextTokenizer {
         let id = |t: &str| inner.token_to_id(t);
         let pad = id("[PAD]").or_else(|| id("<pad>")).or_else(|| id("<|endoftext|>")).unwrap_or(0);
         let max_special_id = special_ids.into_iter().max().unwrap_or(0);
-        Ok(TextTokenizer { bos_token_id: None, eos_token_id: None, pad_token_id: pad, inner, add_bos: false, chat: None, max_special_id }.finish())
+        Ok(TextTokenizer {
+            bos_token_id: None,
+            eos_token_id: None,
+            pad_token_id: pad,
+            inner,
+            add_bos: false,
+            chat: None,
+            max_special_id,
+        }
+        .finish())
     }
 
     /// The byte-level BPE described by `tokenizer.ggml.{model,tokens,merges,token_type}`.
@@ -121,8 +151,12 @@ impl TextTokenizer {
         // Control tokens (type 3) are matched whole in text, like `<|im_start|>`.
         if file.has("tokenizer.ggml.token_type") {
             let types = file.i64s("tokenizer.ggml.token_type")?;
-            let special: Vec<AddedToken> =
-                types.iter().zip(&tokens).filter(|(t, _)| **t == 3).map(|(_, tok)| AddedToken::from(tok.clone(), true)).collect();
+            let special: Vec<AddedToken> = types
+                .iter()
+                .zip(&tokens)
+                .filter(|(t, _)| **t == 3)
+                .map(|(_, tok)| AddedToken::from(tok.clone(), true))
+                .collect();
             inner.add_special_tokens(special).map_err(|e| tokenizer_error(path, e))?;
         }
         let opt = |key: &str| -> Result<Option<u32>> {
@@ -130,33 +164,56 @@ impl TextTokenizer {
                 return Ok(None);
             }
             let id = file.usize(key)?;
-            u32::try_from(id).map(Some).map_err(|_| Error::InvalidModel(format!("{}: `{key}` = {id} is not a token id", path.display())))
+            u32::try_from(id)
+                .map(Some)
+                .map_err(|_| Error::InvalidModel(format!("{}: `{key}` = {id} is not a token id", path.display())))
         };
         let eos = opt("tokenizer.ggml.eos_token_id")?;
         let pad = opt("tokenizer.ggml.padding_token_id")?.or(eos).unwrap_or(0);
         let chat = if file.has("tokenizer.chat_template") {
-            Some(ChatTemplate::new(file.string("tokenizer.chat_template")?, format!("{}: tokenizer.chat_template", path.display())))
+            Some(ChatTemplate::new(
+                file.string("tokenizer.chat_template")?,
+                format!("{}: tokenizer.chat_template", path.display()),
+            ))
         } else {
             None
         };
         let bos = opt("tokenizer.ggml.bos_token_id")?;
         // llama.cpp's flag; without it, byte-level BPE models (GPT-2 style) add no BOS.
-        let add_bos = if file.has("tokenizer.ggml.add_bos_token") { file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some() } else { false };
-        Ok(TextTokenizer { inner, bos_token_id: bos, eos_token_id: eos, pad_token_id: pad, add_bos, chat, max_special_id: 0 })
+        let add_bos = if file.has("tokenizer.ggml.add_bos_token") {
+            file.bool("tokenizer.ggml.add_bos_token")? && bos.is_some()
+        } else {
+            false
+        };
+        Ok(TextTokenizer {
+            inner,
+            bos_token_id: bos,
+            eos_token_id: eos,
+            pad_token_id: pad,
+            add_bos,
+            chat,
+            max_special_id: 0,
+        })
     }
 
     /// Fill in BOS/EOS and the chat template from a decoder's `config.json` and
     /// `tokenizer_config.json` (a `tokenizer.json` alone does not say which ids they are).
     pub fn with_decoder_config(mut self, config: &[u8], tokenizer_config: Option<&[u8]>) -> Self {
         let config: serde_json::Value = serde_json::from_slice(config).unwrap_or_default();
-        let id = |v: &serde_json::Value| v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64())).map(|x| x as u32);
+        let id = |v: &serde_json::Value| {
+            v.as_u64().or_else(|| v.as_array().and_then(|a| a.first()).and_then(|x| x.as_u64())).map(|x| x as u32)
+        };
         self.bos_token_id = id(&config["bos_token_id"]);
         self.eos_token_id = id(&config["eos_token_id"]);
         if let Some(tc) = tokenizer_config.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok()) {
             let template = match &tc["chat_template"] {
                 serde_json::Value::String(s) => Some(s.clone()),
                 // A list of named templates: the default one.
-                serde_json::Value::Array(list) => list.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_string),
+                serde_json::Value::Array(list) => list
+                    .iter()
+                    .find(|t| t["name"] == "default")
+                    .and_then(|t| t["template"].as_str())
+                    .map(str::to_string),
                 _ => None,
             };
             self.chat = template.map(|t| ChatTemplate::new(t, "tokenizer_config.json: chat_template".into()));
@@ -183,7 +240,10 @@ impl TextTokenizer {
 
     /// Token ids of `text` without special tokens (pieces of a longer sequence).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| Error::InvalidOption(format!("cannot tokenize the text: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::InvalidOption(format!("cannot tokenize the text: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -202,7 +262,9 @@ impl TextTokenizer {
         let messages: Vec<minijinja::Value> = messages
             .iter()
             .map(|(r, c)| {
-                let m: std::collections::BTreeMap<&str, minijinja::Value> = [("role", minijinja::Value::from(r.as_str())), ("content", minijinja::Value::from(c.as_str()))].into();
+                let m: std::collections::BTreeMap<&str, minijinja::Value> =
+                    [("role", minijinja::Value::from(r.as_str())), ("content", minijinja::Value::from(c.as_str()))]
+                        .into();
                 minijinja::Value::from(m)
             })
             .collect();
@@ -221,7 +283,10 @@ impl TextTokenizer {
     /// post-processor and padding insert): the model needs an embedding row for each.
     pub fn largest_token_id(&self) -> u32 {
         let vocab = self.inner.get_vocab(true).into_values().max().unwrap_or(0);
-        [vocab, self.max_special_id, self.pad_token_id, self.bos_token_id.unwrap_or(0), self.eos_token_id.unwrap_or(0)].into_iter().max().unwrap_or(0)
+        [vocab, self.max_special_id, self.pad_token_id, self.bos_token_id.unwrap_or(0), self.eos_token_id.unwrap_or(0)]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -230,7 +295,10 @@ impl TextTokenizer {
 
     /// Token ids of `text`, with the tokenizer's special tokens (e.g. BERT's [CLS] … [SEP]).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, true).map_err(|e| Error::InvalidOption(format!("cannot tokenize the text: {e}")))?;
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::InvalidOption(format!("cannot tokenize the text: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -28,7 +28,11 @@ pub struct LoraExport {
 }
 
 fn named(name: &str, t: TensorData) -> NamedTensor {
-    NamedTensor { name: name.to_string(), shape: t.shape.iter().map(|&d| d as u32).collect(), data: Float32Array::new(t.data) }
+    NamedTensor {
+        name: name.to_string(),
+        shape: t.shape.iter().map(|&d| d as u32).collect(),
+        data: Float32Array::new(t.data),
+    }
 }
 
 fn named_all(list: Vec<(String, TensorData)>) -> Vec<NamedTensor> {
@@ -54,7 +58,12 @@ pub struct NativeLayer {
 #[napi]
 impl NativeLayer {
     #[napi(constructor, catch_unwind)]
-    pub fn new(kind: String, options_json: String, weight: Option<Float32Array>, bias: Option<Float32Array>) -> Result<Self> {
+    pub fn new(
+        kind: String,
+        options_json: String,
+        weight: Option<Float32Array>,
+        bias: Option<Float32Array>,
+    ) -> Result<Self> {
         let options = LayerOptions::from_json(parse_kind(&kind)?, &options_json).map_err(js_error)?;
         let inner = AdaptedLinear::new(&options, weight.as_deref(), bias.as_deref(), &kronlora_core::default_device())
             .map_err(js_error)?;
@@ -101,7 +110,9 @@ impl NativeLayer {
     pub fn set_parameters(&self, values: Vec<NamedTensor>) -> Result<()> {
         let values: Vec<(String, TensorData)> = values
             .into_iter()
-            .map(|t| (t.name, TensorData { shape: t.shape.iter().map(|&d| d as usize).collect(), data: t.data.to_vec() }))
+            .map(|t| {
+                (t.name, TensorData { shape: t.shape.iter().map(|&d| d as usize).collect(), data: t.data.to_vec() })
+            })
             .collect();
         self.inner.set_parameters(&values).map_err(js_error)
     }
@@ -132,4 +143,3 @@ impl NativeLayer {
         Ok(LoraExport { lora_a: named("lora_A", a), lora_b: named("lora_B", b), rank: rank as u32, alpha })
     }
 }
-

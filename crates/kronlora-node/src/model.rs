@@ -25,7 +25,9 @@ pub struct NativeModel {
 }
 
 fn busy() -> kronlora_core::Error {
-    kronlora_core::Error::InvalidState("the model is busy (training, or being changed by another call); await that first".into())
+    kronlora_core::Error::InvalidState(
+        "the model is busy (training, or being changed by another call); await that first".into(),
+    )
 }
 
 impl NativeModel {
@@ -84,7 +86,13 @@ impl NativeModel {
 
     /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn generate(&self, prompt: String, max_tokens: u32, temperature: f64, seed: f64) -> AsyncTask<CoreTask<String>> {
+    pub fn generate(
+        &self,
+        prompt: String,
+        max_tokens: u32,
+        temperature: f64,
+        seed: f64,
+    ) -> AsyncTask<CoreTask<String>> {
         self.run(move |m| m.generate_json(&prompt, max_tokens, temperature, seed))
     }
 

@@ -26,7 +26,10 @@ pub fn panic_error(payload: Box<dyn std::any::Any + Send>) -> napi::Error {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    napi::Error::new(Status::GenericFailure, format!("[ERR_INTERNAL] kronlora panicked (please report this bug): {what}"))
+    napi::Error::new(
+        Status::GenericFailure,
+        format!("[ERR_INTERNAL] kronlora panicked (please report this bug): {what}"),
+    )
 }
 
 impl<T: ToNapiValue + TypeName + Send + 'static> Task for CoreTask<T> {

@@ -56,7 +56,9 @@ impl NativeTraining {
             catch_unwind(AssertUnwindSafe(|| {
                 let guard = model.write();
                 let _ = locked_tx.send(());
-                let mut guard = guard.map_err(|_| kronlora_core::Error::InvalidState("the model is unusable after an earlier failure".into()))?;
+                let mut guard = guard.map_err(|_| {
+                    kronlora_core::Error::InvalidState("the model is unusable after an earlier failure".into())
+                })?;
                 let mut observer = ChannelObserver { events: tx, cancel: observer_cancel };
                 train_json(&mut guard, &options_json, &FsStorage, &mut observer)
             }))
@@ -86,12 +88,13 @@ impl NativeTraining {
     pub fn finish(&self) -> AsyncTask<CoreTask<String>> {
         let thread = self.thread.clone();
         CoreTask::new(move || {
-            let handle = thread
-                .lock()
-                .ok()
-                .and_then(|mut t| t.take())
-                .ok_or_else(|| kronlora_core::Error::InvalidState("finish() was already called for this run".into()))?;
-            handle.join().unwrap_or_else(|_| Err(kronlora_core::Error::Internal(candle_core_msg("the training thread panicked".into()))))
+            let handle =
+                thread.lock().ok().and_then(|mut t| t.take()).ok_or_else(|| {
+                    kronlora_core::Error::InvalidState("finish() was already called for this run".into())
+                })?;
+            handle.join().unwrap_or_else(|_| {
+                Err(kronlora_core::Error::Internal(candle_core_msg("the training thread panicked".into())))
+            })
         })
     }
 

@@ -16,7 +16,6 @@ fn parse_kind(kind: &str) -> Result<AdapterKind, JsError> {
     }
 }
 
-
 /// An adapted linear layer; the TS classes `KronLoraLinear` / `LoraLinear` wrap it.
 #[wasm_bindgen]
 pub struct WasmLayer {
@@ -26,7 +25,12 @@ pub struct WasmLayer {
 #[wasm_bindgen]
 impl WasmLayer {
     #[wasm_bindgen(constructor)]
-    pub fn new(kind: &str, options_json: &str, weight: Option<Vec<f32>>, bias: Option<Vec<f32>>) -> Result<WasmLayer, JsError> {
+    pub fn new(
+        kind: &str,
+        options_json: &str,
+        weight: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<WasmLayer, JsError> {
         let options = LayerOptions::from_json(parse_kind(kind)?, options_json).map_err(js_error)?;
         let inner = AdaptedLinear::new(&options, weight.as_deref(), bias.as_deref(), &kronlora_core::default_device())
             .map_err(js_error)?;
@@ -104,4 +108,3 @@ impl WasmLayer {
         Ok(obj.into())
     }
 }
-

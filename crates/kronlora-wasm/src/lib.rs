@@ -33,7 +33,8 @@ pub(crate) fn named_all(list: Vec<(String, TensorData)>) -> Array {
 }
 
 fn field(obj: &JsValue, key: &str) -> Result<JsValue, JsError> {
-    Reflect::get(obj, &JsValue::from_str(key)).map_err(|_| JsError::new(&format!("[ERR_INVALID_OPTION] missing `{key}`")))
+    Reflect::get(obj, &JsValue::from_str(key))
+        .map_err(|_| JsError::new(&format!("[ERR_INVALID_OPTION] missing `{key}`")))
 }
 
 /// Read `[{ name, shape, data }]` back.
@@ -55,7 +56,8 @@ pub(crate) fn read_named_all(values: &JsValue) -> Result<Vec<(String, TensorData
                 .map(|d| d.as_f64().filter(|d| *d >= 0.0 && d.fract() == 0.0).map(|d| d as usize))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| bad("`shape` must hold non-negative integers"))?;
-            let data = field(&item, "data")?.dyn_into::<Float32Array>().map_err(|_| bad("`data` must be a Float32Array"))?;
+            let data =
+                field(&item, "data")?.dyn_into::<Float32Array>().map_err(|_| bad("`data` must be a Float32Array"))?;
             Ok((name, TensorData { shape, data: data.to_vec() }))
         })
         .collect()

@@ -51,7 +51,9 @@ impl WasmModel {
             .into_iter()
             .zip(contents.iter())
             .map(|(name, bytes)| {
-                let bytes = bytes.dyn_into::<Uint8Array>().map_err(|_| JsError::new(&format!("[ERR_INVALID_OPTION] file {name}: contents must be a Uint8Array")))?;
+                let bytes = bytes.dyn_into::<Uint8Array>().map_err(|_| {
+                    JsError::new(&format!("[ERR_INVALID_OPTION] file {name}: contents must be a Uint8Array"))
+                })?;
                 Ok((name, bytes.to_vec()))
             })
             .collect::<Result<_, JsError>>()?;
@@ -86,7 +88,13 @@ impl WasmModel {
     }
 
     /// Train; `storage` reads data and writes checkpoints (see `JsStorage`). Returns the result JSON.
-    pub fn train(&mut self, options_json: &str, storage: JsValue, on_event: js_sys::Function, should_stop: js_sys::Function) -> Result<String, JsError> {
+    pub fn train(
+        &mut self,
+        options_json: &str,
+        storage: JsValue,
+        on_event: js_sys::Function,
+        should_stop: js_sys::Function,
+    ) -> Result<String, JsError> {
         let mut observer = CallbackObserver { on_event, should_stop };
         train_json(&mut self.inner, options_json, &JsStorage::new(storage), &mut observer).map_err(js_error)
     }

@@ -27,7 +27,10 @@ impl JsStorage {
             .ok_or_else(|| Error::InvalidState(format!("storage has no `{method}` function")))?;
         let args: Array = args.iter().collect();
         f.apply(&self.object, &args).map_err(|e| {
-            let message = Reflect::get(&e, &JsValue::from_str("message")).ok().and_then(|m| m.as_string()).unwrap_or_else(|| format!("{e:?}"));
+            let message = Reflect::get(&e, &JsValue::from_str("message"))
+                .ok()
+                .and_then(|m| m.as_string())
+                .unwrap_or_else(|| format!("{e:?}"));
             Error::Io(message)
         })
     }
@@ -40,7 +43,10 @@ impl JsStorage {
 impl Storage for JsStorage {
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         let bytes = self.call("read", &[JsValue::from_str(path)])?;
-        Ok(bytes.dyn_into::<Uint8Array>().map_err(|_| Error::Io(format!("{path}: storage.read did not return bytes")))?.to_vec())
+        Ok(bytes
+            .dyn_into::<Uint8Array>()
+            .map_err(|_| Error::Io(format!("{path}: storage.read did not return bytes")))?
+            .to_vec())
     }
 
     fn exists(&self, path: &str) -> bool {

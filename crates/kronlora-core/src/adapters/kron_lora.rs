@@ -25,7 +25,8 @@ impl KronShape {
     /// Resolve the factors of a `[out, in]` layer named `layer` from the config.
     pub fn resolve(layer: &str, in_features: usize, out_features: usize, config: &AdapterConfig) -> Result<Self> {
         let d_a1 = resolve_kron_factor(layer, "kronIn", "inFeatures", in_features, config.kron_in, DEFAULT_KRON_IN)?;
-        let d_a2 = resolve_kron_factor(layer, "kronOut", "outFeatures", out_features, config.kron_out, DEFAULT_KRON_OUT)?;
+        let d_a2 =
+            resolve_kron_factor(layer, "kronOut", "outFeatures", out_features, config.kron_out, DEFAULT_KRON_OUT)?;
         Ok(KronShape { d_a1, d_a2, d_b1: in_features / d_a1, d_b2: out_features / d_a2, rank: config.rank })
     }
 
@@ -47,7 +48,13 @@ pub struct KronLora {
 }
 
 impl KronLora {
-    pub fn new(layer: &str, in_features: usize, out_features: usize, config: &AdapterConfig, device: &Device) -> Result<Self> {
+    pub fn new(
+        layer: &str,
+        in_features: usize,
+        out_features: usize,
+        config: &AdapterConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let shape = KronShape::resolve(layer, in_features, out_features, config)?;
         let mut rng = StdRng::seed_from_u64(config.seed);
         let a = kaiming_uniform(&mut rng, shape.d_a2, shape.d_a1, device)?;

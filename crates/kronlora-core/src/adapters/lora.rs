@@ -5,9 +5,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::{kaiming_uniform, out_shape, Adapter, AdapterKind};
-use crate::ops::matmul_t;
 use crate::error::Result;
 use crate::grad_mode::param;
+use crate::ops::matmul_t;
 use crate::options::AdapterConfig;
 
 pub struct Lora {
@@ -32,7 +32,13 @@ impl Lora {
 impl Lora {
     /// From saved `lora_A [r, in]` and `lora_B [out, r]` (shapes checked by the caller).
     pub fn from_factors(a: &Tensor, b: &Tensor, scale: f64) -> Result<Self> {
-        Ok(Lora { in_features: a.dim(1)?, out_features: b.dim(0)?, scale, a: Var::from_tensor(a)?, b: Var::from_tensor(b)? })
+        Ok(Lora {
+            in_features: a.dim(1)?,
+            out_features: b.dim(0)?,
+            scale,
+            a: Var::from_tensor(a)?,
+            b: Var::from_tensor(b)?,
+        })
     }
 }
 

@@ -25,7 +25,12 @@ pub struct ClassificationBatch {
 }
 
 /// Tokenise `(text, label)` pairs, truncating to `max_length`; `source` names the data in errors.
-pub fn encode_classification(tokenizer: &TextTokenizer, items: &[(String, usize)], max_length: usize, source: &str) -> Result<Vec<EncodedExample>> {
+pub fn encode_classification(
+    tokenizer: &TextTokenizer,
+    items: &[(String, usize)],
+    max_length: usize,
+    source: &str,
+) -> Result<Vec<EncodedExample>> {
     items
         .iter()
         .enumerate()
@@ -57,7 +62,12 @@ pub fn bucketed_batches(lengths: &[usize], batch_size: usize, seed: u64) -> Vec<
 }
 
 /// Pad the examples `indices` to their longest length with `pad`.
-pub fn classification_batch(examples: &[EncodedExample], indices: &[usize], pad: u32, device: &Device) -> Result<ClassificationBatch> {
+pub fn classification_batch(
+    examples: &[EncodedExample],
+    indices: &[usize],
+    pad: u32,
+    device: &Device,
+) -> Result<ClassificationBatch> {
     let t = indices.iter().map(|&i| examples[i].ids.len()).max().unwrap_or(1);
     let b = indices.len();
     let mut ids = Vec::with_capacity(b * t);
@@ -92,7 +102,10 @@ mod tests {
         assert_eq!(batches, bucketed_batches(&lengths, 8, 3));
         assert_ne!(batches, bucketed_batches(&lengths, 8, 4));
         // Sorting inside the window keeps each batch's lengths close.
-        let spread: usize = batches.iter().map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap()).sum();
+        let spread: usize = batches
+            .iter()
+            .map(|b| b.iter().map(|&i| lengths[i]).max().unwrap() - b.iter().map(|&i| lengths[i]).min().unwrap())
+            .sum();
         assert!(spread < 103 * 50 / 8 / 4, "batches are not bucketed by length (spread {spread})");
     }
 

@@ -21,7 +21,9 @@ fn hex4(bytes: &[u8]) -> Option<u32> {
 /// surrogates and all other text are kept as they are (no copy when there is nothing to do).
 pub fn replace_lone_surrogates(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
-    let is_low = |at: usize| bytes.get(at..at + 2) == Some(b"\\u") && hex4(&bytes[at + 2..]).is_some_and(|c| (0xDC00..=0xDFFF).contains(&c));
+    let is_low = |at: usize| {
+        bytes.get(at..at + 2) == Some(b"\\u") && hex4(&bytes[at + 2..]).is_some_and(|c| (0xDC00..=0xDFFF).contains(&c))
+    };
     let mut lone = Vec::new();
     let mut i = 0;
     // `get`: an escape at the very end (a truncated line) moves `i` past the end.

@@ -88,11 +88,22 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
             let label = match obj.get("label") {
                 Some(Value::Number(n)) => match n.as_u64() {
                     Some(i) if i < MAX_NUM_LABELS as u64 => Label::Index(i as usize),
-                    Some(i) => return Err(Error::InvalidData(format!("{at}: `label` = {i} is too large; integer labels are 0..{} (at most {MAX_NUM_LABELS} classes)", MAX_NUM_LABELS - 1))),
-                    None => return Err(Error::InvalidData(format!("{at}: `label` must be a non-negative integer or a string, got {n}"))),
+                    Some(i) => return Err(Error::InvalidData(format!(
+                        "{at}: `label` = {i} is too large; integer labels are 0..{} (at most {MAX_NUM_LABELS} classes)",
+                        MAX_NUM_LABELS - 1
+                    ))),
+                    None => {
+                        return Err(Error::InvalidData(format!(
+                            "{at}: `label` must be a non-negative integer or a string, got {n}"
+                        )))
+                    }
                 },
                 Some(Value::String(s)) => Label::Name(s.clone()),
-                Some(v) => return Err(Error::InvalidData(format!("{at}: `label` must be a non-negative integer or a string, got {v}"))),
+                Some(v) => {
+                    return Err(Error::InvalidData(format!(
+                        "{at}: `label` must be a non-negative integer or a string, got {v}"
+                    )))
+                }
                 None => return Err(Error::InvalidData(format!("{at}: `label` is missing"))),
             };
             Ok(Record::Classification { text: string(&obj, "text", at)?, label })
@@ -101,7 +112,9 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
             if obj.contains_key("messages") {
                 only_keys(&obj, &["messages"], at)?;
                 let Some(Value::Array(list)) = obj.get("messages") else {
-                    return Err(Error::InvalidData(format!("{at}: `messages` must be an array of {{ role, content }}")));
+                    return Err(Error::InvalidData(format!(
+                        "{at}: `messages` must be an array of {{ role, content }}"
+                    )));
                 };
                 if list.is_empty() {
                     return Err(Error::InvalidData(format!("{at}: `messages` is empty")));
@@ -110,14 +123,22 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
                     .iter()
                     .enumerate()
                     .map(|(i, m)| match m {
-                        Value::Object(o) => Ok((string(o, "role", &format!("{at} message {i}"))?, string(o, "content", &format!("{at} message {i}"))?)),
-                        v => Err(Error::InvalidData(format!("{at}: message {i} must be an object {{ role, content }}, got {v}"))),
+                        Value::Object(o) => Ok((
+                            string(o, "role", &format!("{at} message {i}"))?,
+                            string(o, "content", &format!("{at} message {i}"))?,
+                        )),
+                        v => Err(Error::InvalidData(format!(
+                            "{at}: message {i} must be an object {{ role, content }}, got {v}"
+                        ))),
                     })
                     .collect::<Result<_>>()?;
                 Ok(Record::Chat { messages })
             } else if obj.contains_key("prompt") || obj.contains_key("completion") {
                 only_keys(&obj, &["prompt", "completion"], at)?;
-                Ok(Record::PromptCompletion { prompt: string(&obj, "prompt", at)?, completion: string(&obj, "completion", at)? })
+                Ok(Record::PromptCompletion {
+                    prompt: string(&obj, "prompt", at)?,
+                    completion: string(&obj, "completion", at)?,
+                })
             } else {
                 only_keys(&obj, &["text"], at)?;
                 Ok(Record::Text { text: string(&obj, "text", at)? })
@@ -128,15 +149,30 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
             let choices: Vec<String> = match obj.get("choices") {
                 Some(Value::Array(list)) if list.len() >= 2 => list
                     .iter()
-                    .map(|c| c.as_str().map(str::to_string).ok_or_else(|| Error::InvalidData(format!("{at}: every choice must be a string, got {c}"))))
+                    .map(|c| {
+                        c.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| Error::InvalidData(format!("{at}: every choice must be a string, got {c}")))
+                    })
                     .collect::<Result<_>>()?,
-                Some(v) => return Err(Error::InvalidData(format!("{at}: `choices` must be an array of at least two strings, got {v}"))),
+                Some(v) => {
+                    return Err(Error::InvalidData(format!(
+                        "{at}: `choices` must be an array of at least two strings, got {v}"
+                    )))
+                }
                 None => return Err(Error::InvalidData(format!("{at}: `choices` is missing"))),
             };
             let answer = match obj.get("answer").and_then(Value::as_u64) {
                 Some(a) if (a as usize) < choices.len() => a as usize,
-                Some(a) => return Err(Error::InvalidData(format!("{at}: `answer` = {a} is out of range for {} choices", choices.len()))),
-                None => return Err(Error::InvalidData(format!("{at}: `answer` must be the index of the correct choice"))),
+                Some(a) => {
+                    return Err(Error::InvalidData(format!(
+                        "{at}: `answer` = {a} is out of range for {} choices",
+                        choices.len()
+                    )))
+                }
+                None => {
+                    return Err(Error::InvalidData(format!("{at}: `answer` must be the index of the correct choice")))
+                }
             };
             Ok(Record::MultipleChoice { question: string(&obj, "question", at)?, choices, answer })
         }
@@ -208,21 +244,48 @@ mod tests {
         assert_eq!(r[1], Record::Classification { text: "bad".into(), label: Label::Name("neg".into()) });
         let lm = r#"[{"text":"a"},{"prompt":"p","completion":"c"},{"messages":[{"role":"user","content":"hi"}]}]"#;
         let r = parse_records(RecordTask::CausalLm, lm, "data", false).unwrap();
-        assert!(matches!(r[0], Record::Text { .. }) && matches!(r[1], Record::PromptCompletion { .. }) && matches!(r[2], Record::Chat { .. }));
+        assert!(
+            matches!(r[0], Record::Text { .. })
+                && matches!(r[1], Record::PromptCompletion { .. })
+                && matches!(r[2], Record::Chat { .. })
+        );
         let mc = r#"{"question":"q","choices":["a","b","c"],"answer":2}"#;
-        assert_eq!(parse_records(RecordTask::MultipleChoice, mc, "mc.jsonl", true).unwrap()[0], Record::MultipleChoice { question: "q".into(), choices: vec!["a".into(), "b".into(), "c".into()], answer: 2 });
+        assert_eq!(
+            parse_records(RecordTask::MultipleChoice, mc, "mc.jsonl", true).unwrap()[0],
+            Record::MultipleChoice {
+                question: "q".into(),
+                choices: vec!["a".into(), "b".into(), "c".into()],
+                answer: 2
+            }
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_line() {
         let cases = [
-            (RecordTask::Classification, "{\"text\":\"a\",\"label\":0}\n{\"text\":\"b\"", "train.jsonl:2: invalid JSON"),
+            (
+                RecordTask::Classification,
+                "{\"text\":\"a\",\"label\":0}\n{\"text\":\"b\"",
+                "train.jsonl:2: invalid JSON",
+            ),
             (RecordTask::Classification, "{\"text\":\"a\"}", "train.jsonl:1: `label` is missing"),
             (RecordTask::Classification, "{\"text\":3,\"label\":0}", "train.jsonl:1: `text` must be a string, got 3"),
-            (RecordTask::Classification, "{\"text\":\"a\",\"label\":-1}", "`label` must be a non-negative integer or a string, got -1"),
-            (RecordTask::Classification, "{\"txt\":\"a\",\"label\":0}", "train.jsonl:1: unknown field `txt`; expected text, label"),
+            (
+                RecordTask::Classification,
+                "{\"text\":\"a\",\"label\":-1}",
+                "`label` must be a non-negative integer or a string, got -1",
+            ),
+            (
+                RecordTask::Classification,
+                "{\"txt\":\"a\",\"label\":0}",
+                "train.jsonl:1: unknown field `txt`; expected text, label",
+            ),
             (RecordTask::CausalLm, "{\"prompt\":\"a\"}", "train.jsonl:1: `completion` is missing"),
-            (RecordTask::MultipleChoice, "{\"question\":\"q\",\"choices\":[\"a\",\"b\"],\"answer\":2}", "`answer` = 2 is out of range for 2 choices"),
+            (
+                RecordTask::MultipleChoice,
+                "{\"question\":\"q\",\"choices\":[\"a\",\"b\"],\"answer\":2}",
+                "`answer` = 2 is out of range for 2 choices",
+            ),
             (RecordTask::Classification, "\n  \n", "train.jsonl: the dataset is empty"),
             (RecordTask::Classification, "[1]", "train.jsonl:1: expected a JSON object, got [1]"),
         ];
@@ -231,7 +294,8 @@ mod tests {
             assert_eq!(err.code(), "ERR_INVALID_DATA");
             assert!(err.to_string().contains(want), "{text:?}: {err}");
         }
-        let err = parse_records(RecordTask::Classification, r#"[{"text":"a","label":0},{"text":"b"}]"#, "data", false).unwrap_err();
+        let err = parse_records(RecordTask::Classification, r#"[{"text":"a","label":0},{"text":"b"}]"#, "data", false)
+            .unwrap_err();
         assert!(err.to_string().contains("data record 1: `label` is missing"), "{err}");
     }
 }

@@ -41,11 +41,17 @@ impl LabelMap {
             }
         }
         if let (Some((index_at, i)), Some((name_at, n))) = (first_index, first_name) {
-            return Err(Error::InvalidData(format!("labels mix integers and strings ({index_at}: {i}, {name_at}: \"{n}\"); use one kind")));
+            return Err(Error::InvalidData(format!(
+                "labels mix integers and strings ({index_at}: {i}, {name_at}: \"{n}\"); use one kind"
+            )));
         }
         let names: Vec<String> = names.into_keys().collect();
         if names.len() > num_labels {
-            return Err(Error::InvalidData(format!("{} distinct label names ({}) exceed numLabels = {num_labels}", names.len(), names.join(", "))));
+            return Err(Error::InvalidData(format!(
+                "{} distinct label names ({}) exceed numLabels = {num_labels}",
+                names.len(),
+                names.join(", ")
+            )));
         }
         Ok(LabelMap { names })
     }
@@ -54,15 +60,19 @@ impl LabelMap {
     pub fn index(&self, label: &Label, num_labels: usize) -> Result<usize> {
         match label {
             Label::Index(i) if *i < num_labels && self.names.is_empty() => Ok(*i),
-            Label::Index(i) if self.names.is_empty() => {
-                Err(Error::InvalidData(format!("label {i} is out of range for numLabels = {num_labels}; labels are 0..{}", num_labels.saturating_sub(1))))
-            }
+            Label::Index(i) if self.names.is_empty() => Err(Error::InvalidData(format!(
+                "label {i} is out of range for numLabels = {num_labels}; labels are 0..{}",
+                num_labels.saturating_sub(1)
+            ))),
             Label::Index(i) => Err(Error::InvalidData(format!(
                 "label {i} is an integer, but this model was trained with string labels: {}; use one of them",
                 self.names.join(", ")
             ))),
             Label::Name(n) => self.names.iter().position(|x| x == n).ok_or_else(|| {
-                Error::InvalidData(format!("unknown label `{n}`; the model knows {}", if self.names.is_empty() { "integer labels only".into() } else { self.names.join(", ") }))
+                Error::InvalidData(format!(
+                    "unknown label `{n}`; the model knows {}",
+                    if self.names.is_empty() { "integer labels only".into() } else { self.names.join(", ") }
+                ))
             }),
         }
     }
@@ -101,8 +111,16 @@ mod tests {
 
     #[test]
     fn summaries_count_the_classes() {
-        let names = [Label::Name("pos".into()), Label::Name("neg".into()), Label::Name("meh".into()), Label::Name("pos".into())];
-        assert_eq!(LabelSummary::of(names.iter()), LabelSummary { records: 4, labels: vec!["meh".into(), "neg".into(), "pos".into()], num_labels: 3 });
+        let names = [
+            Label::Name("pos".into()),
+            Label::Name("neg".into()),
+            Label::Name("meh".into()),
+            Label::Name("pos".into()),
+        ];
+        assert_eq!(
+            LabelSummary::of(names.iter()),
+            LabelSummary { records: 4, labels: vec!["meh".into(), "neg".into(), "pos".into()], num_labels: 3 }
+        );
         assert_eq!(LabelSummary::of([Label::Index(0), Label::Index(4)].iter()).num_labels, 5);
         assert_eq!(LabelSummary::of([Label::Index(0)].iter()).num_labels, 2);
     }
@@ -118,9 +136,14 @@ mod tests {
         let mixed = [(Label::Index(0), "t.jsonl:1"), (Label::Name("a".into()), "t.jsonl:2")];
         let err = LabelMap::from_labels(mixed.iter().map(|(l, at)| (l, *at)), 2).unwrap_err();
         assert_eq!(err.to_string(), "labels mix integers and strings (t.jsonl:1: 0, t.jsonl:2: \"a\"); use one kind");
-        let err = LabelMap::from_labels([(&Label::Index(0), "t.jsonl:1"), (&Label::Index(5), "t.jsonl:2")].into_iter(), 2).unwrap_err();
+        let err =
+            LabelMap::from_labels([(&Label::Index(0), "t.jsonl:1"), (&Label::Index(5), "t.jsonl:2")].into_iter(), 2)
+                .unwrap_err();
         assert_eq!(err.to_string(), "t.jsonl:2: label 5 is out of range for numLabels = 2; labels are 0..1");
         let err = map.index(&Label::Index(1), 2).unwrap_err();
-        assert_eq!(err.to_string(), "label 1 is an integer, but this model was trained with string labels: neg, pos; use one of them");
+        assert_eq!(
+            err.to_string(),
+            "label 1 is an integer, but this model was trained with string labels: neg, pos; use one of them"
+        );
     }
 }

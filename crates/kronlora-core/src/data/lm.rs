@@ -78,16 +78,22 @@ pub fn encode_lm_record(tokenizer: &TextTokenizer, record: &Record, max_length: 
                 if is_assistant {
                     let prefix = tokenizer.render_chat(&messages[..i], true, at)?;
                     let Some(context) = prefix.strip_prefix(done.as_str()) else {
-                        return Err(Error::InvalidData(format!("{at}: the chat template does not render conversations incrementally")));
+                        return Err(Error::InvalidData(format!(
+                            "{at}: the chat template does not render conversations incrementally"
+                        )));
                     };
                     let Some(answer) = upto.strip_prefix(prefix.as_str()) else {
-                        return Err(Error::InvalidData(format!("{at}: the chat template does not render conversations incrementally")));
+                        return Err(Error::InvalidData(format!(
+                            "{at}: the chat template does not render conversations incrementally"
+                        )));
                     };
                     ex.push(&encode_piece(tokenizer, context)?, false);
                     ex.push(&encode_piece(tokenizer, answer)?, true);
                 } else {
                     let Some(context) = upto.strip_prefix(done.as_str()) else {
-                        return Err(Error::InvalidData(format!("{at}: the chat template does not render conversations incrementally")));
+                        return Err(Error::InvalidData(format!(
+                            "{at}: the chat template does not render conversations incrementally"
+                        )));
                     };
                     ex.push(&encode_piece(tokenizer, context)?, false);
                 }
@@ -112,7 +118,12 @@ pub fn encode_lm_record(tokenizer: &TextTokenizer, record: &Record, max_length: 
 }
 
 /// Tokenise a multiple-choice record: for each choice, `question` + " " + choice with the choice scored.
-pub fn encode_choice_record(tokenizer: &TextTokenizer, record: &Record, max_length: usize, at: &str) -> Result<ChoiceExample> {
+pub fn encode_choice_record(
+    tokenizer: &TextTokenizer,
+    record: &Record,
+    max_length: usize,
+    at: &str,
+) -> Result<ChoiceExample> {
     let Record::MultipleChoice { question, choices, answer } = record else {
         return Err(Error::InvalidData(format!("{at}: not a multiple-choice record")));
     };
@@ -146,7 +157,8 @@ pub fn encode_choice_record(tokenizer: &TextTokenizer, record: &Record, max_leng
 pub fn lm_batch(examples: &[&LmExample], pad: u32, device: &Device) -> Result<LmBatch> {
     let t = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1).max(2);
     let b = examples.len();
-    let (mut ids, mut targets, mut weights) = (Vec::with_capacity(b * t), Vec::with_capacity(b * (t - 1)), Vec::with_capacity(b * (t - 1)));
+    let (mut ids, mut targets, mut weights) =
+        (Vec::with_capacity(b * t), Vec::with_capacity(b * (t - 1)), Vec::with_capacity(b * (t - 1)));
     let (mut tokens, mut scored) = (0, 0);
     for e in examples {
         tokens += e.ids.len();

@@ -19,7 +19,10 @@ pub fn train_validation_split<T>(items: Vec<T>, fraction: f64, seed: u64) -> Res
         return Err(Error::InvalidOption(format!("validation fraction must be between 0 and 1, got {fraction}")));
     }
     if items.len() < 2 {
-        return Err(Error::InvalidData(format!("{} record(s) cannot be split into training and validation sets; give at least 2", items.len())));
+        return Err(Error::InvalidData(format!(
+            "{} record(s) cannot be split into training and validation sets; give at least 2",
+            items.len()
+        )));
     }
     let held = ((items.len() as f64 * fraction).round() as usize).clamp(1, items.len() - 1);
     let order = seeded_permutation(items.len(), seed);

@@ -39,7 +39,8 @@ impl GgufFile {
         // Checked first: candle's parser allocates whatever lengths the file states.
         let entries = super::gguf_layout::check(&mut reader, path)?;
         reader.rewind().map_err(|e| model_file_error(path, format!("cannot read: {e}")))?;
-        let content = Content::read(&mut reader).map_err(|e| model_file_error(path, format!("not a valid GGUF file: {e}")))?;
+        let content =
+            Content::read(&mut reader).map_err(|e| model_file_error(path, format!("not a valid GGUF file: {e}")))?;
         let names = entries.into_iter().map(|e| e.name).collect();
         Ok(GgufFile { path: path.to_path_buf(), content, reader: Mutex::new(reader), names })
     }
@@ -54,7 +55,10 @@ impl GgufFile {
     }
 
     fn value(&self, key: &str) -> Result<&Value> {
-        self.content.metadata.get(key).ok_or_else(|| model_file_error(&self.path, format!("metadata `{key}` is missing")))
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| model_file_error(&self.path, format!("metadata `{key}` is missing")))
     }
 
     fn bad(&self, key: &str, e: candle_core::Error) -> Error {
@@ -133,15 +137,20 @@ impl GgufFile {
         if !self.has_tensor(name) {
             return Err(model_file_error(&self.path, format!("tensor `{name}` is missing")));
         }
-        let mut reader = self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
-        let q = self
-            .content
-            .tensor(&mut *reader, name, device)
-            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be read (truncated file or unsupported quantisation?): {e}")))?;
-        let t = q
-            .dequantize(device)
-            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` ({:?}) cannot be dequantised: {e}", q.dtype())))?;
-        let t = t.to_dtype(DType::F32).map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be converted to f32: {e}")))?;
+        let mut reader =
+            self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
+        let q = self.content.tensor(&mut *reader, name, device).map_err(|e| {
+            model_file_error(
+                &self.path,
+                format!("tensor `{name}` cannot be read (truncated file or unsupported quantisation?): {e}"),
+            )
+        })?;
+        let t = q.dequantize(device).map_err(|e| {
+            model_file_error(&self.path, format!("tensor `{name}` ({:?}) cannot be dequantised: {e}", q.dtype()))
+        })?;
+        let t = t
+            .to_dtype(DType::F32)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be converted to f32: {e}")))?;
         check_finite(&self.path, name, &t)?;
         Ok(t)
     }
@@ -203,7 +212,8 @@ fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
 
 impl TensorSource for GgufWeights {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let g = Self::gguf_name(name).ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
+        let g = Self::gguf_name(name)
+            .ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
         let mut t = self.file.tensor(&g, &self.device)?;
         if t.dims() != shape {
             return Err(model_file_error(
@@ -219,7 +229,10 @@ impl TensorSource for GgufWeights {
                 t = unpermute(&t, kv_heads)?;
             }
         }
-        self.read.lock().map_err(|_| Error::InvalidState("GGUF weights lock poisoned by an earlier panic".into()))?.insert(g);
+        self.read
+            .lock()
+            .map_err(|_| Error::InvalidState("GGUF weights lock poisoned by an earlier panic".into()))?
+            .insert(g);
         Ok(t)
     }
 

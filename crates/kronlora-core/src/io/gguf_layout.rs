@@ -66,7 +66,10 @@ impl<R: Read + Seek> Walker<'_, R> {
 
     fn need(&self, n: u64, what: &str) -> Result<()> {
         if n > self.len - self.pos {
-            return Err(self.bad(format!("{what} needs {n} bytes at offset {}, but the file ends at {} (truncated?)", self.pos, self.len)));
+            return Err(self.bad(format!(
+                "{what} needs {n} bytes at offset {}, but the file ends at {} (truncated?)",
+                self.pos, self.len
+            )));
         }
         Ok(())
     }
@@ -195,7 +198,9 @@ pub fn check<R: Read + Seek>(reader: &mut R, path: &Path) -> Result<Vec<TensorEn
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(w.bad(format!("{what} has {n_dims} dimensions; GGUF tensors have 1 to {MAX_DIMS}")));
         }
-        let dims = (0..n_dims).map(|_| if w.wide { w.u64(&what) } else { w.u32(&what).map(u64::from) }).collect::<Result<Vec<_>>>()?;
+        let dims = (0..n_dims)
+            .map(|_| if w.wide { w.u64(&what) } else { w.u32(&what).map(u64::from) })
+            .collect::<Result<Vec<_>>>()?;
         let type_id = w.u32(&what)?;
         let offset = w.u64(&what)?;
         if !names.insert(name.clone()) {
@@ -216,10 +221,14 @@ pub fn check<R: Read + Seek>(reader: &mut R, path: &Path) -> Result<Vec<TensorEn
         let elems = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let bytes = elems.filter(|_| t.dims[0] % block == 0).and_then(|n| (n / block).checked_mul(type_size));
         let Some(bytes) = bytes else {
-            return Err(w.bad(format!("{what}: the dims do not give a whole number of {dtype:?} blocks of {block} values, or overflow")));
+            return Err(w.bad(format!(
+                "{what}: the dims do not give a whole number of {dtype:?} blocks of {block} values, or overflow"
+            )));
         };
         if t.offset % alignment != 0 {
-            return Err(w.bad(format!("{what}: offset {} is not a multiple of general.alignment = {alignment}", t.offset)));
+            return Err(
+                w.bad(format!("{what}: offset {} is not a multiple of general.alignment = {alignment}", t.offset))
+            );
         }
         if t.offset != expected {
             return Err(w.bad(format!(

@@ -30,19 +30,26 @@ impl MappedSafetensors {
         // Safety: mapped read-only and private; a file changed while it is loaded gives wrong
         // values, as with every memory-mapped loader (PyTorch's and candle's included).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(format!("cannot map: {e}")))?;
-        let (header, metadata) = SafeTensors::read_metadata(&map).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
+        let (header, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| bad(format!("not a valid safetensors file: {e}")))?;
         let data_start = 8 + header;
-        let tensors: HashMap<String, TensorInfo> = metadata.tensors().into_iter().map(|(n, i)| (n, i.clone())).collect();
+        let tensors: HashMap<String, TensorInfo> =
+            metadata.tensors().into_iter().map(|(n, i)| (n, i.clone())).collect();
         for (name, info) in &tensors {
             if data_start + info.data_offsets.1 > map.len() {
-                return Err(bad(format!("not a valid safetensors file: tensor `{name}` lies past the end of the file (truncated?)")));
+                return Err(bad(format!(
+                    "not a valid safetensors file: tensor `{name}` lies past the end of the file (truncated?)"
+                )));
             }
         }
         // `read_metadata` checks that the tensors tile the data section without gaps or
         // overlaps and that each one's bytes fit its shape; bytes past the last one are junk.
         let data_end = tensors.values().map(|i| i.data_offsets.1).max().unwrap_or(0);
         if data_start + data_end != map.len() {
-            return Err(bad(format!("not a valid safetensors file: {} bytes follow the last tensor's data", map.len() - data_start - data_end)));
+            return Err(bad(format!(
+                "not a valid safetensors file: {} bytes follow the last tensor's data",
+                map.len() - data_start - data_end
+            )));
         }
         Ok(MappedSafetensors { path: path.to_path_buf(), map, data_start, tensors })
     }
@@ -58,7 +65,9 @@ impl MappedSafetensors {
         // reads (BERT's `position_ids`).
         super::safetensors_dir::check_float_dtype(&self.path, name, info.dtype)?;
         let (start, end) = (self.data_start + info.data_offsets.0, self.data_start + info.data_offsets.1);
-        let bad = |e: candle_core::Error| Error::InvalidModel(format!("{}: tensor `{name}` cannot be read: {e}", self.path.display()));
+        let bad = |e: candle_core::Error| {
+            Error::InvalidModel(format!("{}: tensor `{name}` cannot be read: {e}", self.path.display()))
+        };
         let dtype = DType::try_from(info.dtype).map_err(bad)?;
         let tensor = Tensor::from_raw_buffer(&self.map[start..end], dtype, &info.shape, device).map_err(bad)?;
         let page = 4096;

@@ -16,11 +16,11 @@ use candle_core::{Device, Tensor};
 use crate::error::Result;
 
 pub use gguf::{GgufFile, GgufWeights};
+pub use owned_dir::{check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, Marker, OwnedLayout, Target};
 pub use safetensors_dir::{read_json_config, Weights};
 pub use source::ModelSource;
 #[cfg(not(target_arch = "wasm32"))]
 pub use storage::FsStorage;
-pub use owned_dir::{check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, Marker, OwnedLayout, Target};
 pub use storage::{join, read_safetensors_bytes, read_text, safetensors_bytes, EntryKind, Storage};
 
 /// Named f32 tensors of a model, whatever the file format; names are Hugging Face's.

@@ -143,7 +143,12 @@ fn unique_suffix() -> String {
 
 /// Write `files` (name, bytes; in this order) into `dir` as the module docs say, after
 /// `check_writable` allowed it.
-pub fn write_owned_dir(storage: &dyn Storage, dir: &str, layout: &OwnedLayout, files: &[(String, Vec<u8>)]) -> Result<()> {
+pub fn write_owned_dir(
+    storage: &dyn Storage,
+    dir: &str,
+    layout: &OwnedLayout,
+    files: &[(String, Vec<u8>)],
+) -> Result<()> {
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     match check_writable(storage, dir, layout, &names)? {
         Target::New => write_new_dir(storage, dir, files),
@@ -229,7 +234,8 @@ mod tests {
     use crate::io::FsStorage;
 
     const MARK: Marker = Marker { file: "mark.json", holds: "`ours: true`", is_ours: |b| b == b"ours" };
-    const LAYOUT: OwnedLayout = OwnedLayout { what: "test output", files: &["data.bin", "mark.json"], markers: &[MARK] };
+    const LAYOUT: OwnedLayout =
+        OwnedLayout { what: "test output", files: &["data.bin", "mark.json"], markers: &[MARK] };
 
     fn scratch(name: &str) -> std::path::PathBuf {
         let root = std::env::temp_dir().join(format!("kronlora-owned-{name}-{}", std::process::id()));
@@ -272,7 +278,11 @@ mod tests {
     fn removal_leaves_a_directory_whose_second_marker_is_foreign() {
         // Like a checkpoint (state marker) into which someone copied a PEFT adapter (config marker).
         const OTHER: Marker = Marker { file: "other.json", holds: "`ours`", is_ours: |b| b == b"ours" };
-        const TWO: OwnedLayout = OwnedLayout { what: "test output", files: &["data.bin", "other.json", "mark.json"], markers: &[MARK, OTHER] };
+        const TWO: OwnedLayout = OwnedLayout {
+            what: "test output",
+            files: &["data.bin", "other.json", "mark.json"],
+            markers: &[MARK, OTHER],
+        };
         let root = scratch("two-markers");
         let dir = root.display().to_string();
         write_owned_dir(&FsStorage, &dir, &LAYOUT, &files(b"one")).unwrap();
@@ -302,12 +312,18 @@ mod tests {
         // A plain file and a link where the directory would go.
         let file = root.join("plain");
         std::fs::write(&file, b"plain").unwrap();
-        assert_eq!(write_owned_dir(&FsStorage, &file.display().to_string(), &LAYOUT, &files(b"x")).unwrap_err().code(), "ERR_WOULD_OVERWRITE");
+        assert_eq!(
+            write_owned_dir(&FsStorage, &file.display().to_string(), &LAYOUT, &files(b"x")).unwrap_err().code(),
+            "ERR_WOULD_OVERWRITE"
+        );
         #[cfg(unix)]
         {
             let link = root.join("link");
             std::os::unix::fs::symlink(root.join("elsewhere"), &link).unwrap();
-            assert_eq!(write_owned_dir(&FsStorage, &link.display().to_string(), &LAYOUT, &files(b"x")).unwrap_err().code(), "ERR_WOULD_OVERWRITE");
+            assert_eq!(
+                write_owned_dir(&FsStorage, &link.display().to_string(), &LAYOUT, &files(b"x")).unwrap_err().code(),
+                "ERR_WOULD_OVERWRITE"
+            );
             remove_owned_dir(&FsStorage, &link.display().to_string(), &LAYOUT, &MARK).unwrap();
             assert!(std::fs::symlink_metadata(&link).is_ok());
         }

@@ -23,7 +23,10 @@ pub(crate) fn check_float_dtype(path: &Path, name: &str, dtype: safetensors::Dty
     if matches!(dtype, F32 | F16 | BF16 | F64) {
         return Ok(());
     }
-    Err(model_file_error(path, format!("tensor `{name}` has dtype {dtype:?}; expected a float tensor (F32, F16, BF16 or F64)")))
+    Err(model_file_error(
+        path,
+        format!("tensor `{name}` has dtype {dtype:?}; expected a float tensor (F32, F16, BF16 or F64)"),
+    ))
 }
 
 /// Refuse a weight holding NaN or infinity: every output computed from it would be garbage.
@@ -33,9 +36,15 @@ pub(crate) fn check_finite(path: &Path, name: &str, t: &Tensor) -> Result<()> {
     if sum.as_ref().is_ok_and(|s| s.is_finite()) {
         return Ok(());
     }
-    let values = t.flatten_all().and_then(|v| v.to_dtype(DType::F32)?.to_vec1::<f32>()).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
+    let values = t
+        .flatten_all()
+        .and_then(|v| v.to_dtype(DType::F32)?.to_vec1::<f32>())
+        .map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
     match values.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(model_file_error(path, format!("tensor `{name}` holds {} at index {i}; the file is corrupt", values[i]))),
+        Some(i) => Err(model_file_error(
+            path,
+            format!("tensor `{name}` holds {} at index {i}; the file is corrupt", values[i]),
+        )),
         None => Ok(()),
     }
 }
@@ -58,8 +67,14 @@ pub fn read_json_config<T: DeserializeOwned>(path: &Path) -> Result<T> {
 /// Memory-mapped files (native) or in-memory buffers (WASM, which has no file system).
 enum Store {
     #[cfg(not(target_arch = "wasm32"))]
-    Mapped { files: Vec<super::mapped::MappedSafetensors>, route: std::collections::HashMap<String, usize> },
-    Buffers { buffers: Vec<(PathBuf, BufferedSafetensors)>, route: std::collections::HashMap<String, usize> },
+    Mapped {
+        files: Vec<super::mapped::MappedSafetensors>,
+        route: std::collections::HashMap<String, usize>,
+    },
+    Buffers {
+        buffers: Vec<(PathBuf, BufferedSafetensors)>,
+        route: std::collections::HashMap<String, usize>,
+    },
 }
 
 impl Store {
@@ -70,10 +85,13 @@ impl Store {
             Store::Mapped { files, route } => files[*route.get(name).ok_or_else(missing)?].load(name, device),
             Store::Buffers { buffers, route } => {
                 let (path, file) = &buffers[*route.get(name).ok_or_else(missing)?];
-                let view = file.get(name).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
+                let view = file
+                    .get(name)
+                    .map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))?;
                 // Checked when read, as in the mapped store.
                 check_float_dtype(path, name, view.dtype())?;
-                file.load(name, device).map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))
+                file.load(name, device)
+                    .map_err(|e| model_file_error(path, format!("tensor `{name}` cannot be read: {e}")))
             }
         }
     }
@@ -105,20 +123,27 @@ impl Weights {
             return Ok((SINGLE.into(), vec![SINGLE.into()]));
         }
         if !source.exists(INDEX) {
-            return Err(Error::InvalidModel(format!("{}: no {SINGLE} or {INDEX} among the model files", source.display())));
+            return Err(Error::InvalidModel(format!(
+                "{}: no {SINGLE} or {INDEX} among the model files",
+                source.display()
+            )));
         }
         #[derive(serde::Deserialize)]
         struct Index {
             weight_map: std::collections::HashMap<String, String>,
         }
         let index_path = source.file_path(INDEX);
-        let idx: Index = serde_json::from_slice(&source.read(INDEX)?).map_err(|e| model_file_error(&index_path, format!("invalid: {e}")))?;
+        let idx: Index = serde_json::from_slice(&source.read(INDEX)?)
+            .map_err(|e| model_file_error(&index_path, format!("invalid: {e}")))?;
         let shards: BTreeSet<String> = idx.weight_map.into_values().collect();
         for shard in &shards {
             check_shard_name(&index_path, shard)?;
         }
         if let Some(missing) = shards.iter().find(|s| !source.exists(s)) {
-            return Err(model_file_error(&index_path, format!("shard {} is missing", source.file_path(missing).display())));
+            return Err(model_file_error(
+                &index_path,
+                format!("shard {} is missing", source.file_path(missing).display()),
+            ));
         }
         Ok((INDEX.into(), shards.into_iter().collect()))
     }
@@ -132,13 +157,23 @@ impl Weights {
             let file = super::mapped::MappedSafetensors::open(shard)?;
             for name in file.names() {
                 if route.insert(name.clone(), files.len()).is_some() {
-                    return Err(model_file_error(shard, format!("tensor `{name}` is also in another shard; each tensor must be stored once")));
+                    return Err(model_file_error(
+                        shard,
+                        format!("tensor `{name}` is also in another shard; each tensor must be stored once"),
+                    ));
                 }
                 names.insert(name.clone());
             }
             files.push(file);
         }
-        Ok(Weights { files: Store::Mapped { files, route }, path, names, prefix: String::new(), device: device.clone(), read: Default::default() })
+        Ok(Weights {
+            files: Store::Mapped { files, route },
+            path,
+            names,
+            prefix: String::new(),
+            device: device.clone(),
+            read: Default::default(),
+        })
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -160,16 +195,27 @@ impl Weights {
         for shard in shards {
             let shard_path = source.file_path(&shard);
             let bytes = source.take(&shard)?;
-            let st = BufferedSafetensors::new(bytes).map_err(|e| model_file_error(&shard_path, format!("not a valid safetensors file: {e}")))?;
+            let st = BufferedSafetensors::new(bytes)
+                .map_err(|e| model_file_error(&shard_path, format!("not a valid safetensors file: {e}")))?;
             for (name, _) in st.tensors() {
                 if route.insert(name.clone(), buffers.len()).is_some() {
-                    return Err(model_file_error(&shard_path, format!("tensor `{name}` is also in another shard; each tensor must be stored once")));
+                    return Err(model_file_error(
+                        &shard_path,
+                        format!("tensor `{name}` is also in another shard; each tensor must be stored once"),
+                    ));
                 }
                 names.insert(name);
             }
             buffers.push((shard_path, st));
         }
-        Ok(Weights { files: Store::Buffers { buffers, route }, path, names, prefix: String::new(), device: device.clone(), read: Default::default() })
+        Ok(Weights {
+            files: Store::Buffers { buffers, route },
+            path,
+            names,
+            prefix: String::new(),
+            device: device.clone(),
+            read: Default::default(),
+        })
     }
 
     /// Use `prefix` (e.g. `bert.`) when it is what the file's names start with.
@@ -211,9 +257,14 @@ impl TensorSource for Weights {
                 format!("tensor `{full}` has shape {:?}, but config.json implies {shape:?}", t.dims()),
             ));
         }
-        let t = t.to_dtype(DType::F32).map_err(|e| model_file_error(&self.path, format!("tensor `{full}` cannot be converted to f32: {e}")))?;
+        let t = t
+            .to_dtype(DType::F32)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{full}` cannot be converted to f32: {e}")))?;
         check_finite(&self.path, &full, &t)?;
-        self.read.lock().map_err(|_| Error::InvalidState("weights lock poisoned by an earlier panic".into()))?.insert(full);
+        self.read
+            .lock()
+            .map_err(|_| Error::InvalidState("weights lock poisoned by an earlier panic".into()))?
+            .insert(full);
         Ok(t)
     }
 

@@ -27,7 +27,8 @@ impl ModelSource {
         match self {
             ModelSource::Path(p) => p.display().to_string(),
             ModelSource::Files(files) => {
-                let dirs: std::collections::BTreeSet<&str> = files.keys().map(|k| &k[..k.len() - base_name(k).len()]).collect();
+                let dirs: std::collections::BTreeSet<&str> =
+                    files.keys().map(|k| &k[..k.len() - base_name(k).len()]).collect();
                 match dirs.into_iter().collect::<Vec<_>>().as_slice() {
                     _ if files.len() == 1 => files.keys().next().cloned().unwrap_or_default(),
                     [dir] if !dir.is_empty() => dir.trim_end_matches(['/', '\\']).to_string(),
@@ -41,15 +42,21 @@ impl ModelSource {
     fn key(&self, name: &str) -> Option<&String> {
         match self {
             ModelSource::Path(_) => None,
-            ModelSource::Files(files) => files.get_key_value(name).map(|(k, _)| k).or_else(|| files.keys().find(|k| base_name(k) == name)),
+            ModelSource::Files(files) => {
+                files.get_key_value(name).map(|(k, _)| k).or_else(|| files.keys().find(|k| base_name(k) == name))
+            }
         }
     }
 
     /// The GGUF file of this source, if it is one.
     pub fn gguf_name(&self) -> Option<String> {
         match self {
-            ModelSource::Path(p) => (p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))).then(|| p.display().to_string()),
-            ModelSource::Files(files) => files.keys().find(|k| base_name(k).to_ascii_lowercase().ends_with(".gguf")).map(|k| base_name(k).to_string()),
+            ModelSource::Path(p) => (p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+                .then(|| p.display().to_string()),
+            ModelSource::Files(files) => files
+                .keys()
+                .find(|k| base_name(k).to_ascii_lowercase().ends_with(".gguf"))
+                .map(|k| base_name(k).to_string()),
         }
     }
 
@@ -86,11 +93,9 @@ impl ModelSource {
                 let path = self.file_path(name);
                 std::fs::read(&path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", path.display())))
             }
-            ModelSource::Files(files) => self
-                .key(name)
-                .and_then(|k| files.get(k))
-                .cloned()
-                .ok_or_else(|| Error::InvalidModel(format!("{name}: missing from the files given (have {})", self.display()))),
+            ModelSource::Files(files) => self.key(name).and_then(|k| files.get(k)).cloned().ok_or_else(|| {
+                Error::InvalidModel(format!("{name}: missing from the files given (have {})", self.display()))
+            }),
         }
     }
 
@@ -98,7 +103,10 @@ impl ModelSource {
     pub fn take(&mut self, name: &str) -> Result<Vec<u8>> {
         match self {
             ModelSource::Files(_) => {
-                let key = self.key(name).cloned().ok_or_else(|| Error::InvalidModel(format!("{name}: missing from the files given")))?;
+                let key = self
+                    .key(name)
+                    .cloned()
+                    .ok_or_else(|| Error::InvalidModel(format!("{name}: missing from the files given")))?;
                 let ModelSource::Files(files) = self else { unreachable!("matched above") };
                 Ok(files.remove(&key).unwrap_or_default())
             }

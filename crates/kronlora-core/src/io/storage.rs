@@ -113,7 +113,11 @@ impl Storage for FsStorage {
 
     fn write_new_file(&self, path: &str, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| io_error(path, "create", e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|e| io_error(path, "create", e))?;
         f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| io_error(path, "write", e))
     }
 
@@ -133,26 +137,52 @@ impl Storage for FsStorage {
 /// Bytes of a safetensors file holding f32 `tensors`, with string `metadata`.
 pub fn safetensors_bytes(tensors: &[(String, crate::TensorData)], metadata: &[(&str, &str)]) -> Result<Vec<u8>> {
     use safetensors::tensor::TensorView;
-    let raw: Vec<(String, Vec<usize>, Vec<u8>)> =
-        tensors.iter().map(|(n, t)| (n.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
     let views = raw
         .iter()
-        .map(|(n, shape, bytes)| Ok((n.clone(), TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes).map_err(|e| Error::InvalidState(format!("cannot write tensor `{n}`: {e}")))?)))
+        .map(|(n, shape, bytes)| {
+            Ok((
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map_err(|e| Error::InvalidState(format!("cannot write tensor `{n}`: {e}")))?,
+            ))
+        })
         .collect::<Result<Vec<_>>>()?;
-    let metadata: std::collections::HashMap<String, String> = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::InvalidState(format!("cannot write safetensors: {e}")))
+    let metadata: std::collections::HashMap<String, String> =
+        metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| Error::InvalidState(format!("cannot write safetensors: {e}")))
 }
 
 /// Every tensor of a safetensors file as f32 (F32, F16 and BF16 accepted); `path` names it in errors.
-pub fn read_safetensors_bytes(bytes: &[u8], path: &str) -> Result<std::collections::BTreeMap<String, crate::TensorData>> {
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::InvalidData(format!("{path}: not a valid safetensors file: {e}")))?;
+pub fn read_safetensors_bytes(
+    bytes: &[u8],
+    path: &str,
+) -> Result<std::collections::BTreeMap<String, crate::TensorData>> {
+    let file = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::InvalidData(format!("{path}: not a valid safetensors file: {e}")))?;
     let mut out = std::collections::BTreeMap::new();
     for (name, view) in file.tensors() {
         let data: Vec<f32> = match view.dtype() {
-            safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            safetensors::Dtype::F16 => view.data().chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            safetensors::Dtype::BF16 => view.data().chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            other => return Err(Error::InvalidData(format!("{path}: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"))),
+            safetensors::Dtype::F32 => {
+                view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+            }
+            safetensors::Dtype::F16 => {
+                view.data().chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+            }
+            safetensors::Dtype::BF16 => view
+                .data()
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            other => {
+                return Err(Error::InvalidData(format!(
+                    "{path}: tensor `{name}` has dtype {other:?}; expected F32, F16 or BF16"
+                )))
+            }
         };
         out.insert(name.to_string(), crate::TensorData { shape: view.shape().to_vec(), data });
     }
@@ -185,7 +215,8 @@ mod tests {
 
     #[test]
     fn half_floats_convert_exactly() {
-        for (h, f) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0), (0x0000, 0.0)] {
+        for (h, f) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0), (0x0000, 0.0)]
+        {
             assert_eq!(f16_to_f32(h), f, "{h:#x}");
         }
     }

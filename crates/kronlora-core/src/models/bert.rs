@@ -55,13 +55,26 @@ impl BertConfig {
         let invalid = |e: serde_json::Error| Error::InvalidModel(format!("{path}: invalid: {e}"));
         let probe: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
         if probe.get("model_type").and_then(|v| v.as_str()) != Some("distilbert") {
-            let sizes = ["vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings", "type_vocab_size"];
+            let sizes = [
+                "vocab_size",
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "max_position_embeddings",
+                "type_vocab_size",
+            ];
             check_json_fields(&probe, path, &sizes, &["layer_norm_eps"])?;
             let config: BertConfig = serde_json::from_value(probe).map_err(invalid)?;
             config.validate(path)?;
             return Ok(config);
         }
-        check_json_fields(&probe, path, &["vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"], &[])?;
+        check_json_fields(
+            &probe,
+            path,
+            &["vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings"],
+            &[],
+        )?;
         let d: DistilBertConfig = serde_json::from_value(probe).map_err(invalid)?;
         if d.sinusoidal_pos_embds {
             return Err(Error::InvalidModel(format!("{path}: sinusoidal_pos_embds = true is not supported")));
@@ -92,10 +105,21 @@ impl BertConfig {
         let distil = self.is_distilbert();
         let name = |bert: &'static str, distilbert: &'static str| if distil { distilbert } else { bert };
         if !matches!(self.model_type.as_str(), "bert" | "distilbert") {
-            return Err(invalid(path, "model_type", format!("= \"{}\" is not a BERT-style encoder this loader reads (expected \"bert\" or \"distilbert\")", self.model_type)));
+            return Err(invalid(
+                path,
+                "model_type",
+                format!(
+                    "= \"{}\" is not a BERT-style encoder this loader reads (expected \"bert\" or \"distilbert\")",
+                    self.model_type
+                ),
+            ));
         }
         if self.hidden_act != "gelu" {
-            return Err(invalid(path, name("hidden_act", "activation"), format!("= \"{}\" is not supported (only \"gelu\")", self.hidden_act)));
+            return Err(invalid(
+                path,
+                name("hidden_act", "activation"),
+                format!("= \"{}\" is not supported (only \"gelu\")", self.hidden_act),
+            ));
         }
         size(path, "vocab_size", self.vocab_size)?;
         size(path, name("hidden_size", "dim"), self.hidden_size)?;
@@ -111,7 +135,12 @@ impl BertConfig {
             return Err(invalid(
                 path,
                 name("hidden_size", "dim"),
-                format!("= {} is not divisible by {} = {}", self.hidden_size, name("num_attention_heads", "n_heads"), self.num_attention_heads),
+                format!(
+                    "= {} is not divisible by {} = {}",
+                    self.hidden_size,
+                    name("num_attention_heads", "n_heads"),
+                    self.num_attention_heads
+                ),
             ));
         }
         Ok(())
@@ -176,7 +205,11 @@ struct Norm {
 
 impl Norm {
     fn load(w: &dyn TensorSource, name: &str, size: usize, eps: f64) -> Result<Self> {
-        Ok(Norm { weight: w.get(&format!("{name}.weight"), &[size])?, bias: w.get(&format!("{name}.bias"), &[size])?, eps })
+        Ok(Norm {
+            weight: w.get(&format!("{name}.weight"), &[size])?,
+            bias: w.get(&format!("{name}.bias"), &[size])?,
+            eps,
+        })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(layer_norm(x, &self.weight, &self.bias, self.eps)?)
@@ -220,7 +253,8 @@ impl BertModel {
     /// Load `dir/config.json` and the directory's safetensors weights.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let bytes = std::fs::read(&config_path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
+        let bytes = std::fs::read(&config_path)
+            .map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
         let config = BertConfig::from_json(&bytes, &config_path.display().to_string())?;
         let mut weights = Weights::open(dir, device)?;
         weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
@@ -266,10 +300,13 @@ impl BertModel {
         // serves several tasks. An encoder tensor left over means the config describes another
         // model (fewer layers, say), and reading part of it would give wrong outputs.
         let encoder = |n: &str| {
-            WEIGHT_PREFIXES.iter().any(|p| n.strip_prefix(p).is_some_and(|rest| ["embeddings.", "encoder.", "transformer."].iter().any(|b| rest.starts_with(b))))
-                && !n.ends_with("position_ids")
+            WEIGHT_PREFIXES.iter().any(|p| {
+                n.strip_prefix(p)
+                    .is_some_and(|rest| ["embeddings.", "encoder.", "transformer."].iter().any(|b| rest.starts_with(b)))
+            }) && !n.ends_with("position_ids")
         };
-        let field = if model.config.is_distilbert() { "config.json's `n_layers`" } else { "config.json's `num_hidden_layers`" };
+        let field =
+            if model.config.is_distilbert() { "config.json's `n_layers`" } else { "config.json's `num_hidden_layers`" };
         super::refuse_unread(w, encoder, &[n.layer], model.config.num_hidden_layers, field)?;
         Ok(model)
     }
@@ -289,7 +326,9 @@ impl BertModel {
     pub fn projections_mut(&mut self) -> Vec<&mut Projection> {
         self.layers
             .iter_mut()
-            .flat_map(|l| [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output])
+            .flat_map(|l| {
+                [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output]
+            })
             .collect()
     }
 

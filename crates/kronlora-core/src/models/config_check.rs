@@ -14,7 +14,11 @@ pub fn invalid(path: &str, field: &str, what: String) -> Error {
 /// A size (layers, heads, widths, vocabulary, positions): an integer from 1 to `MAX_SIZE`.
 pub fn size(path: &str, field: &str, value: usize) -> Result<()> {
     if value == 0 || value > MAX_SIZE {
-        return Err(invalid(path, field, format!("= {value} is out of range; expected an integer from 1 to {MAX_SIZE}")));
+        return Err(invalid(
+            path,
+            field,
+            format!("= {value} is out of range; expected an integer from 1 to {MAX_SIZE}"),
+        ));
     }
     Ok(())
 }
@@ -22,7 +26,11 @@ pub fn size(path: &str, field: &str, value: usize) -> Result<()> {
 /// A normalisation epsilon: finite, above 0 and below 1 (real models use 1e-12 to 1e-5).
 pub fn epsilon(path: &str, field: &str, value: f64) -> Result<()> {
     if !(value.is_finite() && value > 0.0 && value < 1.0) {
-        return Err(invalid(path, field, format!("= {value} is out of range; expected a number above 0 and below 1 (such as 1e-12)")));
+        return Err(invalid(
+            path,
+            field,
+            format!("= {value} is out of range; expected a number above 0 and below 1 (such as 1e-12)"),
+        ));
     }
     Ok(())
 }
@@ -36,7 +44,13 @@ pub fn check_json_fields(config: &serde_json::Value, path: &str, sizes: &[&str],
         match config.get(*field) {
             None | Some(serde_json::Value::Null) => {}
             Some(v) if v.as_u64().is_some_and(|n| n >= 1 && n <= MAX_SIZE as u64) => {}
-            Some(v) => return Err(invalid(path, field, format!("= {v} is out of range; expected an integer from 1 to {MAX_SIZE}"))),
+            Some(v) => {
+                return Err(invalid(
+                    path,
+                    field,
+                    format!("= {v} is out of range; expected an integer from 1 to {MAX_SIZE}"),
+                ))
+            }
         }
     }
     for field in numbers {

@@ -7,9 +7,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::error::{Error, Result};
-use crate::options::MAX_HEAD_PARAMETERS;
 use crate::grad_mode::param;
 use crate::io::TensorSource;
+use crate::options::MAX_HEAD_PARAMETERS;
 
 /// Which transformers head: names of the first dense layer and its activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +51,20 @@ fn normal(rng: &mut StdRng, n: usize, std: f32) -> Vec<f32> {
 impl ClassificationHead {
     /// Pooler from the checkpoint when it has one; classifier from the checkpoint when its
     /// shape fits `num_labels`, else initialised as transformers does (N(0, 0.02²), zero bias).
-    pub fn new(w: &dyn TensorSource, style: HeadStyle, hidden: usize, num_labels: usize, seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(
+        w: &dyn TensorSource,
+        style: HeadStyle,
+        hidden: usize,
+        num_labels: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         // Estimated before anything is allocated: an allocation that fails aborts the process.
         // Checked products: on wasm32 a hidden size of 2^16 squared already overflows usize.
-        let parameters = num_labels.checked_mul(hidden).and_then(|c| c.checked_add(hidden.checked_mul(hidden)?)).unwrap_or(usize::MAX);
+        let parameters = num_labels
+            .checked_mul(hidden)
+            .and_then(|c| c.checked_add(hidden.checked_mul(hidden)?))
+            .unwrap_or(usize::MAX);
         if parameters > MAX_HEAD_PARAMETERS {
             return Err(Error::InvalidOption(format!(
                 "option `numLabels` = {num_labels} on a model of hidden size {hidden} needs a classification head of {parameters} parameters; \
@@ -65,14 +75,19 @@ impl ClassificationHead {
         let dense = style.dense_name();
         let (dense_w, dense_b) = (format!("{dense}.weight"), format!("{dense}.bias"));
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut init = |shape: &[usize]| -> Result<Tensor> { Ok(Tensor::from_vec(normal(&mut rng, shape.iter().product(), 0.02), shape, device)?) };
-        let pooler_weight = if w.contains(&dense_w) { w.get(&dense_w, &[hidden, hidden])? } else { init(&[hidden, hidden])? };
-        let pooler_bias = if w.contains(&dense_b) { w.get(&dense_b, &[hidden])? } else { Tensor::zeros(hidden, DType::F32, device)? };
-        // A checkpoint's own classifier is reused only when it has this many labels.
-        let (classifier_weight, classifier_bias) = match (w.get("classifier.weight", &[num_labels, hidden]), w.get("classifier.bias", &[num_labels])) {
-            (Ok(weight), Ok(bias)) => (weight, bias),
-            _ => (init(&[num_labels, hidden])?, Tensor::zeros(num_labels, DType::F32, device)?),
+        let mut init = |shape: &[usize]| -> Result<Tensor> {
+            Ok(Tensor::from_vec(normal(&mut rng, shape.iter().product(), 0.02), shape, device)?)
         };
+        let pooler_weight =
+            if w.contains(&dense_w) { w.get(&dense_w, &[hidden, hidden])? } else { init(&[hidden, hidden])? };
+        let pooler_bias =
+            if w.contains(&dense_b) { w.get(&dense_b, &[hidden])? } else { Tensor::zeros(hidden, DType::F32, device)? };
+        // A checkpoint's own classifier is reused only when it has this many labels.
+        let (classifier_weight, classifier_bias) =
+            match (w.get("classifier.weight", &[num_labels, hidden]), w.get("classifier.bias", &[num_labels])) {
+                (Ok(weight), Ok(bias)) => (weight, bias),
+                _ => (init(&[num_labels, hidden])?, Tensor::zeros(num_labels, DType::F32, device)?),
+            };
         Ok(ClassificationHead {
             style,
             pooler_weight: Var::from_tensor(&pooler_weight)?,

@@ -86,8 +86,16 @@ impl LlamaConfig {
             intermediate_size: file.usize(&key("feed_forward_length"))?,
             num_hidden_layers: file.usize(&key("block_count"))?,
             num_attention_heads: heads,
-            num_key_value_heads: Some(if file.has(&key("attention.head_count_kv")) { file.usize(&key("attention.head_count_kv"))? } else { heads }),
-            head_dim: if file.has(&key("attention.key_length")) { Some(file.usize(&key("attention.key_length"))?) } else { None },
+            num_key_value_heads: Some(if file.has(&key("attention.head_count_kv")) {
+                file.usize(&key("attention.head_count_kv"))?
+            } else {
+                heads
+            }),
+            head_dim: if file.has(&key("attention.key_length")) {
+                Some(file.usize(&key("attention.key_length"))?)
+            } else {
+                None
+            },
             rms_norm_eps: file.f64(&key("attention.layer_norm_rms_epsilon"))?,
             rope_theta: if file.has(&key("rope.freq_base")) { file.f64(&key("rope.freq_base"))? } else { 10000.0 },
             max_position_embeddings: file.usize(&key("context_length"))?,
@@ -120,7 +128,10 @@ impl LlamaConfig {
     fn validate_named(&self, path: &str, field: &dyn Fn(&'static str) -> String) -> Result<()> {
         let bad = |name: &'static str, what: String| Err(invalid(path, &field(name), what));
         if !matches!(self.model_type.as_str(), "llama" | "mistral" | "qwen2") {
-            return bad("model_type", format!("= \"{}\" is not a Llama-family decoder (llama, mistral, qwen2)", self.model_type));
+            return bad(
+                "model_type",
+                format!("= \"{}\" is not a Llama-family decoder (llama, mistral, qwen2)", self.model_type),
+            );
         }
         if self.hidden_act != "silu" {
             return bad("hidden_act", format!("= \"{}\" is not supported (only \"silu\")", self.hidden_act));
@@ -137,7 +148,12 @@ impl LlamaConfig {
         if self.num_attention_heads % self.kv_heads() != 0 {
             return bad(
                 "num_attention_heads",
-                format!("= {} is not a multiple of {} = {}", self.num_attention_heads, field("num_key_value_heads"), self.kv_heads()),
+                format!(
+                    "= {} is not a multiple of {} = {}",
+                    self.num_attention_heads,
+                    field("num_key_value_heads"),
+                    self.kv_heads()
+                ),
             );
         }
         match self.head_dim {
@@ -145,7 +161,12 @@ impl LlamaConfig {
             None if self.hidden_size % self.num_attention_heads != 0 => {
                 return bad(
                     "hidden_size",
-                    format!("= {} is not divisible by {} = {} (and no head_dim is given)", self.hidden_size, field("num_attention_heads"), self.num_attention_heads),
+                    format!(
+                        "= {} is not divisible by {} = {} (and no head_dim is given)",
+                        self.hidden_size,
+                        field("num_attention_heads"),
+                        self.num_attention_heads
+                    ),
                 )
             }
             None => {}
@@ -155,7 +176,10 @@ impl LlamaConfig {
         }
         epsilon(path, &field("rms_norm_eps"), self.rms_norm_eps)?;
         if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
-            return bad("rope_theta", format!("= {} is out of range; expected a finite number above 1 (such as 10000)", self.rope_theta));
+            return bad(
+                "rope_theta",
+                format!("= {} is out of range; expected a finite number above 1 (such as 10000)", self.rope_theta),
+            );
         }
         Ok(())
     }
@@ -230,7 +254,8 @@ impl LlamaModel {
     /// A Hugging Face directory (`config.json` + safetensors).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config_path = dir.join("config.json");
-        let bytes = std::fs::read(&config_path).map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
+        let bytes = std::fs::read(&config_path)
+            .map_err(|e| Error::InvalidModel(format!("{}: cannot read: {e}", config_path.display())))?;
         let config = LlamaConfig::from_json(&bytes, &config_path.display().to_string())?;
         let weights = Weights::open(dir, device)?;
         Self::from_weights(config, &weights)
@@ -292,8 +317,15 @@ impl LlamaModel {
         // Task heads of other model classes (`score`, a sequence-classification head) may go
         // unused, and so may rotary-frequency buffers that old checkpoints store; everything
         // else is the decoder and must have been read.
-        let body = |n: &str| !(n.starts_with("score.") || n.starts_with("classifier.") || n.ends_with("rotary_emb.inv_freq"));
-        super::refuse_unread(w, body, &["layers", "blk"], model.config.num_hidden_layers, "`num_hidden_layers` (GGUF: `block_count`)")?;
+        let body =
+            |n: &str| !(n.starts_with("score.") || n.starts_with("classifier.") || n.ends_with("rotary_emb.inv_freq"));
+        super::refuse_unread(
+            w,
+            body,
+            &["layers", "blk"],
+            model.config.num_hidden_layers,
+            "`num_hidden_layers` (GGUF: `block_count`)",
+        )?;
         Ok(model)
     }
 
@@ -319,7 +351,17 @@ impl LlamaModel {
         let mut out: Vec<&mut Projection> = self
             .layers
             .iter_mut()
-            .flat_map(|l| [&mut l.q_proj, &mut l.k_proj, &mut l.v_proj, &mut l.o_proj, &mut l.gate_proj, &mut l.up_proj, &mut l.down_proj])
+            .flat_map(|l| {
+                [
+                    &mut l.q_proj,
+                    &mut l.k_proj,
+                    &mut l.v_proj,
+                    &mut l.o_proj,
+                    &mut l.gate_proj,
+                    &mut l.up_proj,
+                    &mut l.down_proj,
+                ]
+            })
             .collect();
         if let Some(head) = &mut self.lm_head {
             out.push(head);
@@ -329,7 +371,9 @@ impl LlamaModel {
 
     pub fn num_base_parameters(&self) -> usize {
         let norms = (2 * self.layers.len() + 1) * self.config.hidden_size;
-        self.embed_tokens.elem_count() + norms + self.projections().iter().map(|(p, _)| p.num_parameters()).sum::<usize>()
+        self.embed_tokens.elem_count()
+            + norms
+            + self.projections().iter().map(|(p, _)| p.num_parameters()).sum::<usize>()
     }
 
     /// Add an adapter named `name` to the projections `plan` selects; returns how many.
@@ -337,7 +381,8 @@ impl LlamaModel {
         let device = self.device.clone();
         let seed = self.dropout_seed.clone();
         let has_head = self.lm_head.is_some();
-        let mut projections: Vec<(&mut Projection, bool)> = self.projections_mut().into_iter().map(|p| (p, false)).collect();
+        let mut projections: Vec<(&mut Projection, bool)> =
+            self.projections_mut().into_iter().map(|p| (p, false)).collect();
         if let (true, Some(last)) = (has_head, projections.last_mut()) {
             last.1 = true;
         }
@@ -347,9 +392,11 @@ impl LlamaModel {
     /// `cos`, `sin` tables `[t, head_dim]` for positions `start..start + t` (rotate-half layout).
     fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor)> {
         let hd = self.config.head_dim();
-        let inv: Vec<f32> = (0..hd / 2).map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f64 / hd as f64) as f32).collect();
+        let inv: Vec<f32> =
+            (0..hd / 2).map(|i| 1.0 / self.config.rope_theta.powf(2.0 * i as f64 / hd as f64) as f32).collect();
         let inv = Tensor::from_vec(inv, (1, hd / 2), &self.device)?;
-        let pos = Tensor::arange(start as u32, (start + t) as u32, &self.device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
+        let pos =
+            Tensor::arange(start as u32, (start + t) as u32, &self.device)?.to_dtype(DType::F32)?.reshape((t, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], 1)?;
         Ok((freqs.cos()?, freqs.sin()?))
@@ -374,7 +421,8 @@ impl LlamaModel {
         let (cos, sin) = self.rope_tables(start, t)?;
         // Causal additive mask [t, start + t]: a query sees the cache and the tokens up to itself.
         let total = start + t;
-        let mask: Vec<f32> = (0..t).flat_map(|i| (0..total).map(move |j| if j > start + i { -1e30 } else { 0.0 })).collect();
+        let mask: Vec<f32> =
+            (0..t).flat_map(|i| (0..total).map(move |j| if j > start + i { -1e30 } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (1, 1, t, total), &self.device)?;
         let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -401,7 +449,8 @@ impl LlamaModel {
         let (b, t, _) = x.dims3()?;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
         let h = rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
-        let split = |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
+        let split =
+            |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
         let q = rope(&split(l.q_proj.forward(&h)?, heads)?, cos, sin)?;
         let mut k = rope(&split(l.k_proj.forward(&h)?, kv_heads)?, cos, sin)?;
         let mut v = split(l.v_proj.forward(&h)?, kv_heads)?;
@@ -414,7 +463,8 @@ impl LlamaModel {
         }
         let (k, v) = (repeat_kv(&k, heads / kv_heads)?, repeat_kv(&v, heads / kv_heads)?);
         let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-        let context = softmax_last_dim(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, heads * hd))?;
+        let context =
+            softmax_last_dim(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, heads * hd))?;
         let x = (x + l.o_proj.forward(&context)?)?;
         let h = rms_norm(&x, &l.post_attention_norm, c.rms_norm_eps)?;
         let mlp = l.down_proj.forward(&(l.gate_proj.forward(&h)?.silu()? * l.up_proj.forward(&h)?)?)?;

@@ -3,14 +3,14 @@
 pub mod bert;
 mod config_check;
 mod dropout;
-pub mod llama;
 pub mod head;
+pub mod llama;
 mod nn;
 mod projection;
 mod targets;
 
-pub use nn::{layer_norm, layer_norm_composed, rms_norm, softmax_last_dim, softmax_last_dim_composed};
 pub use dropout::{AdapterDropout, DropoutSeed};
+pub use nn::{layer_norm, layer_norm_composed, rms_norm, softmax_last_dim, softmax_last_dim_composed};
 pub use projection::Projection;
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
@@ -32,7 +32,13 @@ fn layer_index(name: &str, layer_keys: &[&str]) -> Option<usize> {
 /// config describes another model (fewer layers, say), and a half-read model gives wrong
 /// outputs. `layers_field` (e.g. "config.json's `num_hidden_layers`") = `layers` is what the
 /// loader went by; layers are found in names after one of `layer_keys` (`encoder.layer`, `blk`).
-pub(crate) fn refuse_unread(w: &dyn TensorSource, is_body: impl Fn(&str) -> bool, layer_keys: &[&str], layers: usize, layers_field: &str) -> Result<()> {
+pub(crate) fn refuse_unread(
+    w: &dyn TensorSource,
+    is_body: impl Fn(&str) -> bool,
+    layer_keys: &[&str],
+    layers: usize,
+    layers_field: &str,
+) -> Result<()> {
     let unread: Vec<String> = w.unread().into_iter().filter(|n| is_body(n)).collect();
     let Some(first) = unread.first() else { return Ok(()) };
     let why = match unread.iter().filter_map(|n| layer_index(n, layer_keys)).filter(|l| *l >= layers).max() {
@@ -51,7 +57,12 @@ pub(crate) fn refuse_unread(w: &dyn TensorSource, is_body: impl Fn(&str) -> bool
 /// The same bound holds an adapter to the size of the layer it adapts for Kron-LoRA too. (Its
 /// inner `B1·B2` cannot use more than `min(d_B1, d_B2)`, but refusing that would refuse the
 /// default rank 8 on small layers with large Kronecker factors, where it is merely redundant.)
-fn check_rank(path: &str, in_features: usize, out_features: usize, config: &crate::options::AdapterConfig) -> Result<()> {
+fn check_rank(
+    path: &str,
+    in_features: usize,
+    out_features: usize,
+    config: &crate::options::AdapterConfig,
+) -> Result<()> {
     let max = in_features.min(out_features);
     if config.rank > max {
         return Err(Error::InvalidOption(format!(
@@ -66,7 +77,13 @@ fn check_rank(path: &str, in_features: usize, out_features: usize, config: &crat
 /// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
 /// in model order); returns how many. Every adapter is built before any is attached, so an
 /// error (a factor that does not divide, say) leaves the model unchanged.
-pub(crate) fn add_adapter(projections: Vec<(&mut Projection, bool)>, name: &str, plan: &AdapterPlan, seed: &DropoutSeed, device: &Device) -> Result<usize> {
+pub(crate) fn add_adapter(
+    projections: Vec<(&mut Projection, bool)>,
+    name: &str,
+    plan: &AdapterPlan,
+    seed: &DropoutSeed,
+    device: &Device,
+) -> Result<usize> {
     if projections.iter().any(|(p, _)| p.adapters().any(|(n, _)| n == name)) {
         return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
     }

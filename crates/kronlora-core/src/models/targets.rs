@@ -52,7 +52,9 @@ impl AdapterPlan {
             TargetModules::AllLinear => Box::new(|_, is_head| !is_head),
             TargetModules::Names(names) => {
                 if names.is_empty() {
-                    return Err(Error::InvalidOption("targetModules is an empty list; name at least one module".into()));
+                    return Err(Error::InvalidOption(
+                        "targetModules is an empty list; name at least one module".into(),
+                    ));
                 }
                 let names = names.clone();
                 Box::new(move |path, _| names.iter().any(|n| path == n || path.ends_with(&format!(".{n}"))))
@@ -66,7 +68,8 @@ impl AdapterPlan {
             .overrides
             .iter()
             .map(|o| {
-                let re = Regex::new(&format!(r"^(?:.*\.)?(?:{})$", o.pattern)).map_err(|e| bad_regex("override pattern", &o.pattern, e))?;
+                let re = Regex::new(&format!(r"^(?:.*\.)?(?:{})$", o.pattern))
+                    .map_err(|e| bad_regex("override pattern", &o.pattern, e))?;
                 Ok((re, o))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -78,7 +81,8 @@ impl AdapterPlan {
             let mut config = self.config.clone();
             config.seed = config.seed.wrapping_add(name_hash(path)) & ((1u64 << 53) - 1);
             // Each setting comes from the first override that matches and sets it.
-            let matching: Vec<&ModuleOverride> = overrides.iter().filter(|(re, _)| re.is_match(path)).map(|(_, o)| *o).collect();
+            let matching: Vec<&ModuleOverride> =
+                overrides.iter().filter(|(re, _)| re.is_match(path)).map(|(_, o)| *o).collect();
             config.rank = matching.iter().find_map(|o| o.rank).unwrap_or(config.rank);
             config.alpha = matching.iter().find_map(|o| o.alpha).unwrap_or(config.alpha);
             config.kron_in = matching.iter().find_map(|o| o.kron_in).or(config.kron_in);
@@ -108,13 +112,24 @@ mod tests {
     use crate::adapters::AdapterKind;
 
     fn plan(targets: TargetModules, overrides: Vec<ModuleOverride>) -> AdapterPlan {
-        let config = AdapterConfig { kind: AdapterKind::KronLora, rank: 8, alpha: 16.0, kron_in: None, kron_out: None, use_rslora: false, seed: 0 };
+        let config = AdapterConfig {
+            kind: AdapterKind::KronLora,
+            rank: 8,
+            alpha: 16.0,
+            kron_in: None,
+            kron_out: None,
+            use_rslora: false,
+            seed: 0,
+        };
         AdapterPlan { targets, config, overrides, dropout: 0.0 }
     }
 
     fn modules() -> Vec<(String, bool)> {
         let mut m: Vec<(String, bool)> = (0..2)
-            .flat_map(|l| ["attention.self.query", "attention.self.key", "attention.self.value", "output.dense"].map(|s| (format!("encoder.layer.{l}.{s}"), false)))
+            .flat_map(|l| {
+                ["attention.self.query", "attention.self.key", "attention.self.value", "output.dense"]
+                    .map(|s| (format!("encoder.layer.{l}.{s}"), false))
+            })
             .collect();
         m.push(("classifier".into(), true));
         m
@@ -122,11 +137,16 @@ mod tests {
 
     #[test]
     fn names_regex_and_all_linear() {
-        let names = plan(TargetModules::Names(vec!["query".into(), "value".into()]), vec![]).resolve(&modules()).unwrap();
+        let names =
+            plan(TargetModules::Names(vec!["query".into(), "value".into()]), vec![]).resolve(&modules()).unwrap();
         assert_eq!(names.len(), 4);
         assert!(names.iter().all(|(p, _)| p.ends_with(".query") || p.ends_with(".value")));
-        let re = plan(TargetModules::Regex(r"encoder\.layer\.1\..*(query|key)".into()), vec![]).resolve(&modules()).unwrap();
-        assert_eq!(re.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(), ["encoder.layer.1.attention.self.query", "encoder.layer.1.attention.self.key"]);
+        let re =
+            plan(TargetModules::Regex(r"encoder\.layer\.1\..*(query|key)".into()), vec![]).resolve(&modules()).unwrap();
+        assert_eq!(
+            re.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            ["encoder.layer.1.attention.self.query", "encoder.layer.1.attention.self.key"]
+        );
         let all = plan(TargetModules::AllLinear, vec![]).resolve(&modules()).unwrap();
         assert_eq!(all.len(), 8, "all-linear excludes the head");
         // Different modules get different seeds.
@@ -135,7 +155,13 @@ mod tests {
 
     #[test]
     fn overrides_apply_by_suffix_pattern() {
-        let o = ModuleOverride { pattern: r"layer\.1\.attention\.self\.value".into(), rank: Some(2), alpha: Some(4.0), kron_out: Some(8), ..Default::default() };
+        let o = ModuleOverride {
+            pattern: r"layer\.1\.attention\.self\.value".into(),
+            rank: Some(2),
+            alpha: Some(4.0),
+            kron_out: Some(8),
+            ..Default::default()
+        };
         let r = plan(TargetModules::Names(vec!["value".into()]), vec![o]).resolve(&modules()).unwrap();
         assert_eq!((r[0].1.rank, r[0].1.alpha), (8, 16.0));
         assert_eq!((r[1].1.rank, r[1].1.alpha, r[1].1.kron_out), (2, 4.0, Some(8)));

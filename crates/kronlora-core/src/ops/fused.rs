@@ -66,7 +66,15 @@ impl CustomOp3 for LayerNorm {
         "fused-layer-norm"
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(xs, xl, "layer_norm")?;
         let (w, b) = (contiguous_f32(ws, wl, "layer_norm")?, contiguous_f32(bs, bl, "layer_norm")?);
         let n = *xl.dims().last().unwrap_or(&1);
@@ -88,10 +96,19 @@ impl CustomOp3 for LayerNorm {
 
     /// `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))` with `g = dy ⊙ w`; `dw = Σ dy ⊙ x̂`,
     /// `db = Σ dy` over the rows, computed only when weight and bias take part in the graph.
-    fn bwd(&self, x: &Tensor, w: &Tensor, b: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (xhat, rstd) = self.normalise(x)?;
         let g = dy.broadcast_mul(w)?;
-        let inner = g.broadcast_sub(&g.mean_keepdim(D::Minus1)?)?.sub(&xhat.broadcast_mul(&(&g * &xhat)?.mean_keepdim(D::Minus1)?)?)?;
+        let inner = g
+            .broadcast_sub(&g.mean_keepdim(D::Minus1)?)?
+            .sub(&xhat.broadcast_mul(&(&g * &xhat)?.mean_keepdim(D::Minus1)?)?)?;
         let dx = inner.broadcast_mul(&rstd)?;
         let rows = dy.elem_count() / w.elem_count();
         let flat = |t: &Tensor| t.reshape((rows, w.elem_count()));

@@ -56,7 +56,13 @@ impl CustomOp2 for MatmulT {
         self.forward(l, ll, r, rl)
     }
 
-    fn bwd(&self, lhs: &Tensor, rhs: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        lhs: &Tensor,
+        rhs: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.reshape((self.m, self.n))?;
         let grad_lhs = g.matmul(rhs)?.reshape(lhs.shape())?;
         let grad_rhs = if self.rhs_grad { Some(g.t()?.matmul(&lhs.reshape((self.m, self.k))?)?) } else { None };

@@ -32,7 +32,8 @@ pub const ADAPTER_MARKER: Marker = Marker {
 };
 
 /// What `save_adapter` may write and replace.
-pub const ADAPTER_LAYOUT: OwnedLayout = OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
+pub const ADAPTER_LAYOUT: OwnedLayout =
+    OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
 
 use crate::options::MAX_ALPHA;
 
@@ -51,7 +52,10 @@ fn check_alpha(path: &str, field: &str, value: &Value) -> Result<f64> {
 fn check_rank(path: &str, field: &str, value: &Value) -> Result<usize> {
     match value.as_u64() {
         Some(r) if r >= 1 && r as usize <= crate::options::MAX_RANK => Ok(r as usize),
-        _ => Err(Error::InvalidModel(format!("{path}: `{field}` = {value} is out of range; expected an integer from 1 to {}", crate::options::MAX_RANK))),
+        _ => Err(Error::InvalidModel(format!(
+            "{path}: `{field}` = {value} is out of range; expected an integer from 1 to {}",
+            crate::options::MAX_RANK
+        ))),
     }
 }
 
@@ -70,7 +74,8 @@ impl TargetList {
             Value::Null => Ok(TargetList::Any),
             Value::String(s) if s == "all-linear" => Ok(TargetList::Any),
             Value::String(s) => {
-                let re = regex::Regex::new(&format!("^(?:{s})$")).map_err(|e| bad(format!("= {s:?} is not a valid regular expression: {e}")))?;
+                let re = regex::Regex::new(&format!("^(?:{s})$"))
+                    .map_err(|e| bad(format!("= {s:?} is not a valid regular expression: {e}")))?;
                 Ok(TargetList::Pattern(re, s.clone()))
             }
             Value::Array(items) => items
@@ -98,7 +103,9 @@ impl TargetList {
     /// A listed name that matches none of `modules`.
     fn unmatched(&self, modules: &[String]) -> Option<&str> {
         match self {
-            TargetList::Names(names) => names.iter().find(|n| !modules.iter().any(|m| Self::names(n, m))).map(String::as_str),
+            TargetList::Names(names) => {
+                names.iter().find(|n| !modules.iter().any(|m| Self::names(n, m))).map(String::as_str)
+            }
             _ => None,
         }
     }
@@ -107,7 +114,9 @@ impl TargetList {
         match self {
             TargetList::Any => "any module".into(),
             TargetList::Pattern(_, s) => format!("{s:?}"),
-            TargetList::Names(names) if names.len() > 4 => format!("{}, … ({} names)", names[..4].join(", "), names.len()),
+            TargetList::Names(names) if names.len() > 4 => {
+                format!("{}, … ({} names)", names[..4].join(", "), names.len())
+            }
             TargetList::Names(names) => names.join(", "),
         }
     }
@@ -131,7 +140,8 @@ fn peft_decompose_factor(shapes: &[[usize; 5]]) -> Option<usize> {
 /// task and head size to load the model with before `load_adapter`. kronlora's own fields
 /// first; PEFT's `task_type` otherwise; null where the file does not say.
 pub fn adapter_config_summary_json(bytes: &[u8], path: &str) -> Result<String> {
-    let config: Value = serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
+    let config: Value =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
     let k = &config["kronlora"];
     let task = k["task"].as_str().map(str::to_string).or_else(|| {
         let task = match config["task_type"].as_str()? {
@@ -149,10 +159,16 @@ pub fn adapter_config_summary_json(bytes: &[u8], path: &str) -> Result<String> {
     });
     // What the summary hands on must be what loadModel's options accept; the options parser
     // checks ranges, this checks that each field is of the right kind.
-    let bad = |field: &str, value: &Value, expected: &str| Error::InvalidModel(format!("{path}: `{field}` = {value} is not {expected}"));
+    let bad = |field: &str, value: &Value, expected: &str| {
+        Error::InvalidModel(format!("{path}: `{field}` = {value} is not {expected}"))
+    };
     if let Some(t) = &task {
         if ![Task::SequenceClassification, Task::CausalLm, Task::Embedding].iter().any(|known| known.name() == t) {
-            return Err(bad("kronlora.task", &k["task"], "a task (\"sequence-classification\", \"causal-lm\" or \"embedding\")"));
+            return Err(bad(
+                "kronlora.task",
+                &k["task"],
+                "a task (\"sequence-classification\", \"causal-lm\" or \"embedding\")",
+            ));
         }
     }
     if !(k["numLabels"].is_null() || k["numLabels"].as_u64().is_some_and(|n| n >= 1)) {
@@ -201,7 +217,11 @@ impl PretrainedModel {
             Some(n) => self.adapters.iter().find(|a| a.name == n).cloned().ok_or_else(|| {
                 Error::InvalidOption(format!(
                     "the model has no adapter named `{n}`; it has {}",
-                    if self.adapters.is_empty() { "none".to_string() } else { self.adapters.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ") }
+                    if self.adapters.is_empty() {
+                        "none".to_string()
+                    } else {
+                        self.adapters.iter().map(|a| a.name.as_str()).collect::<Vec<_>>().join(", ")
+                    }
                 ))
             }),
             None => match self.adapters.as_slice() {
@@ -237,7 +257,11 @@ impl PretrainedModel {
                 AdapterKind::Lora => params[0].1.dim(0)?,
                 AdapterKind::KronLora => params[1].1.dim(1)?,
             };
-            let alpha = if info.config.use_rslora { adapter.scale() * (rank as f64).sqrt() } else { adapter.scale() * rank as f64 };
+            let alpha = if info.config.use_rslora {
+                adapter.scale() * (rank as f64).sqrt()
+            } else {
+                adapter.scale() * rank as f64
+            };
             if adapter.kind() == AdapterKind::KronLora {
                 let (d_a2, d_a1) = params[0].1.as_tensor().dims2()?;
                 let (d_b2, d_b1) = (params[1].1.dim(0)?, params[2].1.dim(1)?);
@@ -312,14 +336,18 @@ impl PretrainedModel {
                 // is; otherwise -1, and kronlora (which reads shapes from the tensors) still does.
                 let factor = peft_decompose_factor(&kron_shapes);
                 fields.insert("decompose_factor".into(), json!(factor.map_or(-1, |f| f as i64)));
-                fields.get_mut("kronlora").and_then(Value::as_object_mut).map(|k| k.insert("peftLoadable".into(), json!(factor.is_some())));
+                fields
+                    .get_mut("kronlora")
+                    .and_then(Value::as_object_mut)
+                    .map(|k| k.insert("peftLoadable".into(), json!(factor.is_some())));
                 fields.insert("rank_dropout".into(), json!(0.0));
                 fields.insert("module_dropout".into(), json!(0.0));
                 fields.insert("use_effective_conv2d".into(), json!(false));
                 fields.insert("init_weights".into(), json!(true));
             }
         }
-        let config = serde_json::to_vec_pretty(&config).map_err(|e| Error::InvalidState(format!("cannot serialise the adapter config: {e}")))?;
+        let config = serde_json::to_vec_pretty(&config)
+            .map_err(|e| Error::InvalidState(format!("cannot serialise the adapter config: {e}")))?;
         // Weights before the config (the marker): see `io::owned_dir`.
         Ok(vec![(WEIGHTS_FILE.into(), safetensors_bytes(&tensors, &[("format", "pt")])?), (CONFIG_FILE.into(), config)])
     }
@@ -341,18 +369,30 @@ impl PretrainedModel {
         let weights_path = join(dir, WEIGHTS_FILE);
         for path in [&config_path, &weights_path] {
             if !storage.exists(path) {
-                return Err(Error::InvalidModel(format!("{path} does not exist; an adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}")));
+                return Err(Error::InvalidModel(format!(
+                    "{path} does not exist; an adapter directory holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+                )));
             }
         }
         self.load_adapter_bytes(&storage.read(&config_path)?, &storage.read(&weights_path)?, dir, name)
     }
 
     /// `load_adapter` from the two files' bytes; `dir` names them in errors.
-    pub fn load_adapter_bytes(&mut self, config: &[u8], weights: &[u8], dir: &str, name: Option<&str>) -> Result<usize> {
+    pub fn load_adapter_bytes(
+        &mut self,
+        config: &[u8],
+        weights: &[u8],
+        dir: &str,
+        name: Option<&str>,
+    ) -> Result<usize> {
         // Loading checks what it reads first; a candle failure left over is still the file's
         // doing, not a kronlora bug.
         self.load_adapter_checked(config, weights, dir, name).map_err(|e| match e {
-            Error::Internal(e) => Error::InvalidModel(format!("{}: cannot be read: {}", join(dir, WEIGHTS_FILE), e.to_string().lines().next().unwrap_or(""))),
+            Error::Internal(e) => Error::InvalidModel(format!(
+                "{}: cannot be read: {}",
+                join(dir, WEIGHTS_FILE),
+                e.to_string().lines().next().unwrap_or("")
+            )),
             other => other,
         })
     }
@@ -360,12 +400,15 @@ impl PretrainedModel {
     fn load_adapter_checked(&mut self, config: &[u8], weights: &[u8], dir: &str, name: Option<&str>) -> Result<usize> {
         let config_path = join(dir, CONFIG_FILE);
         let weights_path = join(dir, WEIGHTS_FILE);
-        let config: Value = serde_json::from_slice(config).map_err(|e| Error::InvalidModel(format!("{config_path}: invalid JSON: {e}")))?;
+        let config: Value = serde_json::from_slice(config)
+            .map_err(|e| Error::InvalidModel(format!("{config_path}: invalid JSON: {e}")))?;
         let bad = |msg: String| Error::InvalidModel(format!("{config_path}: {msg}"));
         let kind = match config["peft_type"].as_str() {
             Some("LORA") => AdapterKind::Lora,
             Some("LOKR") => AdapterKind::KronLora,
-            Some(other) => return Err(bad(format!("peft_type `{other}` is not supported; kronlora loads LORA and LOKR adapters"))),
+            Some(other) => {
+                return Err(bad(format!("peft_type `{other}` is not supported; kronlora loads LORA and LOKR adapters")))
+            }
             None => return Err(bad("`peft_type` is missing".into())),
         };
         let number = |key: &str| config[key].as_f64();
@@ -378,23 +421,35 @@ impl PretrainedModel {
                 Value::Object(entries) => {
                     for (module, v) in entries {
                         let field = format!("{field}.{module}");
-                        if is_rank { check_rank(&config_path, &field, v).map(|_| ())? } else { check_alpha(&config_path, &field, v).map(|_| ())? }
+                        if is_rank {
+                            check_rank(&config_path, &field, v).map(|_| ())?
+                        } else {
+                            check_alpha(&config_path, &field, v).map(|_| ())?
+                        }
                     }
                 }
                 other => return Err(bad(format!("`{field}` must be an object of module → number, got {other}"))),
             }
         }
-        let use_rslora = config["use_rslora"].as_bool().unwrap_or(false) || config["kronlora"]["useRslora"].as_bool().unwrap_or(false);
+        let use_rslora = config["use_rslora"].as_bool().unwrap_or(false)
+            || config["kronlora"]["useRslora"].as_bool().unwrap_or(false);
         let (dropout_field, dropout) = match config["kronlora"]["dropout"].as_f64() {
             Some(d) => ("kronlora.dropout", d),
             None => ("lora_dropout", number("lora_dropout").unwrap_or(0.0)),
         };
         if !(0.0..1.0).contains(&dropout) {
-            return Err(bad(format!("`{dropout_field}` = {dropout} is out of range; expected a number from 0 to below 1")));
+            return Err(bad(format!(
+                "`{dropout_field}` = {dropout} is out of range; expected a number from 0 to below 1"
+            )));
         }
-        let name = name.map(str::to_string).or_else(|| config["kronlora"]["name"].as_str().map(str::to_string)).unwrap_or_else(|| "default".into());
+        let name = name
+            .map(str::to_string)
+            .or_else(|| config["kronlora"]["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| "default".into());
         if self.adapters.iter().any(|a| a.name == name) {
-            return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`; pass another name")));
+            return Err(Error::InvalidOption(format!(
+                "the model already has an adapter named `{name}`; pass another name"
+            )));
         }
         if let Some(task) = config["kronlora"]["task"].as_str() {
             if task != self.task.name() {
@@ -412,7 +467,10 @@ impl PretrainedModel {
         })?;
         if let Some((key, t)) = tensors.iter().find(|(_, t)| t.data.iter().any(|v| !v.is_finite())) {
             let at = t.data.iter().position(|v| !v.is_finite()).unwrap_or(0);
-            return Err(Error::InvalidModel(format!("{weights_path}: tensor `{key}` holds {} at index {at}; the file is corrupt", t.data[at])));
+            return Err(Error::InvalidModel(format!(
+                "{weights_path}: tensor `{key}` holds {} at index {at}; the file is corrupt",
+                t.data[at]
+            )));
         }
         let targets = TargetList::from_config(&config["target_modules"], &config_path)?;
         let device = crate::default_device();
@@ -423,7 +481,11 @@ impl PretrainedModel {
             Some(t.to_tensor(&device))
         };
         let pattern = |field: &str, module: &str| -> Option<f64> {
-            config[field].as_object()?.iter().find(|(k, _)| module == k.as_str() || module.ends_with(&format!(".{k}"))).and_then(|(_, v)| v.as_f64())
+            config[field]
+                .as_object()?
+                .iter()
+                .find(|(k, _)| module == k.as_str() || module.ends_with(&format!(".{k}")))
+                .and_then(|(_, v)| v.as_f64())
         };
         let prefix = self.module_prefix();
         let seed = match &self.backbone {
@@ -441,13 +503,17 @@ impl PretrainedModel {
             // Keys with this model's task prefix, or without one (an adapter from the bare backbone).
             let candidates = [format!("{KEY_PREFIX}{prefix}{}", p.name), format!("{KEY_PREFIX}{}", p.name)];
             let key = |module: &str, param: &str| format!("{module}.{param}");
-            let module = candidates.iter().find(|m| tensors.contains_key(&key(m, if kind == AdapterKind::Lora { "lora_A.weight" } else { "lokr_w1" })));
+            let module = candidates.iter().find(|m| {
+                tensors.contains_key(&key(m, if kind == AdapterKind::Lora { "lora_A.weight" } else { "lokr_w1" }))
+            });
             let Some(module) = module else { continue };
             let short = module.trim_start_matches(KEY_PREFIX);
             let module_alpha = pattern("alpha_pattern", short).unwrap_or(alpha);
             let module_rank = pattern("rank_pattern", short).map_or(rank, |r| r as usize);
             let (out_f, in_f) = (p.out_features(), p.in_features());
-            let shape_error = |what: String| Error::InvalidModel(format!("{weights_path}: {short}: {what}; the adapter was saved for another model"));
+            let shape_error = |what: String| {
+                Error::InvalidModel(format!("{weights_path}: {short}: {what}; the adapter was saved for another model"))
+            };
             if !targets.matches(short) {
                 return Err(Error::InvalidModel(format!(
                     "{weights_path}: module `{short}` has adapter tensors, but {config_path}'s `target_modules` ({}) does not list it; the config and the weights disagree",
@@ -459,7 +525,11 @@ impl PretrainedModel {
                 if r == module_rank {
                     return Ok(());
                 }
-                let field = if pattern("rank_pattern", short).is_some() { format!("rank_pattern.{short}") } else { "r".to_string() };
+                let field = if pattern("rank_pattern", short).is_some() {
+                    format!("rank_pattern.{short}")
+                } else {
+                    "r".to_string()
+                };
                 Err(Error::InvalidModel(format!(
                     "{config_path}: `{field}` = {module_rank}, but {weights_path}: `{module}.{tensor}` has rank {r}; the config and the weights disagree"
                 )))
@@ -467,12 +537,21 @@ impl PretrainedModel {
             let adapter: Box<dyn Adapter> = match kind {
                 AdapterKind::Lora => {
                     let a = get(&key(module, "lora_A.weight")).expect("found above")?;
-                    let b = get(&key(module, "lora_B.weight")).ok_or_else(|| shape_error("lora_A.weight is there but lora_B.weight is missing".into()))??;
+                    let b = get(&key(module, "lora_B.weight"))
+                        .ok_or_else(|| shape_error("lora_A.weight is there but lora_B.weight is missing".into()))??;
                     let (Ok((r, a_in)), Ok((b_out, r2))) = (a.dims2(), b.dims2()) else {
-                        return Err(shape_error(format!("lora_A {:?} and lora_B {:?} must be matrices", a.dims(), b.dims())));
+                        return Err(shape_error(format!(
+                            "lora_A {:?} and lora_B {:?} must be matrices",
+                            a.dims(),
+                            b.dims()
+                        )));
                     };
                     if a_in != in_f || b_out != out_f || r != r2 {
-                        return Err(shape_error(format!("lora_A {:?} / lora_B {:?} do not fit a [{out_f}, {in_f}] layer", a.dims(), b.dims())));
+                        return Err(shape_error(format!(
+                            "lora_A {:?} / lora_B {:?} do not fit a [{out_f}, {in_f}] layer",
+                            a.dims(),
+                            b.dims()
+                        )));
                     }
                     rank_check(r, "lora_A.weight")?;
                     let scale = if use_rslora { module_alpha / (r as f64).sqrt() } else { module_alpha / r as f64 };
@@ -480,8 +559,11 @@ impl PretrainedModel {
                 }
                 AdapterKind::KronLora => {
                     let a = get(&key(module, "lokr_w1")).expect("found above")?;
-                    let b1 = get(&key(module, "lokr_w2_a")).ok_or_else(|| shape_error("lokr_w2_a is missing (a full lokr_w2 is not supported)".into()))??;
-                    let b2 = get(&key(module, "lokr_w2_b")).ok_or_else(|| shape_error("lokr_w2_b is missing".into()))??;
+                    let b1 = get(&key(module, "lokr_w2_a")).ok_or_else(|| {
+                        shape_error("lokr_w2_a is missing (a full lokr_w2 is not supported)".into())
+                    })??;
+                    let b2 =
+                        get(&key(module, "lokr_w2_b")).ok_or_else(|| shape_error("lokr_w2_b is missing".into()))??;
                     let (Ok((d_a2, d_a1)), Ok((d_b2, r)), Ok((r2, d_b1))) = (a.dims2(), b1.dims2(), b2.dims2()) else {
                         return Err(shape_error("lokr_w1, lokr_w2_a and lokr_w2_b must be matrices".into()));
                     };
@@ -509,7 +591,8 @@ impl PretrainedModel {
             )));
         }
         // The head, when the file has one and this model has a head.
-        let head_keys: Vec<(String, candle_core::Var)> = self.head_tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
+        let head_keys: Vec<(String, candle_core::Var)> =
+            self.head_tensors().into_iter().map(|(k, v)| (k, v.clone())).collect();
         let head_values: Vec<Option<Tensor>> = head_keys
             .iter()
             .map(|(key, var)| match get(key) {
@@ -533,21 +616,36 @@ impl PretrainedModel {
             let module = first.rsplit_once(".lora_").or_else(|| first.rsplit_once(".lokr_")).map(|(m, _)| m);
             let why = match module {
                 Some(m) if projections.iter().any(|p| m.ends_with(&format!(".{}", p.name)) || m.ends_with(&p.name)) => {
-                    format!("module `{}` has `{}` without the other half of its adapter", m.trim_start_matches(KEY_PREFIX), &first[m.len() + 1..])
+                    format!(
+                        "module `{}` has `{}` without the other half of its adapter",
+                        m.trim_start_matches(KEY_PREFIX),
+                        &first[m.len() + 1..]
+                    )
                 }
                 _ => "it matches no module of this model; the adapter was saved for another model".to_string(),
             };
-            return Err(Error::InvalidModel(format!("{weights_path}: {} of {} tensors are unused (first: `{first}`): {why}", unused.len(), tensors.len())));
+            return Err(Error::InvalidModel(format!(
+                "{weights_path}: {} of {} tensors are unused (first: `{first}`): {why}",
+                unused.len(),
+                tensors.len()
+            )));
         }
         if let Some(entry) = targets.unmatched(&loaded_modules) {
             return Err(Error::InvalidModel(format!(
                 "{config_path}: `target_modules` lists `{entry}`, but {weights_path} has no adapter tensors for a module it names; the config and the weights disagree"
             )));
         }
-        let labels: Vec<String> = config["kronlora"]["labels"].as_array().map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let labels: Vec<String> = config["kronlora"]["labels"]
+            .as_array()
+            .map(|l| l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
         if let Some(head) = &self.head {
             if labels.len() > head.num_labels() {
-                return Err(bad(format!("{} labels do not fit a head with numLabels = {}", labels.len(), head.num_labels())));
+                return Err(bad(format!(
+                    "{} labels do not fit a head with numLabels = {}",
+                    labels.len(),
+                    head.num_labels()
+                )));
             }
         }
         // Attach.
@@ -573,7 +671,15 @@ impl PretrainedModel {
         self.adapters.push(AdapterInfo {
             name,
             modules: count,
-            config: AdapterConfig { kind, rank, alpha, kron_in: kron("kronIn"), kron_out: kron("kronOut"), use_rslora, seed: 0 },
+            config: AdapterConfig {
+                kind,
+                rank,
+                alpha,
+                kron_in: kron("kronIn"),
+                kron_out: kron("kronOut"),
+                use_rslora,
+                seed: 0,
+            },
             dropout,
         });
         Ok(count)
@@ -587,7 +693,9 @@ mod tests {
     #[test]
     fn a_peft_factor_exists_only_when_one_factor_gives_every_shape() {
         // MiniLM's 384→384, 384→1536, 1536→384 layers: [d_a1, d_a2, d_b1, d_b2, r].
-        let square = |f: usize, r: usize| vec![[f, f, 384 / f, 384 / f, r], [f, f, 384 / f, 1536 / f, r], [f, f, 1536 / f, 384 / f, r]];
+        let square = |f: usize, r: usize| {
+            vec![[f, f, 384 / f, 384 / f, r], [f, f, 384 / f, 1536 / f, r], [f, f, 1536 / f, 384 / f, r]]
+        };
         assert_eq!(peft_decompose_factor(&square(4, 8)), Some(4));
         // Kron-LoRA's default d_A1 = 2, d_A2 = 4: PEFT's single factor cannot express it.
         assert_eq!(peft_decompose_factor(&[[2, 4, 192, 96, 8]]), None);

@@ -73,11 +73,17 @@ impl PretrainedModel {
         if texts.is_empty() {
             return Err(no_texts());
         }
-        let encoded = texts.iter().enumerate().map(|(i, t)| self.tokenize(t, i, bert.config.max_position_embeddings)).collect::<Result<Vec<_>>>()?;
+        let encoded = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.tokenize(t, i, bert.config.max_position_embeddings))
+            .collect::<Result<Vec<_>>>()?;
         let t = encoded.iter().map(Vec::len).max().unwrap_or(1);
         let pad = self.tokenizer.pad_token_id;
-        let ids: Vec<u32> = encoded.iter().flat_map(|e| e.iter().copied().chain(std::iter::repeat(pad)).take(t)).collect();
-        let mask: Vec<f32> = encoded.iter().flat_map(|e| (0..t).map(move |j| if j < e.len() { 1.0 } else { 0.0 })).collect();
+        let ids: Vec<u32> =
+            encoded.iter().flat_map(|e| e.iter().copied().chain(std::iter::repeat(pad)).take(t)).collect();
+        let mask: Vec<f32> =
+            encoded.iter().flat_map(|e| (0..t).map(move |j| if j < e.len() { 1.0 } else { 0.0 })).collect();
         let device = bert.device();
         Ok((Tensor::from_vec(ids, (texts.len(), t), device)?, Tensor::from_vec(mask, (texts.len(), t), device)?))
     }
@@ -85,7 +91,9 @@ impl PretrainedModel {
     fn bert(&self, what: &str) -> Result<&BertModel> {
         match &self.backbone {
             Backbone::Bert(m) => Ok(m),
-            Backbone::Llama(_) => Err(Error::Unsupported(format!("{what} needs an encoder model (BERT family); this is a causal LM"))),
+            Backbone::Llama(_) => {
+                Err(Error::Unsupported(format!("{what} needs an encoder model (BERT family); this is a causal LM")))
+            }
         }
     }
 
@@ -105,7 +113,9 @@ impl PretrainedModel {
     fn class_logits(&self, texts: &[String]) -> Result<Tensor> {
         let bert = self.bert("classify()")?;
         let head = self.head.as_ref().ok_or_else(|| {
-            Error::Unsupported("this model has no classification head; load it with task \"sequence-classification\"".into())
+            Error::Unsupported(
+                "this model has no classification head; load it with task \"sequence-classification\"".into(),
+            )
         })?;
         let (ids, mask) = self.encoder_batch(bert, texts)?;
         head.forward(&bert.forward(&ids, &mask)?)
@@ -123,7 +133,12 @@ impl PretrainedModel {
         Ok(probs
             .into_iter()
             .map(|scores| {
-                let (label, score) = scores.iter().copied().enumerate().fold((0, f32::MIN), |b, (i, s)| if s > b.1 { (i, s) } else { b });
+                let (label, score) =
+                    scores
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .fold((0, f32::MIN), |b, (i, s)| if s > b.1 { (i, s) } else { b });
                 Classification { label, score, scores }
             })
             .collect())
@@ -159,7 +174,8 @@ impl PretrainedModel {
                 Ok((values, width))
             }
             (Backbone::Bert(_), _) => Err(Error::Unsupported(
-                "logits() of an encoder needs task \"sequence-classification\"; for sentence vectors use embed()".into(),
+                "logits() of an encoder needs task \"sequence-classification\"; for sentence vectors use embed()"
+                    .into(),
             )),
         }
     }
@@ -174,7 +190,10 @@ impl PretrainedModel {
             return Err(Error::Unsupported("generate() needs a causal LM (Llama family); this is an encoder".into()));
         };
         if !(options.temperature.is_finite() && options.temperature >= 0.0) {
-            return Err(Error::InvalidOption(format!("temperature must be a finite number ≥ 0, got {}", options.temperature)));
+            return Err(Error::InvalidOption(format!(
+                "temperature must be a finite number ≥ 0, got {}",
+                options.temperature
+            )));
         }
         let prompt_ids = self.tokenize(prompt, 0, m.config.max_position_embeddings)?;
         let room = m.config.max_position_embeddings - prompt_ids.len();
@@ -186,12 +205,17 @@ impl PretrainedModel {
         let mut stopped_at_eos = false;
         while generated.len() < max_tokens {
             let t = next_input.len();
-            let logits = m.forward(&Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?, Some(&mut cache))?;
+            let logits =
+                m.forward(&Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?, Some(&mut cache))?;
             let last = logits.get(0)?.get(t - 1)?;
             // One scalar per step on the hot path; the row is read only when it is not finite.
             if !last.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite() {
-                check_finite_rows(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?, m.config.vocab_size, "next-token logits")
-                    .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
+                check_finite_rows(
+                    &last.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                    m.config.vocab_size,
+                    "next-token logits",
+                )
+                .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
             }
             let token = if options.temperature == 0.0 {
                 last.argmax(D::Minus1)?.to_scalar::<u32>()?

@@ -16,8 +16,11 @@ use crate::models::head::{ClassificationHead, HeadStyle};
 use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::tokenizer::TextTokenizer;
 
-pub use adapter_files::{adapter_config_summary_json, ADAPTER_LAYOUT, ADAPTER_MARKER, CONFIG_FILE as ADAPTER_CONFIG_FILE, WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE};
-pub use inference::{Classification, Generation, GenerateOptions};
+pub use adapter_files::{
+    adapter_config_summary_json, ADAPTER_LAYOUT, ADAPTER_MARKER, CONFIG_FILE as ADAPTER_CONFIG_FILE,
+    WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE,
+};
+pub use inference::{Classification, GenerateOptions, Generation};
 pub use options::{adapter_plan_from_json, ModelOptions, Task};
 
 pub enum Backbone {
@@ -67,7 +70,8 @@ fn model_type(bytes: &[u8], path: &str) -> Result<String> {
     struct Probe {
         model_type: Option<String>,
     }
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
     probe.model_type.ok_or_else(|| Error::InvalidModel(format!("{path}: field `model_type` is missing")))
 }
 
@@ -82,7 +86,10 @@ impl PretrainedModel {
         // Loaders check what they read first; a candle failure left over is still the files'
         // doing (a shape they state, bytes they hold), not a kronlora bug.
         let mut model = Self::load_inner(source, options_json).map_err(|e| match e {
-            Error::Internal(e) => Error::InvalidModel(format!("{name}: the model cannot be read: {}", e.to_string().lines().next().unwrap_or(""))),
+            Error::Internal(e) => Error::InvalidModel(format!(
+                "{name}: the model cannot be read: {}",
+                e.to_string().lines().next().unwrap_or("")
+            )),
             other => other,
         })?;
         model.check_token_ids(&name)?;
@@ -126,7 +133,8 @@ impl PretrainedModel {
         }
         let config_path = source.file_path("config.json").display().to_string();
         let config_bytes = source.read("config.json")?;
-        let tokenizer = TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
+        let tokenizer =
+            TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
         match model_type(&config_bytes, &config_path)?.as_str() {
             "bert" | "distilbert" => {
                 let config = BertConfig::from_json(&config_bytes, &config_path)?;
@@ -146,11 +154,23 @@ impl PretrainedModel {
                         )))
                     }
                 };
-                Ok(PretrainedModel { backbone: Backbone::Bert(model), tokenizer, task, head, adapters: Vec::new(), labels: Default::default(), source_name: String::new() })
+                Ok(PretrainedModel {
+                    backbone: Backbone::Bert(model),
+                    tokenizer,
+                    task,
+                    head,
+                    adapters: Vec::new(),
+                    labels: Default::default(),
+                    source_name: String::new(),
+                })
             }
             "llama" | "mistral" | "qwen2" => {
                 let config = LlamaConfig::from_json(&config_bytes, &config_path)?;
-                let tokenizer_config = if source.exists("tokenizer_config.json") { Some(source.read("tokenizer_config.json")?) } else { None };
+                let tokenizer_config = if source.exists("tokenizer_config.json") {
+                    Some(source.read("tokenizer_config.json")?)
+                } else {
+                    None
+                };
                 let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
                 let weights = Weights::from_source(&mut source, &device)?;
                 let model = LlamaModel::from_weights(config, &weights as &dyn TensorSource)?;
@@ -165,7 +185,15 @@ impl PretrainedModel {
 
     fn decoder(model: LlamaModel, tokenizer: TextTokenizer, task: Option<Task>, path: &str) -> Result<Self> {
         match task.unwrap_or(Task::CausalLm) {
-            Task::CausalLm => Ok(PretrainedModel { backbone: Backbone::Llama(model), tokenizer, task: Task::CausalLm, head: None, adapters: Vec::new(), labels: Default::default(), source_name: String::new() }),
+            Task::CausalLm => Ok(PretrainedModel {
+                backbone: Backbone::Llama(model),
+                tokenizer,
+                task: Task::CausalLm,
+                head: None,
+                adapters: Vec::new(),
+                labels: Default::default(),
+                source_name: String::new(),
+            }),
             other => Err(Error::InvalidOption(format!(
                 "{path}: a Llama-family decoder is loaded for task \"causal-lm\", not \"{}\"",
                 other.name()
@@ -184,22 +212,35 @@ impl PretrainedModel {
     /// `bert` or `llama` (the family), and the config's model type.
     pub fn architecture(&self) -> String {
         match &self.backbone {
-            Backbone::Bert(m) => format!("{} ({} layers, hidden {})", m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size),
-            Backbone::Llama(m) => format!("{} ({} layers, hidden {})", m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size),
+            Backbone::Bert(m) => format!(
+                "{} ({} layers, hidden {})",
+                m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size
+            ),
+            Backbone::Llama(m) => format!(
+                "{} ({} layers, hidden {})",
+                m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size
+            ),
         }
     }
 
     /// Add an adapter from its JSON options; returns how many projections got one.
     pub fn add_adapter(&mut self, name: &str, options_json: &str) -> Result<usize> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(Error::InvalidOption(format!("adapter name `{name}` must be non-empty letters, digits, `_` or `-`")));
+            return Err(Error::InvalidOption(format!(
+                "adapter name `{name}` must be non-empty letters, digits, `_` or `-`"
+            )));
         }
         let plan = adapter_plan_from_json(options_json)?;
         let count = match &mut self.backbone {
             Backbone::Bert(m) => m.add_adapter(name, &plan)?,
             Backbone::Llama(m) => m.add_adapter(name, &plan)?,
         };
-        self.adapters.push(AdapterInfo { name: name.to_string(), modules: count, config: plan.config.clone(), dropout: plan.dropout });
+        self.adapters.push(AdapterInfo {
+            name: name.to_string(),
+            modules: count,
+            config: plan.config.clone(),
+            dropout: plan.dropout,
+        });
         Ok(count)
     }
 
@@ -214,13 +255,19 @@ impl PretrainedModel {
             Backbone::Bert(m) => m.projections(),
             Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
         };
-        projections.into_iter().flat_map(|p| p.adapters().map(move |(n, a)| (p.name.clone(), n.to_string(), a))).collect()
+        projections
+            .into_iter()
+            .flat_map(|p| p.adapters().map(move |(n, a)| (p.name.clone(), n.to_string(), a)))
+            .collect()
     }
 
     /// Every trainable variable: adapter parameters in model order, then the head's.
     pub fn trainable_variables(&self) -> Vec<candle_core::Var> {
-        let mut vars: Vec<candle_core::Var> =
-            self.adapters().into_iter().flat_map(|(_, _, a)| a.parameters().into_iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()).collect();
+        let mut vars: Vec<candle_core::Var> = self
+            .adapters()
+            .into_iter()
+            .flat_map(|(_, _, a)| a.parameters().into_iter().map(|(_, v)| v.clone()).collect::<Vec<_>>())
+            .collect();
         if let Some(head) = &self.head {
             vars.extend(head.parameters().into_iter().map(|(_, v)| v.clone()));
         }
@@ -228,9 +275,15 @@ impl PretrainedModel {
     }
 
     /// Class logits `[b, labels]` of a padded batch (training and evaluation).
-    pub fn classification_logits(&self, ids: &candle_core::Tensor, mask: &candle_core::Tensor) -> Result<candle_core::Tensor> {
+    pub fn classification_logits(
+        &self,
+        ids: &candle_core::Tensor,
+        mask: &candle_core::Tensor,
+    ) -> Result<candle_core::Tensor> {
         let (Backbone::Bert(bert), Some(head)) = (&self.backbone, &self.head) else {
-            return Err(Error::Unsupported("classification training needs an encoder loaded with task \"sequence-classification\"".into()));
+            return Err(Error::Unsupported(
+                "classification training needs an encoder loaded with task \"sequence-classification\"".into(),
+            ));
         };
         head.forward(&bert.forward(ids, mask)?)
     }

@@ -8,7 +8,10 @@ use serde_json::Value;
 use crate::adapters::AdapterKind;
 use crate::error::Result;
 use crate::models::{AdapterPlan, ModuleOverride, TargetModules};
-use crate::options::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed, AdapterConfig, MAX_NUM_LABELS, MAX_RANK};
+use crate::options::{
+    alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed, AdapterConfig, MAX_NUM_LABELS,
+    MAX_RANK,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
@@ -66,7 +69,14 @@ impl ModelOptions {
         if num_labels.is_some() && task != Some(Task::SequenceClassification) {
             return Err(invalid("option `numLabels` applies to task \"sequence-classification\" only".into()));
         }
-        Ok((task, ModelOptions { task: task.unwrap_or(Task::Embedding), num_labels: num_labels.unwrap_or(2), seed: seed("seed", raw.seed.as_ref())? }))
+        Ok((
+            task,
+            ModelOptions {
+                task: task.unwrap_or(Task::Embedding),
+                num_labels: num_labels.unwrap_or(2),
+                seed: seed("seed", raw.seed.as_ref())?,
+            },
+        ))
     }
 }
 
@@ -102,23 +112,39 @@ pub fn adapter_plan_from_json(json: &str) -> Result<AdapterPlan> {
     let rank = required("rank", bounded_int("rank", raw.rank.as_ref(), MAX_RANK)?)?;
     let kron_in = positive_int("kronIn", raw.kron_in.as_ref())?;
     let kron_out = positive_int("kronOut", raw.kron_out.as_ref())?;
-    if kind == AdapterKind::Lora && (kron_in.is_some() || kron_out.is_some() || raw.kron_in_pattern.is_some() || raw.kron_out_pattern.is_some()) {
-        return Err(invalid("options `kronIn` / `kronOut` (and their patterns) apply to type \"kron-lora\" only".into()));
+    if kind == AdapterKind::Lora
+        && (kron_in.is_some() || kron_out.is_some() || raw.kron_in_pattern.is_some() || raw.kron_out_pattern.is_some())
+    {
+        return Err(invalid(
+            "options `kronIn` / `kronOut` (and their patterns) apply to type \"kron-lora\" only".into(),
+        ));
     }
     let targets = match raw.target_modules.as_ref() {
-        None | Some(Value::Null) => return Err(invalid("option `targetModules` is required: module names, a regular expression, or \"all-linear\"".into())),
+        None | Some(Value::Null) => {
+            return Err(invalid(
+                "option `targetModules` is required: module names, a regular expression, or \"all-linear\"".into(),
+            ))
+        }
         Some(Value::String(s)) if s == "all-linear" => TargetModules::AllLinear,
         Some(Value::String(s)) => TargetModules::Regex(s.clone()),
         Some(Value::Array(list)) => TargetModules::Names(
             list.iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| invalid(format!("`targetModules` entries must be strings, got {v}"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| invalid(format!("`targetModules` entries must be strings, got {v}")))
+                })
                 .collect::<Result<_>>()?,
         ),
-        Some(v) => return Err(invalid(format!("option `targetModules` must be a string or an array of strings, got {v}"))),
+        Some(v) => {
+            return Err(invalid(format!("option `targetModules` must be a string or an array of strings, got {v}")))
+        }
     };
     let mut overrides: BTreeMap<String, ModuleOverride> = BTreeMap::new();
     fn entry<'a>(overrides: &'a mut BTreeMap<String, ModuleOverride>, pattern: &str) -> &'a mut ModuleOverride {
-        overrides.entry(pattern.to_string()).or_insert_with(|| ModuleOverride { pattern: pattern.to_string(), ..Default::default() })
+        overrides
+            .entry(pattern.to_string())
+            .or_insert_with(|| ModuleOverride { pattern: pattern.to_string(), ..Default::default() })
     }
     for (pattern, v) in raw.rank_pattern.iter().flatten() {
         entry(&mut overrides, pattern).rank = bounded_int(&format!("rankPattern[\"{pattern}\"]"), Some(v), MAX_RANK)?;

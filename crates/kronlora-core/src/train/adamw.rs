@@ -104,7 +104,9 @@ impl AdamW {
         let mut m = Vec::with_capacity(self.params.len());
         let mut v = Vec::with_capacity(self.params.len());
         for (i, p) in self.params.iter().enumerate() {
-            for (what, t, out) in [("first", &state.first_moments[i], &mut m), ("second", &state.second_moments[i], &mut v)] {
+            for (what, t, out) in
+                [("first", &state.first_moments[i], &mut m), ("second", &state.second_moments[i], &mut v)]
+            {
                 if t.shape != p.dims() {
                     return Err(Error::InvalidState(format!(
                         "optimiser {what} moment {i} has shape {:?}, the parameter {:?}",

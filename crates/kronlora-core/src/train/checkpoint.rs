@@ -14,7 +14,10 @@ use serde_json::Value;
 use super::task_data::EvalMetrics;
 use super::AdamWState;
 use crate::error::{Error, Result};
-use crate::io::{check_writable, is_owned_dir, join, read_safetensors_bytes, remove_owned_dir, safetensors_bytes, write_owned_dir, EntryKind, Marker, OwnedLayout, Storage};
+use crate::io::{
+    check_writable, is_owned_dir, join, read_safetensors_bytes, remove_owned_dir, safetensors_bytes, write_owned_dir,
+    EntryKind, Marker, OwnedLayout, Storage,
+};
 use crate::pretrained::{ADAPTER_CONFIG_FILE, ADAPTER_LAYOUT, ADAPTER_MARKER, ADAPTER_WEIGHTS_FILE};
 use crate::TensorData;
 
@@ -27,8 +30,9 @@ pub const STATE_MARKER: Marker = Marker {
     file: STATE_FILE,
     holds: "kronlora's `format`, `totalSteps`, `parameters` and `options`",
     is_ours: |bytes| {
-        serde_json::from_slice::<Value>(bytes)
-            .is_ok_and(|v| v["format"].is_u64() && v["totalSteps"].is_u64() && v["parameters"].is_array() && v["options"].is_object())
+        serde_json::from_slice::<Value>(bytes).is_ok_and(|v| {
+            v["format"].is_u64() && v["totalSteps"].is_u64() && v["parameters"].is_array() && v["options"].is_object()
+        })
     },
 };
 
@@ -96,14 +100,17 @@ fn checkpoint_step(name: &str) -> Option<u64> {
 /// The files of a checkpoint (`adapter_files`: the PEFT files to include), in the order they are
 /// written: tensors first, the state (the marker) last.
 pub fn checkpoint_files(c: &Checkpoint, adapter_files: Vec<(String, Vec<u8>)>) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut trainable: Vec<(String, TensorData)> = c.parameters.iter().enumerate().map(|(i, t)| (format!("param.{i}"), t.clone())).collect();
+    let mut trainable: Vec<(String, TensorData)> =
+        c.parameters.iter().enumerate().map(|(i, t)| (format!("param.{i}"), t.clone())).collect();
     if let Some(best) = &c.best_parameters {
         trainable.extend(best.iter().enumerate().map(|(i, t)| (format!("best.{i}"), t.clone())));
     }
-    let mut moments: Vec<(String, TensorData)> = c.optimizer.first_moments.iter().enumerate().map(|(i, t)| (format!("m.{i}"), t.clone())).collect();
+    let mut moments: Vec<(String, TensorData)> =
+        c.optimizer.first_moments.iter().enumerate().map(|(i, t)| (format!("m.{i}"), t.clone())).collect();
     moments.extend(c.optimizer.second_moments.iter().enumerate().map(|(i, t)| (format!("v.{i}"), t.clone())));
     let step = c.optimizer.step.to_string();
-    let state = serde_json::to_vec_pretty(&c.state).map_err(|e| Error::InvalidState(format!("cannot serialise the trainer state: {e}")))?;
+    let state = serde_json::to_vec_pretty(&c.state)
+        .map_err(|e| Error::InvalidState(format!("cannot serialise the trainer state: {e}")))?;
     let mut files = vec![
         (TRAINABLE_FILE.into(), safetensors_bytes(&trainable, &[("format", "pt"), ("step", &step)])?),
         (OPTIMIZER_FILE.into(), safetensors_bytes(&moments, &[("format", "pt"), ("step", &step)])?),
@@ -114,7 +121,12 @@ pub fn checkpoint_files(c: &Checkpoint, adapter_files: Vec<(String, Vec<u8>)>) -
 }
 
 /// Write checkpoint `c` into `output_dir` (see `io::owned_dir`); returns its directory.
-pub fn save_checkpoint(storage: &dyn Storage, output_dir: &str, c: &Checkpoint, adapter_files: Vec<(String, Vec<u8>)>) -> Result<String> {
+pub fn save_checkpoint(
+    storage: &dyn Storage,
+    output_dir: &str,
+    c: &Checkpoint,
+    adapter_files: Vec<(String, Vec<u8>)>,
+) -> Result<String> {
     let dir = checkpoint_dir(output_dir, c.state.step);
     write_owned_dir(storage, &dir, &CHECKPOINT_LAYOUT, &checkpoint_files(c, adapter_files)?)?;
     Ok(dir)
@@ -133,7 +145,12 @@ pub fn rotate_checkpoints(storage: &dyn Storage, output_dir: &str, current: &str
 
 /// Refuse, before a run takes a step, one whose checkpoints (steps in `steps`) or final adapter
 /// (`outputDir/adapter`) would replace something kronlora did not write.
-pub fn check_output_dir(storage: &dyn Storage, output_dir: &str, steps: std::ops::RangeInclusive<u64>, final_adapter: bool) -> Result<()> {
+pub fn check_output_dir(
+    storage: &dyn Storage,
+    output_dir: &str,
+    steps: std::ops::RangeInclusive<u64>,
+    final_adapter: bool,
+) -> Result<()> {
     match storage.kind(output_dir)? {
         EntryKind::Missing => return Ok(()),
         EntryKind::Dir | EntryKind::Symlink => {}
@@ -234,10 +251,20 @@ pub fn read_checkpoint(storage: &dyn Storage, dir: &str) -> Result<Checkpoint> {
     let moments = read_safetensors_bytes(&optimizer_bytes, &optimizer_path)?;
     let n = state.parameters.len();
     let take = |map: &BTreeMap<String, TensorData>, prefix: &str, path: &str| -> Result<Vec<TensorData>> {
-        (0..n).map(|i| map.get(&format!("{prefix}.{i}")).cloned().ok_or_else(|| Error::InvalidData(format!("{path}: tensor `{prefix}.{i}` is missing")))).collect()
+        (0..n)
+            .map(|i| {
+                map.get(&format!("{prefix}.{i}"))
+                    .cloned()
+                    .ok_or_else(|| Error::InvalidData(format!("{path}: tensor `{prefix}.{i}` is missing")))
+            })
+            .collect()
     };
-    let best_parameters = if trainable.contains_key("best.0") { Some(take(&trainable, "best", &trainable_path)?) } else { None };
-    let expected = [(&trainable, &trainable_path, n * if best_parameters.is_some() { 2 } else { 1 }), (&moments, &optimizer_path, 2 * n)];
+    let best_parameters =
+        if trainable.contains_key("best.0") { Some(take(&trainable, "best", &trainable_path)?) } else { None };
+    let expected = [
+        (&trainable, &trainable_path, n * if best_parameters.is_some() { 2 } else { 1 }),
+        (&moments, &optimizer_path, 2 * n),
+    ];
     for (map, path, count) in expected {
         if map.len() != count {
             return Err(Error::InvalidData(format!(
@@ -249,7 +276,11 @@ pub fn read_checkpoint(storage: &dyn Storage, dir: &str) -> Result<Checkpoint> {
     Ok(Checkpoint {
         parameters: take(&trainable, "param", &trainable_path)?,
         best_parameters,
-        optimizer: AdamWState { step: state.step, first_moments: take(&moments, "m", &optimizer_path)?, second_moments: take(&moments, "v", &optimizer_path)? },
+        optimizer: AdamWState {
+            step: state.step,
+            first_moments: take(&moments, "m", &optimizer_path)?,
+            second_moments: take(&moments, "v", &optimizer_path)?,
+        },
         state,
     })
 }
@@ -276,7 +307,10 @@ impl Checkpoint {
             Error::InvalidData(format!("{state_path}: `{field}` {what}; the checkpoint was edited or is damaged: resume from another one, or start afresh"))
         };
         if s.total_steps != plan.total_steps {
-            return Err(bad("totalSteps", format!("is {}, but these options and data make {} steps", s.total_steps, plan.total_steps)));
+            return Err(bad(
+                "totalSteps",
+                format!("is {}, but these options and data make {} steps", s.total_steps, plan.total_steps),
+            ));
         }
         if s.step > s.total_steps {
             return Err(bad("step", format!("is {}, beyond the run's {} steps", s.step, s.total_steps)));
@@ -291,7 +325,13 @@ impl Checkpoint {
         let accumulation = plan.gradient_accumulation.max(1);
         let position = s.epoch as u64 * micro.div_ceil(accumulation) as u64 + s.batch.div_ceil(accumulation) as u64;
         if position != s.step {
-            return Err(bad("step", format!("is {}, but `epoch` {} and `batch` {} are the position after step {position}", s.step, s.epoch, s.batch)));
+            return Err(bad(
+                "step",
+                format!(
+                    "is {}, but `epoch` {} and `batch` {} are the position after step {position}",
+                    s.step, s.epoch, s.batch
+                ),
+            ));
         }
         if s.losses.len() as u64 != s.step {
             return Err(bad("losses", format!("holds {} values for {} steps", s.losses.len(), s.step)));
@@ -304,14 +344,26 @@ impl Checkpoint {
         }
         if let Some(best) = &s.best {
             if best.step > s.step || !best.value.is_finite() {
-                return Err(bad("best", format!("is step {} with value {}, not a finite value at or before step {}", best.step, best.value, s.step)));
+                return Err(bad(
+                    "best",
+                    format!(
+                        "is step {} with value {}, not a finite value at or before step {}",
+                        best.step, best.value, s.step
+                    ),
+                ));
             }
         }
         if s.evals_without_improvement as u64 > s.step + 1 {
-            return Err(bad("evalsWithoutImprovement", format!("is {}, more than the run's evaluations", s.evals_without_improvement)));
+            return Err(bad(
+                "evalsWithoutImprovement",
+                format!("is {}, more than the run's evaluations", s.evals_without_improvement),
+            ));
         }
         if plan.shapes.len() != s.parameters.len() {
-            return Err(bad("parameters", format!("lists {}, the model trains {}", s.parameters.len(), plan.shapes.len())));
+            return Err(bad(
+                "parameters",
+                format!("lists {}, the model trains {}", s.parameters.len(), plan.shapes.len()),
+            ));
         }
         let trainable_path = join(dir, TRAINABLE_FILE);
         let optimizer_path = join(dir, OPTIMIZER_FILE);
@@ -328,7 +380,9 @@ impl Checkpoint {
                     return Err(Error::InvalidData(format!("{path}: tensor `{tensor} has shape {:?}, the model's {:?}; the checkpoint belongs to another model", t.shape, shape)));
                 }
                 if let Some(v) = t.data.iter().find(|v| !v.is_finite() || (non_negative && **v < 0.0)) {
-                    return Err(Error::InvalidData(format!("{path}: tensor `{tensor} holds {v}; the checkpoint is damaged: resume from another one")));
+                    return Err(Error::InvalidData(format!(
+                        "{path}: tensor `{tensor} holds {v}; the checkpoint is damaged: resume from another one"
+                    )));
                 }
             }
         }

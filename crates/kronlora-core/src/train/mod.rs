@@ -17,4 +17,6 @@ pub use loss::{cross_entropy, log_softmax};
 pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use task_data::{label_summary_json, EvalMetrics, TaskData};
-pub use trainer::{evaluate_json, evaluate_model, train, train_json, trainable_named, TrainEvent, TrainObserver, TrainResult};
+pub use trainer::{
+    evaluate_json, evaluate_model, train, train_json, trainable_named, TrainEvent, TrainObserver, TrainResult,
+};

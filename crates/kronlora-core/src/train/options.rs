@@ -13,7 +13,10 @@ pub enum DataSpec {
     Path(String),
     Records(Value),
     /// File contents handed over by a host that read the file itself (`name` for errors).
-    Text { name: String, text: String },
+    Text {
+        name: String,
+        text: String,
+    },
 }
 
 /// Which metric early stopping and "best" watch.
@@ -140,7 +143,9 @@ fn parse_task(value: Option<&Value>) -> Result<Option<TrainTask>> {
             "classification" => Ok(Some(TrainTask::Classification)),
             "causal-lm" => Ok(Some(TrainTask::CausalLm)),
             "multiple-choice" => Ok(Some(TrainTask::MultipleChoice)),
-            other => Err(invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got \"{other}\""))),
+            other => Err(invalid(format!(
+                "option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got \"{other}\""
+            ))),
         },
         Some(v) => Err(invalid(format!("option `task` must be a string, got {v}"))),
     }
@@ -162,10 +167,20 @@ pub(crate) fn data_spec(field: &str, value: &Value) -> Result<DataSpec> {
     match value {
         Value::String(s) if !s.is_empty() => Ok(DataSpec::Path(s.clone())),
         Value::Array(_) => Ok(DataSpec::Records(value.clone())),
-        Value::Object(o) if o.len() == 2 && o.get("name").is_some_and(Value::is_string) && o.get("text").is_some_and(Value::is_string) => {
-            Ok(DataSpec::Text { name: o["name"].as_str().unwrap_or_default().to_string(), text: o["text"].as_str().unwrap_or_default().to_string() })
+        Value::Object(o)
+            if o.len() == 2
+                && o.get("name").is_some_and(Value::is_string)
+                && o.get("text").is_some_and(Value::is_string) =>
+        {
+            Ok(DataSpec::Text {
+                name: o["name"].as_str().unwrap_or_default().to_string(),
+                text: o["text"].as_str().unwrap_or_default().to_string(),
+            })
         }
-        v => Err(invalid(format!("option `{field}` must be a path to a .jsonl file or an array of records, got {}", short(v)))),
+        v => Err(invalid(format!(
+            "option `{field}` must be a path to a .jsonl file or an array of records, got {}",
+            short(v)
+        ))),
     }
 }
 
@@ -182,7 +197,10 @@ fn fraction(field: &str, value: Option<&Value>, default: f64, allow_one: bool) -
     let Some(v) = value.filter(|v| !v.is_null()) else { return Ok(default) };
     let x = number(field, v)?;
     if !(x.is_finite() && x >= 0.0 && (x < 1.0 || (allow_one && x == 1.0))) {
-        return Err(invalid(format!("option `{field}` must be a number in [0, 1{}, got {v}", if allow_one { "]" } else { ")" })));
+        return Err(invalid(format!(
+            "option `{field}` must be a number in [0, 1{}, got {v}",
+            if allow_one { "]" } else { ")" }
+        )));
     }
     Ok(x)
 }
@@ -210,26 +228,42 @@ impl TrainOptions {
     pub fn from_json(json: &str) -> Result<Self> {
         // Records given in memory arrive inside the options; JSON.stringify writes a lone
         // surrogate in a JavaScript string as a `\ud800` escape that serde cannot hold.
-        let raw: Raw = serde_json::from_str(&crate::data::replace_lone_surrogates(json)).map_err(|e| json_error("training options", e))?;
+        let raw: Raw = serde_json::from_str(&crate::data::replace_lone_surrogates(json))
+            .map_err(|e| json_error("training options", e))?;
         let task = parse_task(raw.task.as_ref())?;
         let data = match raw.data.as_ref().filter(|v| !v.is_null()) {
             Some(v) => data_spec("data", v)?,
-            None => return Err(invalid("option `data` is required: a path to a .jsonl file or an array of records".into())),
+            None => {
+                return Err(invalid("option `data` is required: a path to a .jsonl file or an array of records".into()))
+            }
         };
-        let validation_data = raw.validation_data.as_ref().filter(|v| !v.is_null()).map(|v| data_spec("validationData", v)).transpose()?;
+        let validation_data = raw
+            .validation_data
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .map(|v| data_spec("validationData", v))
+            .transpose()?;
         let schedule = match raw.schedule.as_ref().filter(|v| !v.is_null()) {
             None => ScheduleKind::Linear,
             Some(Value::String(s)) if s == "linear" => ScheduleKind::Linear,
             Some(Value::String(s)) if s == "cosine" => ScheduleKind::Cosine,
             Some(Value::String(s)) if s == "constant" => ScheduleKind::Constant,
-            Some(v) => return Err(invalid(format!("option `schedule` must be \"linear\", \"cosine\" or \"constant\", got {v}"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "option `schedule` must be \"linear\", \"cosine\" or \"constant\", got {v}"
+                )))
+            }
         };
         let metric = match raw.metric.as_ref().filter(|v| !v.is_null()) {
             None => Metric::Loss,
             Some(Value::String(s)) if s == "loss" => Metric::Loss,
             Some(Value::String(s)) if s == "accuracy" => Metric::Accuracy,
             Some(Value::String(s)) if s == "perplexity" => Metric::Perplexity,
-            Some(v) => return Err(invalid(format!("option `metric` must be \"loss\", \"accuracy\" or \"perplexity\", got {v}"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "option `metric` must be \"loss\", \"accuracy\" or \"perplexity\", got {v}"
+                )))
+            }
         };
         let early_stopping = match raw.early_stopping.as_ref().filter(|v| !v.is_null() && **v != Value::Bool(false)) {
             None => None,
@@ -243,7 +277,11 @@ impl TrainOptions {
                     min_delta: non_negative("earlyStopping.minDelta", o.get("minDelta"), 0.0)?,
                 })
             }
-            Some(v) => return Err(invalid(format!("option `earlyStopping` must be true or {{ patience, minDelta }}, got {v}"))),
+            Some(v) => {
+                return Err(invalid(format!(
+                    "option `earlyStopping` must be true or {{ patience, minDelta }}, got {v}"
+                )))
+            }
         };
         let learning_rate = match raw.learning_rate.as_ref().filter(|v| !v.is_null()) {
             None => 1e-3,
@@ -261,13 +299,20 @@ impl TrainOptions {
             Some(v) => {
                 let x = number("maxGradNorm", v)?;
                 if !(x.is_finite() && x > 0.0) {
-                    return Err(invalid(format!("option `maxGradNorm` must be a positive number or null (no clipping), got {v}")));
+                    return Err(invalid(format!(
+                        "option `maxGradNorm` must be a positive number or null (no clipping), got {v}"
+                    )));
                 }
                 Some(x)
             }
         };
         let batch_size = bounded_int("batchSize", raw.batch_size.as_ref(), MAX_BATCH)?.unwrap_or(16);
-        let validation_split = fraction("validationSplit", raw.validation_split.as_ref(), if validation_data.is_some() { 0.0 } else { 0.1 }, false)?;
+        let validation_split = fraction(
+            "validationSplit",
+            raw.validation_split.as_ref(),
+            if validation_data.is_some() { 0.0 } else { 0.1 },
+            false,
+        )?;
         if validation_data.is_some() && validation_split > 0.0 {
             return Err(invalid("give either `validationData` or `validationSplit`, not both".into()));
         }
@@ -283,14 +328,16 @@ impl TrainOptions {
             epochs: bounded_int("epochs", raw.epochs.as_ref(), 1 << 20)?.unwrap_or(1),
             max_steps: positive_int("maxSteps", raw.max_steps.as_ref())?.map(|x| x as u64),
             batch_size,
-            eval_batch_size: bounded_int("evalBatchSize", raw.eval_batch_size.as_ref(), MAX_BATCH)?.unwrap_or(batch_size.max(16)),
+            eval_batch_size: bounded_int("evalBatchSize", raw.eval_batch_size.as_ref(), MAX_BATCH)?
+                .unwrap_or(batch_size.max(16)),
             learning_rate,
             warmup_ratio: fraction("warmupRatio", raw.warmup_ratio.as_ref(), 0.06, false)?,
             warmup_steps: positive_int("warmupSteps", raw.warmup_steps.as_ref())?.map(|x| x as u64),
             schedule,
             weight_decay: non_negative("weightDecay", raw.weight_decay.as_ref(), 0.01)?,
             max_grad_norm,
-            gradient_accumulation: bounded_int("gradientAccumulation", raw.gradient_accumulation.as_ref(), 1 << 16)?.unwrap_or(1),
+            gradient_accumulation: bounded_int("gradientAccumulation", raw.gradient_accumulation.as_ref(), 1 << 16)?
+                .unwrap_or(1),
             max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?,
             seed: seed("seed", raw.seed.as_ref())?,
             eval_every: positive_int("evalEvery", raw.eval_every.as_ref())?.map(|x| x as u64),

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::options::{DataSpec, TrainTask};
 use super::{cross_entropy, log_softmax};
 use crate::data::{
-    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records, placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LabelSummary, LmBatch, LmExample, Record,
+    classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records,
+    placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LabelSummary, LmBatch, LmExample, Record,
     RecordTask,
 };
 use crate::error::{Error, Result};
@@ -104,11 +105,14 @@ pub fn default_task(model: &PretrainedModel) -> TrainTask {
 pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
     match (task, &model.backbone, &model.head) {
         (TrainTask::Classification, Backbone::Bert(_), Some(_)) => Ok(()),
-        (TrainTask::Classification, _, _) => {
-            Err(Error::Unsupported("classification needs an encoder loaded with task \"sequence-classification\"".into()))
-        }
+        (TrainTask::Classification, _, _) => Err(Error::Unsupported(
+            "classification needs an encoder loaded with task \"sequence-classification\"".into(),
+        )),
         (TrainTask::CausalLm | TrainTask::MultipleChoice, Backbone::Llama(_), _) => Ok(()),
-        (t, _, _) => Err(Error::Unsupported(format!("task \"{}\" needs a causal LM (Llama family); this is an encoder", t.name()))),
+        (t, _, _) => Err(Error::Unsupported(format!(
+            "task \"{}\" needs a causal LM (Llama family); this is an encoder",
+            t.name()
+        ))),
     }
 }
 
@@ -117,7 +121,11 @@ pub const DEFAULT_MAX_LENGTH: usize = 128;
 
 /// `encode_one` over `records` in order, asking `should_stop` before each (a chat template may
 /// take a while per record); `None` when it said stop.
-fn encode_each<T>(records: &[&Record], should_stop: &mut dyn FnMut() -> bool, mut encode_one: impl FnMut(usize, &Record) -> Result<T>) -> Result<Option<Vec<T>>> {
+fn encode_each<T>(
+    records: &[&Record],
+    should_stop: &mut dyn FnMut() -> bool,
+    mut encode_one: impl FnMut(usize, &Record) -> Result<T>,
+) -> Result<Option<Vec<T>>> {
     let mut out = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         if should_stop() {
@@ -159,11 +167,16 @@ pub fn encode(
         TrainTask::Classification => {
             let num_labels = model.head.as_ref().map_or(0, |h| h.num_labels());
             if fit {
-                let found = LabelMap::from_labels(placed.iter().filter_map(|(r, at)| match r {
-                    Record::Classification { label, .. } => Some((label, at.as_str())),
-                    _ => None,
-                }), num_labels)?;
-                if labels.names.is_empty() || !found.names.is_empty() && found.names.iter().any(|n| !labels.names.contains(n)) {
+                let found = LabelMap::from_labels(
+                    placed.iter().filter_map(|(r, at)| match r {
+                        Record::Classification { label, .. } => Some((label, at.as_str())),
+                        _ => None,
+                    }),
+                    num_labels,
+                )?;
+                if labels.names.is_empty()
+                    || !found.names.is_empty() && found.names.iter().any(|n| !labels.names.contains(n))
+                {
                     if !labels.names.is_empty() && !found.names.is_empty() {
                         return Err(Error::InvalidData(format!(
                             "{source}: labels {} differ from the adapter's labels {}",
@@ -176,7 +189,8 @@ pub fn encode(
             }
             let encoded = encode_each(&records, should_stop, |i, r| {
                 let Record::Classification { text, label } = r else { unreachable!("parsed as classification") };
-                let label = labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
+                let label =
+                    labels.index(label, num_labels).map_err(|e| Error::InvalidData(format!("{}: {e}", at(i))))?;
                 let mut ids = tokenizer.encode(text)?;
                 if ids.is_empty() {
                     return Err(Error::InvalidData(format!("{}: the text tokenizes to nothing", at(i))));
@@ -187,10 +201,12 @@ pub fn encode(
             Ok(encoded.map(TaskData::Classification))
         }
         TrainTask::CausalLm => {
-            Ok(encode_each(&records, should_stop, |i, r| encode_lm_record(tokenizer, r, max_length, &at(i)))?.map(TaskData::CausalLm))
+            Ok(encode_each(&records, should_stop, |i, r| encode_lm_record(tokenizer, r, max_length, &at(i)))?
+                .map(TaskData::CausalLm))
         }
         TrainTask::MultipleChoice => {
-            Ok(encode_each(&records, should_stop, |i, r| encode_choice_record(tokenizer, r, max_length, &at(i)))?.map(TaskData::MultipleChoice))
+            Ok(encode_each(&records, should_stop, |i, r| encode_choice_record(tokenizer, r, max_length, &at(i)))?
+                .map(TaskData::MultipleChoice))
         }
     }
 }
@@ -235,9 +251,13 @@ impl TaskData {
         let mut h = 0xcbf29ce484222325u64;
         let mut eat = |x: u64| h = (h ^ x).wrapping_mul(0x100000001b3);
         match self {
-            TaskData::Classification(x) => x.iter().for_each(|e| e.ids.iter().chain([&e.label]).for_each(|&v| eat(v as u64))),
+            TaskData::Classification(x) => {
+                x.iter().for_each(|e| e.ids.iter().chain([&e.label]).for_each(|&v| eat(v as u64)))
+            }
             TaskData::CausalLm(x) => x.iter().for_each(|e| e.ids.iter().for_each(|&v| eat(v as u64))),
-            TaskData::MultipleChoice(x) => x.iter().for_each(|e| e.choices.iter().flat_map(|c| &c.ids).for_each(|&v| eat(v as u64))),
+            TaskData::MultipleChoice(x) => {
+                x.iter().for_each(|e| e.choices.iter().flat_map(|c| &c.ids).for_each(|&v| eat(v as u64)))
+            }
         }
         format!("{}:{h:016x}", self.len())
     }
@@ -252,12 +272,20 @@ impl TaskData {
                 Ok(BatchLoss { loss: cross_entropy(&logits, &batch.labels)?, tokens: batch.tokens })
             }
             TaskData::CausalLm(x) => {
-                let batch = lm_batch(&indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                let batch = lm_batch(
+                    &indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(),
+                    model.tokenizer.pad_token_id,
+                    &device,
+                )?;
                 Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
             }
             // Multiple choice trains the model to write the right answer after the question.
             TaskData::MultipleChoice(x) => {
-                let batch = lm_batch(&indices.iter().map(|&i| &x[i].choices[x[i].answer]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                let batch = lm_batch(
+                    &indices.iter().map(|&i| &x[i].choices[x[i].answer]).collect::<Vec<_>>(),
+                    model.tokenizer.pad_token_id,
+                    &device,
+                )?;
                 Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
             }
         }
@@ -281,12 +309,21 @@ impl TaskData {
                     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
                     correct += predicted.iter().zip(batch.labels.to_vec1::<u32>()?).filter(|(p, l)| **p == *l).count();
                 }
-                Ok(EvalMetrics { loss: loss / n as f64, accuracy: Some(correct as f64 / n as f64), perplexity: None, examples: n })
+                Ok(EvalMetrics {
+                    loss: loss / n as f64,
+                    accuracy: Some(correct as f64 / n as f64),
+                    perplexity: None,
+                    examples: n,
+                })
             }
             TaskData::CausalLm(x) => {
                 let (mut total, mut scored) = (0f64, 0usize);
                 for indices in order.chunks(batch_size.max(1)) {
-                    let batch = lm_batch(&indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                    let batch = lm_batch(
+                        &indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(),
+                        model.tokenizer.pad_token_id,
+                        &device,
+                    )?;
                     let (per_row, _) = lm_log_likelihood(model, &batch)?;
                     total -= per_row.detach().to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?;
                     scored += batch.scored;
@@ -296,10 +333,15 @@ impl TaskData {
             }
             TaskData::MultipleChoice(x) => {
                 // Every choice of every question, scored by its summed log-likelihood.
-                let flat: Vec<(usize, &LmExample)> = x.iter().enumerate().flat_map(|(q, e)| e.choices.iter().map(move |c| (q, c))).collect();
+                let flat: Vec<(usize, &LmExample)> =
+                    x.iter().enumerate().flat_map(|(q, e)| e.choices.iter().map(move |c| (q, c))).collect();
                 let mut scores: Vec<Vec<f64>> = x.iter().map(|e| Vec::with_capacity(e.choices.len())).collect();
                 for chunk in flat.chunks(batch_size.max(1)) {
-                    let batch = lm_batch(&chunk.iter().map(|(_, c)| *c).collect::<Vec<_>>(), model.tokenizer.pad_token_id, &device)?;
+                    let batch = lm_batch(
+                        &chunk.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+                        model.tokenizer.pad_token_id,
+                        &device,
+                    )?;
                     let (per_row, _) = lm_log_likelihood(model, &batch)?;
                     for ((q, _), s) in chunk.iter().zip(per_row.detach().to_vec1::<f32>()?) {
                         scores[*q].push(s as f64);
@@ -313,7 +355,12 @@ impl TaskData {
                     let best = s.iter().enumerate().fold(0, |b, (i, v)| if *v > s[b] { i } else { b });
                     correct += usize::from(best == e.answer);
                 }
-                Ok(EvalMetrics { loss: loss / n as f64, accuracy: Some(correct as f64 / n as f64), perplexity: None, examples: n })
+                Ok(EvalMetrics {
+                    loss: loss / n as f64,
+                    accuracy: Some(correct as f64 / n as f64),
+                    perplexity: None,
+                    examples: n,
+                })
             }
         }
     }

@@ -8,7 +8,10 @@ use web_time::Instant;
 use candle_core::{Tensor, Var};
 use serde::Serialize;
 
-use super::checkpoint::{check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar, Checkpoint, ResumePlan, TrainerState};
+use super::checkpoint::{
+    check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar,
+    Checkpoint, ResumePlan, TrainerState,
+};
 use super::options::{data_spec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
@@ -23,9 +26,27 @@ use crate::TensorData;
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum TrainEvent {
     #[serde(rename_all = "camelCase")]
-    Start { task: String, total_steps: u64, epochs: usize, train_examples: usize, validation_examples: usize, trainable_parameters: usize, resumed_from_step: Option<u64> },
+    Start {
+        task: String,
+        total_steps: u64,
+        epochs: usize,
+        train_examples: usize,
+        validation_examples: usize,
+        trainable_parameters: usize,
+        resumed_from_step: Option<u64>,
+    },
     #[serde(rename_all = "camelCase")]
-    Step { step: u64, total_steps: u64, epoch: usize, loss: f64, learning_rate: f64, grad_norm: f64, examples_per_second: f64, tokens_per_second: f64, elapsed_seconds: f64 },
+    Step {
+        step: u64,
+        total_steps: u64,
+        epoch: usize,
+        loss: f64,
+        learning_rate: f64,
+        grad_norm: f64,
+        examples_per_second: f64,
+        tokens_per_second: f64,
+        elapsed_seconds: f64,
+    },
     #[serde(rename_all = "camelCase")]
     Eval { step: u64, epoch: usize, metrics: EvalMetrics, is_best: bool },
     #[serde(rename_all = "camelCase")]
@@ -37,7 +58,8 @@ pub enum TrainEvent {
 impl TrainEvent {
     /// The event as the JSON both bindings hand to JavaScript.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
     }
 }
 
@@ -78,7 +100,9 @@ pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
     let mut out: Vec<(String, Var)> = model
         .adapters()
         .into_iter()
-        .flat_map(|(path, name, a)| a.parameters().into_iter().map(move |(p, v)| (format!("{name}/{path}/{p}"), v.clone())).collect::<Vec<_>>())
+        .flat_map(|(path, name, a)| {
+            a.parameters().into_iter().map(move |(p, v)| (format!("{name}/{path}/{p}"), v.clone())).collect::<Vec<_>>()
+        })
         .collect();
     if let Some(head) = &model.head {
         out.extend(head.parameters().into_iter().map(|(n, v)| (format!("head/{n}"), v.clone())));
@@ -114,7 +138,13 @@ fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
 }
 
 /// Read, tokenise and split the data of a run; `None` when the observer asked to stop meanwhile.
-fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, storage: &dyn Storage, observer: &mut dyn TrainObserver) -> Result<Option<(TaskData, Option<TaskData>)>> {
+fn prepare_data(
+    model: &mut PretrainedModel,
+    o: &TrainOptions,
+    task: TrainTask,
+    storage: &dyn Storage,
+    observer: &mut dyn TrainObserver,
+) -> Result<Option<(TaskData, Option<TaskData>)>> {
     let records = read_records(&o.data, task, storage, "training data")?;
     let (train_records, validation_records) = match &o.validation_data {
         Some(spec) => (records, Some(read_records(spec, task, storage, "validation data")?)),
@@ -126,11 +156,17 @@ fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, 
     };
     let mut labels = model.labels.clone();
     let mut should_stop = || observer.should_stop();
-    let Some(train) = encode(model, task, &train_records, o.max_length, &mut labels, true, &o.data.name("data"), &mut should_stop)? else { return Ok(None) };
+    let Some(train) =
+        encode(model, task, &train_records, o.max_length, &mut labels, true, &o.data.name("data"), &mut should_stop)?
+    else {
+        return Ok(None);
+    };
     let validation = match validation_records {
         Some(r) => {
             let source = o.validation_data.as_ref().map_or("validation split".into(), |s| s.name("validationData"));
-            let Some(v) = encode(model, task, &r, o.max_length, &mut labels, false, &source, &mut should_stop)? else { return Ok(None) };
+            let Some(v) = encode(model, task, &r, o.max_length, &mut labels, false, &source, &mut should_stop)? else {
+                return Ok(None);
+            };
             Some(v)
         }
         None => None,
@@ -141,13 +177,20 @@ fn prepare_data(model: &mut PretrainedModel, o: &TrainOptions, task: TrainTask, 
 
 /// Train the model's adapters (and head) as `options_json` says, reading data and writing
 /// checkpoints through `storage`; events go to `observer`.
-pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Storage, observer: &mut dyn TrainObserver) -> Result<TrainResult> {
+pub fn train(
+    model: &mut PretrainedModel,
+    options_json: &str,
+    storage: &dyn Storage,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainResult> {
     let o = TrainOptions::from_json(options_json)?;
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
     let vars = trainable_named(model);
     if vars.is_empty() {
-        return Err(Error::InvalidState("nothing to train: add an adapter (model.addAdapter) or load one first".into()));
+        return Err(Error::InvalidState(
+            "nothing to train: add an adapter (model.addAdapter) or load one first".into(),
+        ));
     }
     let computed = match o.metric {
         Metric::Loss => true,
@@ -155,7 +198,11 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
         Metric::Perplexity => task == TrainTask::CausalLm,
     };
     if !computed {
-        return Err(Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"; use \"loss\"", o.metric.name(), task.name())));
+        return Err(Error::InvalidOption(format!(
+            "metric \"{}\" is not computed for task \"{}\"; use \"loss\"",
+            o.metric.name(),
+            task.name()
+        )));
     }
     let prepare_started = Instant::now();
     let Some((train, validation)) = prepare_data(model, &o, task, storage, observer)? else {
@@ -221,7 +268,9 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     if let Some(from) = &o.resume_from {
         let dir = find_checkpoint(storage, from)?;
         let c = read_checkpoint(storage, &dir)?;
-        let mismatch = |what: &str| Error::InvalidOption(format!("resumeFrom {dir}: the checkpoint was written with different {what}; resume with the same settings and data"));
+        let mismatch = |what: &str| {
+            Error::InvalidOption(format!("resumeFrom {dir}: the checkpoint was written with different {what}; resume with the same settings and data"))
+        };
         if c.state.parameters != names {
             return Err(mismatch("adapters (their names, modules or parameters)"));
         }
@@ -264,12 +313,25 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     });
 
     let adapter_files = |model: &PretrainedModel| -> Result<Vec<(String, Vec<u8>)>> {
-        if model.adapter_infos().len() == 1 { model.adapter_files(None) } else { Ok(Vec::new()) }
+        if model.adapter_infos().len() == 1 {
+            model.adapter_files(None)
+        } else {
+            Ok(Vec::new())
+        }
     };
     let mut last_checkpoint: Option<String> = None;
-    let write_checkpoint = |state: &TrainerState, best: &Option<Vec<TensorData>>, optimizer: &AdamW, observer: &mut dyn TrainObserver| -> Result<Option<String>> {
+    let write_checkpoint = |state: &TrainerState,
+                            best: &Option<Vec<TensorData>>,
+                            optimizer: &AdamW,
+                            observer: &mut dyn TrainObserver|
+     -> Result<Option<String>> {
         let Some(out) = &o.output_dir else { return Ok(None) };
-        let c = Checkpoint { state: state.clone(), parameters: snapshot(&vars)?, best_parameters: best.clone(), optimizer: optimizer.state()? };
+        let c = Checkpoint {
+            state: state.clone(),
+            parameters: snapshot(&vars)?,
+            best_parameters: best.clone(),
+            optimizer: optimizer.state()?,
+        };
         let dir = save_checkpoint(storage, out, &c, adapter_files(model)?)?;
         // Older checkpoints beyond `keepCheckpoints` go once the new one is in place.
         if o.keep_checkpoints > 0 {
@@ -280,11 +342,16 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
     };
 
     let metric = o.metric;
-    let evaluate = |state: &mut TrainerState, best: &mut Option<Vec<TensorData>>, observer: &mut dyn TrainObserver| -> Result<Option<EvalMetrics>> {
+    let evaluate = |state: &mut TrainerState,
+                    best: &mut Option<Vec<TensorData>>,
+                    observer: &mut dyn TrainObserver|
+     -> Result<Option<EvalMetrics>> {
         let Some(v) = &validation else { return Ok(None) };
         set_dropout(model, None);
         let metrics = crate::grad_mode::no_grad(|| v.evaluate(model, o.eval_batch_size))?;
-        let value = metrics.get(metric).ok_or_else(|| Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"", metric.name(), task.name())))?;
+        let value = metrics.get(metric).ok_or_else(|| {
+            Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"", metric.name(), task.name()))
+        })?;
         let min_delta = o.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
         let improved = match &state.best {
             None => value.is_finite(),
@@ -298,7 +365,12 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
         } else {
             state.evals_without_improvement += 1;
         }
-        observer.event(&TrainEvent::Eval { step: state.step, epoch: state.epoch, metrics: metrics.clone(), is_best: improved });
+        observer.event(&TrainEvent::Eval {
+            step: state.step,
+            epoch: state.epoch,
+            metrics: metrics.clone(),
+            is_best: improved,
+        });
         Ok(Some(metrics))
     };
 
@@ -401,8 +473,8 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
             };
             if checkpoint_now || cancelled || stop_early {
                 if let Some(dir) = write_checkpoint(&state, &best_parameters, &optimizer, observer)? {
-                last_checkpoint = Some(dir);
-            }
+                    last_checkpoint = Some(dir);
+                }
             }
             if cancelled {
                 reason = "cancelled";
@@ -420,14 +492,20 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
         state.epoch += 1;
         state.batch = 0;
     }
-    if reason == "completed" && o.max_steps.is_some_and(|m| state.step >= m) && state.step < o.epochs as u64 * steps_per_epoch {
+    if reason == "completed"
+        && o.max_steps.is_some_and(|m| state.step >= m)
+        && state.step < o.epochs as u64 * steps_per_epoch
+    {
         reason = "max-steps";
     }
     if reason != "cancelled" && validation.is_some() && last_metrics.as_ref().is_none_or(|(s, _)| *s != state.step) {
         if let Some(m) = evaluate(&mut state, &mut best_parameters, observer)? {
             last_metrics = Some((state.step, m));
         }
-        if last_checkpoint.as_ref().is_none_or(|c| *c != checkpoint_dir(o.output_dir.as_deref().unwrap_or(""), state.step)) {
+        if last_checkpoint
+            .as_ref()
+            .is_none_or(|c| *c != checkpoint_dir(o.output_dir.as_deref().unwrap_or(""), state.step))
+        {
             if let Some(dir) = write_checkpoint(&state, &best_parameters, &optimizer, observer)? {
                 last_checkpoint = Some(dir);
             }
@@ -472,27 +550,44 @@ pub fn train(model: &mut PretrainedModel, options_json: &str, storage: &dyn Stor
 }
 
 /// `train` with the result as JSON (what the bindings return).
-pub fn train_json(model: &mut PretrainedModel, options_json: &str, storage: &dyn Storage, observer: &mut dyn TrainObserver) -> Result<String> {
+pub fn train_json(
+    model: &mut PretrainedModel,
+    options_json: &str,
+    storage: &dyn Storage,
+    observer: &mut dyn TrainObserver,
+) -> Result<String> {
     let result = train(model, options_json, storage, observer)?;
     serde_json::to_string(&result).map_err(|e| Error::InvalidState(format!("cannot serialise the result: {e}")))
 }
 
 /// `evaluate_model` with the metrics as JSON.
-pub fn evaluate_json(model: &PretrainedModel, data_json: &str, options_json: &str, storage: &dyn Storage) -> Result<String> {
+pub fn evaluate_json(
+    model: &PretrainedModel,
+    data_json: &str,
+    options_json: &str,
+    storage: &dyn Storage,
+) -> Result<String> {
     let metrics = evaluate_model(model, data_json, options_json, storage)?;
     serde_json::to_string(&metrics).map_err(|e| Error::InvalidState(format!("cannot serialise the metrics: {e}")))
 }
 
 /// Evaluate `model` on `data_json` (a path or records) with `EvalOptions` JSON.
-pub fn evaluate_model(model: &PretrainedModel, data_json: &str, options_json: &str, storage: &dyn Storage) -> Result<EvalMetrics> {
+pub fn evaluate_model(
+    model: &PretrainedModel,
+    data_json: &str,
+    options_json: &str,
+    storage: &dyn Storage,
+) -> Result<EvalMetrics> {
     let o = super::EvalOptions::from_json(options_json)?;
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
-    let data: serde_json::Value = crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
+    let data: serde_json::Value =
+        crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
     let spec = data_spec("data", &data)?;
     let records = read_records(&spec, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();
-    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"), &mut || false)?.expect("never asked to stop");
+    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"), &mut || false)?
+        .expect("never asked to stop");
     set_dropout(model, None);
     crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
 }

@@ -1,15 +1,14 @@
 //! BERT encoders with adapters, on tiny models generated here (random weights, real formats).
 
-
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::reference::Lcg;
+use crate::tiny::{temp_dir, tensor, tiny_bert_tensors, write_model, CONFIG};
 use candle_core::{DType, Device, Tensor};
 use kronlora_core::models::bert::BertModel;
 use kronlora_core::models::{AdapterPlan, TargetModules};
 use kronlora_core::{AdapterConfig, AdapterKind};
-use crate::reference::Lcg;
-use crate::tiny::{temp_dir, tensor, tiny_bert_tensors, write_model, CONFIG};
 
 fn inputs() -> (Tensor, Tensor) {
     let ids = Tensor::new(&[[1u32, 7, 9, 23, 4, 2], [1, 30, 12, 2, 0, 0]], &Device::Cpu).unwrap();
@@ -18,8 +17,10 @@ fn inputs() -> (Tensor, Tensor) {
 }
 
 fn plan(kind: AdapterKind, targets: TargetModules) -> AdapterPlan {
-    let config = AdapterConfig { kind, rank: 4, alpha: 8.0, kron_in: Some(2), kron_out: Some(4), use_rslora: false, seed: 3 };
-    let config = if kind == AdapterKind::Lora { AdapterConfig { kron_in: None, kron_out: None, ..config } } else { config };
+    let config =
+        AdapterConfig { kind, rank: 4, alpha: 8.0, kron_in: Some(2), kron_out: Some(4), use_rslora: false, seed: 3 };
+    let config =
+        if kind == AdapterKind::Lora { AdapterConfig { kron_in: None, kron_out: None, ..config } } else { config };
     AdapterPlan { targets, config, overrides: vec![], dropout: 0.0 }
 }
 
@@ -62,7 +63,12 @@ fn trained_adapters_equal_the_merged_weights() {
     write_model(&dir, &tensors, CONFIG);
     for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
         let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
-        model.add_adapter("a", &plan(kind, TargetModules::Names(vec!["query".into(), "value".into(), "output.dense".into()]))).unwrap();
+        model
+            .add_adapter(
+                "a",
+                &plan(kind, TargetModules::Names(vec!["query".into(), "value".into(), "output.dense".into()])),
+            )
+            .unwrap();
         randomise_adapters(&model, 11);
         // Write a second model whose weights are W + ΔW and load it without adapters.
         let mut merged = tensors.clone();
@@ -101,7 +107,8 @@ fn gradients_reach_every_adapter_in_every_layer() {
         for p in model.projections() {
             for (_, adapter) in p.adapters() {
                 for (name, var) in adapter.parameters() {
-                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind:?} {}.{name}: no gradient", p.name));
+                    let g =
+                        grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind:?} {}.{name}: no gradient", p.name));
                     let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
                     assert!(norm > 0.0, "{kind:?} {}.{name}: zero gradient", p.name);
                     checked += 1;
@@ -122,17 +129,29 @@ fn bad_files_name_the_file_and_the_tensor() {
     t.remove("encoder.layer.1.attention.self.key.weight");
     write_model(&dir, &t, CONFIG);
     let m = msg(&dir);
-    assert!(m.contains("model.safetensors") && m.contains("encoder.layer.1.attention.self.key.weight") && m.contains("missing"), "{m}");
+    assert!(
+        m.contains("model.safetensors")
+            && m.contains("encoder.layer.1.attention.self.key.weight")
+            && m.contains("missing"),
+        "{m}"
+    );
 
     let dir = temp_dir("shape");
     let mut t = tensors.clone();
-    t.insert("encoder.layer.0.intermediate.dense.weight".into(), Tensor::zeros((31, 16), DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "encoder.layer.0.intermediate.dense.weight".into(),
+        Tensor::zeros((31, 16), DType::F32, &Device::Cpu).unwrap(),
+    );
     write_model(&dir, &t, CONFIG);
     assert!(msg(&dir).contains("has shape [31, 16], but config.json implies [32, 16]"), "{}", msg(&dir));
 
     let dir = temp_dir("config");
     write_model(&dir, &tensors, &CONFIG.replace("\"hidden_size\":16", "\"hidden_size\":32"));
-    assert!(msg(&dir).contains("attention.self.query.weight` has shape [16, 16], but config.json implies [32, 32]"), "{}", msg(&dir));
+    assert!(
+        msg(&dir).contains("attention.self.query.weight` has shape [16, 16], but config.json implies [32, 32]"),
+        "{}",
+        msg(&dir)
+    );
 
     let dir = temp_dir("truncated");
     write_model(&dir, &tensors, CONFIG);
@@ -155,7 +174,8 @@ fn bad_target_specs_are_errors() {
     let dir = temp_dir("targets");
     write_model(&dir, &tiny_bert_tensors(5), CONFIG);
     let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
-    let err = model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::Names(vec!["q_proj".into()]))).unwrap_err();
+    let err =
+        model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::Names(vec!["q_proj".into()]))).unwrap_err();
     assert!(err.to_string().contains("dense, key, query, value"), "{err}");
     // kronOut = 3 does not divide 16: an error naming the layer, and the model is unchanged.
     let mut bad = plan(AdapterKind::KronLora, TargetModules::AllLinear);
@@ -164,7 +184,10 @@ fn bad_target_specs_are_errors() {
     assert!(err.to_string().contains("encoder.layer.0.attention.self.query"), "{err}");
     assert!(model.projections().iter().all(|p| p.adapters().count() == 0));
     model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::AllLinear)).unwrap();
-    assert!(model.add_adapter("a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(), "duplicate adapter name");
+    assert!(
+        model.add_adapter("a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(),
+        "duplicate adapter name"
+    );
 }
 
 #[test]
@@ -178,7 +201,11 @@ fn sharded_checkpoints_load_like_single_files() {
     let (mut a, mut b) = (HashMap::new(), HashMap::new());
     let mut weight_map = serde_json::Map::new();
     for (i, (name, t)) in tensors.iter().enumerate() {
-        let (shard, file) = if i % 2 == 0 { (&mut a, "model-00001-of-00002.safetensors") } else { (&mut b, "model-00002-of-00002.safetensors") };
+        let (shard, file) = if i % 2 == 0 {
+            (&mut a, "model-00001-of-00002.safetensors")
+        } else {
+            (&mut b, "model-00002-of-00002.safetensors")
+        };
         shard.insert(name.clone(), t.clone());
         weight_map.insert(name.clone(), serde_json::Value::String(file.into()));
     }
@@ -186,11 +213,17 @@ fn sharded_checkpoints_load_like_single_files() {
     candle_core::safetensors::save(&b, sharded.join("model-00002-of-00002.safetensors")).unwrap();
     let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
     std::fs::write(sharded.join("model.safetensors.index.json"), index.to_string()).unwrap();
-    assert_eq!(embed(&BertModel::load(&sharded, &Device::Cpu).unwrap()), embed(&BertModel::load(&single, &Device::Cpu).unwrap()));
+    assert_eq!(
+        embed(&BertModel::load(&sharded, &Device::Cpu).unwrap()),
+        embed(&BertModel::load(&single, &Device::Cpu).unwrap())
+    );
     // A shard listed in the index but absent is named.
     std::fs::remove_file(sharded.join("model-00002-of-00002.safetensors")).unwrap();
     let err = BertModel::load(&sharded, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors.index.json") && err.contains("model-00002-of-00002.safetensors is missing"), "{err}");
+    assert!(
+        err.contains("model.safetensors.index.json") && err.contains("model-00002-of-00002.safetensors is missing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -198,7 +231,10 @@ fn distilbert_checkpoints_compute_the_same_encoder() {
     // A BERT model whose token-type embeddings are zero equals the DistilBERT model with the
     // same weights under DistilBERT's names (stored with the `distilbert.` prefix of task models).
     let mut tensors = tiny_bert_tensors(7);
-    tensors.insert("embeddings.token_type_embeddings.weight".into(), Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap());
+    tensors.insert(
+        "embeddings.token_type_embeddings.weight".into(),
+        Tensor::zeros((2, 16), DType::F32, &Device::Cpu).unwrap(),
+    );
     let bert_dir = temp_dir("bert-for-distil");
     write_model(&bert_dir, &tensors, CONFIG);
     let renames = [
@@ -237,7 +273,10 @@ fn distilbert_checkpoints_compute_the_same_encoder() {
     assert!(diff < 1e-6, "BERT and DistilBERT differ by {diff}");
     // PEFT-style short names work for DistilBERT too.
     let mut d = d;
-    let plan = AdapterPlan { targets: TargetModules::Names(vec!["q_lin".into(), "lin1".into()]), ..plan(AdapterKind::Lora, TargetModules::AllLinear) };
+    let plan = AdapterPlan {
+        targets: TargetModules::Names(vec!["q_lin".into(), "lin1".into()]),
+        ..plan(AdapterKind::Lora, TargetModules::AllLinear)
+    };
     assert_eq!(d.add_adapter("a", &plan).unwrap(), 4);
     // The task model: pre_classifier (ReLU) + classifier, read from the checkpoint.
     let tokenizer = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2},"unk_token":"[UNK]"},

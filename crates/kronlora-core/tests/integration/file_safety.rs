@@ -53,7 +53,10 @@ fn s(p: &Path) -> String {
 
 /// A Hugging Face PEFT adapter directory (no `kronlora` block).
 fn peft_adapter(dir: &Path) {
-    write(&dir.join("adapter_config.json"), br#"{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["query","value"]}"#);
+    write(
+        &dir.join("adapter_config.json"),
+        br#"{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["query","value"]}"#,
+    );
     write(&dir.join("adapter_model.safetensors"), b"their weights");
 }
 
@@ -62,7 +65,12 @@ fn save_adapter_keeps_foreign_files_and_refuses_what_it_did_not_write() {
     let dir = model_dir("safety-save");
     let root = temp_dir("safety-save-out");
     let mut m = model(&dir, KRON);
-    run(&mut m, json!({ "data": dataset(16, 1), "epochs": 1, "batchSize": 8, "learningRate": 5e-3 }), &mut Recorder::default()).unwrap();
+    run(
+        &mut m,
+        json!({ "data": dataset(16, 1), "epochs": 1, "batchSize": 8, "learningRate": 5e-3 }),
+        &mut Recorder::default(),
+    )
+    .unwrap();
 
     // Into a project folder: the user's files and sub-folder survive, the adapter loads back.
     let project = root.join("project");
@@ -72,7 +80,10 @@ fn save_adapter_keeps_foreign_files_and_refuses_what_it_did_not_write() {
     m.save_adapter(&FsStorage, &s(&project), None).unwrap();
     let after = tree(&root);
     let (changed, gone) = changes(&before, &after);
-    assert_eq!((changed, gone), (vec!["project/adapter_config.json".to_string(), "project/adapter_model.safetensors".to_string()], vec![]));
+    assert_eq!(
+        (changed, gone),
+        (vec!["project/adapter_config.json".to_string(), "project/adapter_model.safetensors".to_string()], vec![])
+    );
     let mut back = kronlora_core::pretrained::PretrainedModel::load(
         kronlora_core::io::ModelSource::Path(dir.clone()),
         r#"{"task":"sequence-classification","numLabels":2,"seed":5}"#,
@@ -83,11 +94,20 @@ fn save_adapter_keeps_foreign_files_and_refuses_what_it_did_not_write() {
 
     // Saving again over kronlora's own adapter replaces just its two files.
     let mut other = model(&dir, KRON);
-    run(&mut other, json!({ "data": dataset(16, 2), "epochs": 1, "batchSize": 8, "learningRate": 5e-3 }), &mut Recorder::default()).unwrap();
+    run(
+        &mut other,
+        json!({ "data": dataset(16, 2), "epochs": 1, "batchSize": 8, "learningRate": 5e-3 }),
+        &mut Recorder::default(),
+    )
+    .unwrap();
     other.save_adapter(&FsStorage, &s(&project), None).unwrap();
     let again = tree(&root);
     let (changed, gone) = changes(&after, &again);
-    assert_eq!((changed, gone), (vec!["project/adapter_model.safetensors".to_string()], vec![]), "only the weights differ");
+    assert_eq!(
+        (changed, gone),
+        (vec!["project/adapter_model.safetensors".to_string()], vec![]),
+        "only the weights differ"
+    );
     assert_eq!(again["project/notes.txt"], before["project/notes.txt"]);
 
     // Refused, with nothing anywhere under root touched: onto a file, a link, another tool's adapter,
@@ -101,8 +121,12 @@ fn save_adapter_keeps_foreign_files_and_refuses_what_it_did_not_write() {
     write(&root.join("folder-named-like-a-file/adapter_model.safetensors/inside.txt"), b"inside");
     write(&root.join("weights-only/adapter_model.safetensors"), b"whose?");
     let before = tree(&root);
-    let mut targets = vec![("file.bin", "is a file, not a directory"), ("peft", "peft/adapter_config.json was not written by kronlora"),
-        ("folder-named-like-a-file", "adapter_model.safetensors is a directory"), ("weights-only", "nothing in")];
+    let mut targets = vec![
+        ("file.bin", "is a file, not a directory"),
+        ("peft", "peft/adapter_config.json was not written by kronlora"),
+        ("folder-named-like-a-file", "adapter_model.safetensors is a directory"),
+        ("weights-only", "nothing in"),
+    ];
     if cfg!(unix) {
         targets.push(("link", "is a symbolic link"));
     }
@@ -125,7 +149,10 @@ fn crowded_output_dir(out: &Path, elsewhere: &Path) {
     for step in [500, 1000] {
         // Hugging Face Trainer's layout.
         let hf = out.join(format!("checkpoint-{step}"));
-        write(&hf.join("trainer_state.json"), format!(r#"{{"global_step":{step},"epoch":1.0,"log_history":[],"best_metric":null}}"#).as_bytes());
+        write(
+            &hf.join("trainer_state.json"),
+            format!(r#"{{"global_step":{step},"epoch":1.0,"log_history":[],"best_metric":null}}"#).as_bytes(),
+        );
         write(&hf.join("optimizer.pt"), b"torch pickle");
         peft_adapter(&hf);
     }
@@ -155,7 +182,10 @@ fn checkpoint_rotation_and_resume_touch_only_kronloras_own_checkpoints() {
     let after = tree(&root);
     let (changed, gone) = changes(&before, &after);
     assert!(gone.is_empty(), "foreign entries removed: {gone:?}");
-    assert!(changed.iter().all(|p| p.starts_with("out/checkpoint-000002") || p.starts_with("out/adapter")), "foreign entries changed: {changed:?}");
+    assert!(
+        changed.iter().all(|p| p.starts_with("out/checkpoint-000002") || p.starts_with("out/adapter")),
+        "foreign entries changed: {changed:?}"
+    );
     // The rotation took kronlora's files out of checkpoint-000001 and left the user's file (and so the folder).
     assert_eq!(std::fs::read_dir(out.join("checkpoint-000001")).unwrap().count(), 1);
     for (path, what) in &before {
@@ -235,19 +265,105 @@ fn crafted_checkpoint_states_are_refused_before_training() {
     };
     type Case = (&'static str, Vec<u8>, Vec<u8>, Vec<u8>, &'static str);
     let cases: Vec<Case> = vec![
-        ("epoch", edit_state(&|s| s["epoch"] = json!(1_000_000_000_000_000u64)), trainable.clone(), optimizer.clone(), "trainer_state.json: `epoch` is 1000000000000000"),
-        ("epoch-float", edit_state(&|s| s["epoch"] = json!(1e15)), trainable.clone(), optimizer.clone(), "trainer_state.json: not a kronlora trainer state"),
-        ("batch", edit_state(&|s| s["batch"] = json!(1_000_000_000_000_000u64)), trainable.clone(), optimizer.clone(), "trainer_state.json: `batch` is 1000000000000000"),
-        ("step", edit_state(&|s| s["step"] = json!(1u64 << 63)), rewrite(&trainable, "9223372036854775808", &|_| {}), rewrite(&optimizer, "9223372036854775808", &|_| {}), "`step` is 9223372036854775808"),
-        ("step-position", edit_state(&|s| { s["step"] = json!(1); s["losses"] = json!([0.5]) }), rewrite(&trainable, "1", &|_| {}), rewrite(&optimizer, "1", &|_| {}), "`step` is 1, but `epoch` 1 and `batch` 0 are the position after step 2"),
-        ("total", edit_state(&|s| s["totalSteps"] = json!(400)), trainable.clone(), optimizer.clone(), "`totalSteps` is 400, but these options and data make 4 steps"),
-        ("losses", edit_state(&|s| s["losses"] = json!([0.5])), trainable.clone(), optimizer.clone(), "`losses` holds 1 values for 2 steps"),
-        ("labels", edit_state(&|s| s["labels"] = json!(["a", "b"])), trainable.clone(), optimizer.clone(), "`labels` are [\"a\", \"b\"]"),
-        ("parameters", edit_state(&|s| { s["parameters"].as_array_mut().unwrap().pop(); }), trainable.clone(), optimizer.clone(), "trainable.safetensors: holds"),
-        ("mixed", state.to_string().into_bytes(), rewrite(&trainable, "1", &|_| {}), optimizer.clone(), "trainable.safetensors: written at step 1"),
-        ("nan", state.to_string().into_bytes(), rewrite(&trainable, "2", &|t| t[0].1.data[0] = f32::NAN), optimizer.clone(), "holds NaN"),
-        ("shape", state.to_string().into_bytes(), rewrite(&trainable, "2", &|t| t[0].1.shape = vec![t[0].1.data.len(), 1]), optimizer.clone(), "has shape"),
-        ("negative-v", state.to_string().into_bytes(), trainable.clone(), rewrite(&optimizer, "2", &|t| { let v = t.iter_mut().find(|(n, _)| n.starts_with("v.")).unwrap(); v.1.data[0] = -1.0; }), "optimizer.safetensors: tensor `v.0`"),
+        (
+            "epoch",
+            edit_state(&|s| s["epoch"] = json!(1_000_000_000_000_000u64)),
+            trainable.clone(),
+            optimizer.clone(),
+            "trainer_state.json: `epoch` is 1000000000000000",
+        ),
+        (
+            "epoch-float",
+            edit_state(&|s| s["epoch"] = json!(1e15)),
+            trainable.clone(),
+            optimizer.clone(),
+            "trainer_state.json: not a kronlora trainer state",
+        ),
+        (
+            "batch",
+            edit_state(&|s| s["batch"] = json!(1_000_000_000_000_000u64)),
+            trainable.clone(),
+            optimizer.clone(),
+            "trainer_state.json: `batch` is 1000000000000000",
+        ),
+        (
+            "step",
+            edit_state(&|s| s["step"] = json!(1u64 << 63)),
+            rewrite(&trainable, "9223372036854775808", &|_| {}),
+            rewrite(&optimizer, "9223372036854775808", &|_| {}),
+            "`step` is 9223372036854775808",
+        ),
+        (
+            "step-position",
+            edit_state(&|s| {
+                s["step"] = json!(1);
+                s["losses"] = json!([0.5])
+            }),
+            rewrite(&trainable, "1", &|_| {}),
+            rewrite(&optimizer, "1", &|_| {}),
+            "`step` is 1, but `epoch` 1 and `batch` 0 are the position after step 2",
+        ),
+        (
+            "total",
+            edit_state(&|s| s["totalSteps"] = json!(400)),
+            trainable.clone(),
+            optimizer.clone(),
+            "`totalSteps` is 400, but these options and data make 4 steps",
+        ),
+        (
+            "losses",
+            edit_state(&|s| s["losses"] = json!([0.5])),
+            trainable.clone(),
+            optimizer.clone(),
+            "`losses` holds 1 values for 2 steps",
+        ),
+        (
+            "labels",
+            edit_state(&|s| s["labels"] = json!(["a", "b"])),
+            trainable.clone(),
+            optimizer.clone(),
+            "`labels` are [\"a\", \"b\"]",
+        ),
+        (
+            "parameters",
+            edit_state(&|s| {
+                s["parameters"].as_array_mut().unwrap().pop();
+            }),
+            trainable.clone(),
+            optimizer.clone(),
+            "trainable.safetensors: holds",
+        ),
+        (
+            "mixed",
+            state.to_string().into_bytes(),
+            rewrite(&trainable, "1", &|_| {}),
+            optimizer.clone(),
+            "trainable.safetensors: written at step 1",
+        ),
+        (
+            "nan",
+            state.to_string().into_bytes(),
+            rewrite(&trainable, "2", &|t| t[0].1.data[0] = f32::NAN),
+            optimizer.clone(),
+            "holds NaN",
+        ),
+        (
+            "shape",
+            state.to_string().into_bytes(),
+            rewrite(&trainable, "2", &|t| t[0].1.shape = vec![t[0].1.data.len(), 1]),
+            optimizer.clone(),
+            "has shape",
+        ),
+        (
+            "negative-v",
+            state.to_string().into_bytes(),
+            trainable.clone(),
+            rewrite(&optimizer, "2", &|t| {
+                let v = t.iter_mut().find(|(n, _)| n.starts_with("v.")).unwrap();
+                v.1.data[0] = -1.0;
+            }),
+            "optimizer.safetensors: tensor `v.0`",
+        ),
     ];
     for (name, state, trainable, optimizer, says) in cases {
         let crafted = temp_dir(&format!("safety-crafted-{name}"));

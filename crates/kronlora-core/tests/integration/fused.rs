@@ -8,7 +8,8 @@ use crate::reference::Lcg;
 
 fn random(rng: &mut Lcg, shape: &[usize], scale: f32, offset: f32) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_vec(rng.vec(n).into_iter().map(|v| v * scale + offset).collect::<Vec<f32>>(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(rng.vec(n).into_iter().map(|v| v * scale + offset).collect::<Vec<f32>>(), shape, &Device::Cpu)
+        .unwrap()
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -51,6 +52,7 @@ fn fused_layer_norm_matches_the_composition_with_gradients() {
     }
     // A frozen weight and bias (plain tensors) get no gradient work.
     let (wf, bf) = (w.as_tensor().detach(), b.as_tensor().detach());
-    let g = (layer_norm(x.as_tensor(), &wf, &bf, 1e-5).unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g =
+        (layer_norm(x.as_tensor(), &wf, &bf, 1e-5).unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(g.get(x.as_tensor()).is_some());
 }

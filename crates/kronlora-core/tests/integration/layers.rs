@@ -1,8 +1,7 @@
 //! The adapted layers against naive maths and finite differences.
 
-
-use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions, TensorData};
 use crate::reference::{assert_close, kron, linear, matmul, Lcg};
+use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions, TensorData};
 
 fn options(kind: AdapterKind, json: &str) -> LayerOptions {
     LayerOptions::from_json(kind, json).unwrap()
@@ -24,8 +23,17 @@ fn kron_case(inp: usize, out: usize, rank: usize, d_a1: usize, d_a2: usize, seed
     let mut rng = Lcg::new(seed);
     let weight = rng.vec(inp * out);
     let bias = rng.vec(out);
-    let json = format!(r#"{{"inFeatures":{inp},"outFeatures":{out},"rank":{rank},"alpha":{},"kronIn":{d_a1},"kronOut":{d_a2},"seed":{seed}}}"#, 2 * rank);
-    let layer = AdaptedLinear::new(&options(AdapterKind::KronLora, &json), Some(&weight), Some(&bias), &kronlora_core::default_device()).unwrap();
+    let json = format!(
+        r#"{{"inFeatures":{inp},"outFeatures":{out},"rank":{rank},"alpha":{},"kronIn":{d_a1},"kronOut":{d_a2},"seed":{seed}}}"#,
+        2 * rank
+    );
+    let layer = AdaptedLinear::new(
+        &options(AdapterKind::KronLora, &json),
+        Some(&weight),
+        Some(&bias),
+        &kronlora_core::default_device(),
+    )
+    .unwrap();
     // B1 starts at zero; give every factor random values so the update is non-trivial.
     let (d_b1, d_b2) = (inp / d_a1, out / d_a2);
     layer
@@ -161,7 +169,9 @@ fn lora_forward_and_gradients() {
     let mut rng = Lcg::new(5);
     let weight = rng.vec(inp * out);
     let json = format!(r#"{{"inFeatures":{inp},"outFeatures":{out},"rank":{rank},"alpha":6,"useRslora":true}}"#);
-    let layer = AdaptedLinear::new(&options(AdapterKind::Lora, &json), Some(&weight), None, &kronlora_core::default_device()).unwrap();
+    let layer =
+        AdaptedLinear::new(&options(AdapterKind::Lora, &json), Some(&weight), None, &kronlora_core::default_device())
+            .unwrap();
     assert_eq!(layer.num_trainable_parameters(), rank * (inp + out));
     let b = rng.vec(out * rank);
     layer.set_parameters(&[("lora_B".into(), TensorData { shape: vec![out, rank], data: b.clone() })]).unwrap();
@@ -177,7 +187,8 @@ fn lora_forward_and_gradients() {
     let grads = layer.gradients(&x, rows, &g).unwrap();
     let xa = matmul(&x, &transpose(&a, rank, inp), rows, inp, rank);
     let xa32: Vec<f32> = xa.iter().map(|v| *v as f32).collect();
-    let want_b: Vec<f64> = matmul(&transpose(&g, rows, out), &xa32, out, rows, rank).into_iter().map(|v| v * s).collect();
+    let want_b: Vec<f64> =
+        matmul(&transpose(&g, rows, out), &xa32, out, rows, rank).into_iter().map(|v| v * s).collect();
     assert_close("dL/dlora_B", &grads.parameters[1].1.data, &want_b, 1e-5);
 }
 
@@ -221,9 +232,19 @@ fn bad_inputs_give_coded_errors() {
     assert_eq!(err.code(), "ERR_NON_FINITE");
     assert!(err.to_string().contains("index 5"), "{err}");
     let dev = kronlora_core::default_device();
-    let bad = AdaptedLinear::new(&options(AdapterKind::KronLora, r#"{"inFeatures":12,"outFeatures":12,"rank":2,"alpha":1,"kronIn":5}"#), None, None, &dev);
+    let bad = AdaptedLinear::new(
+        &options(AdapterKind::KronLora, r#"{"inFeatures":12,"outFeatures":12,"rank":2,"alpha":1,"kronIn":5}"#),
+        None,
+        None,
+        &dev,
+    );
     assert_eq!(bad.err().unwrap().code(), "ERR_FACTORIZATION");
-    let bad = AdaptedLinear::new(&options(AdapterKind::Lora, r#"{"inFeatures":4,"outFeatures":3,"rank":2,"alpha":1}"#), Some(&[0.0; 11]), None, &dev);
+    let bad = AdaptedLinear::new(
+        &options(AdapterKind::Lora, r#"{"inFeatures":4,"outFeatures":3,"rank":2,"alpha":1}"#),
+        Some(&[0.0; 11]),
+        None,
+        &dev,
+    );
     assert_eq!(bad.err().unwrap().code(), "ERR_SHAPE_MISMATCH");
     let wrong_shape = TensorData { shape: vec![2, 3], data: vec![0.0; 6] };
     assert_eq!(c.layer.set_parameters(&[("A".into(), wrong_shape)]).unwrap_err().code(), "ERR_SHAPE_MISMATCH");
@@ -236,7 +257,11 @@ fn adapters_fold_leading_dims_into_rows() {
     use candle_core::Tensor;
     use kronlora_core::{Adapter, KronLora, Lora};
     let dev = kronlora_core::default_device();
-    let config = options(AdapterKind::KronLora, r#"{"inFeatures":12,"outFeatures":8,"rank":3,"alpha":3,"kronIn":3,"kronOut":2,"seed":4}"#).adapter;
+    let config = options(
+        AdapterKind::KronLora,
+        r#"{"inFeatures":12,"outFeatures":8,"rank":3,"alpha":3,"kronIn":3,"kronOut":2,"seed":4}"#,
+    )
+    .adapter;
     let kron = KronLora::new("k", 12, 8, &config, &dev).unwrap();
     let lora = Lora::new(12, 8, &config, &dev).unwrap();
     for adapter in [&kron as &dyn Adapter, &lora] {
@@ -247,6 +272,9 @@ fn adapters_fold_leading_dims_into_rows() {
         let y3 = adapter.forward(&x).unwrap();
         assert_eq!(y3.dims(), &[2, 3, 8]);
         let y2 = adapter.forward(&x.reshape((6, 12)).unwrap()).unwrap();
-        assert_eq!(y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y2.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            y3.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            y2.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 }

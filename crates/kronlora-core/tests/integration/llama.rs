@@ -2,22 +2,27 @@
 //! file (written with candle's GGUF writer, Q/K permuted as llama.cpp stores them) of the same
 //! random weights must give the same logits; adapters behave as in the BERT tests.
 
-
 use std::sync::Arc;
 
+use crate::reference::Lcg;
 use candle_core::{Device, Tensor};
 use kronlora_core::io::{GgufFile, ModelSource};
 use kronlora_core::models::llama::{KvCache, LlamaModel};
 use kronlora_core::models::{AdapterPlan, TargetModules};
 use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
 use kronlora_core::{AdapterConfig, AdapterKind};
-use crate::reference::Lcg;
 
 use crate::tiny::llama::*;
 
 fn logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     let t = ids.len();
-    model.forward(&Tensor::new(ids, &Device::Cpu).unwrap().reshape((1, t)).unwrap(), None).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    model
+        .forward(&Tensor::new(ids, &Device::Cpu).unwrap().reshape((1, t)).unwrap(), None)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -39,7 +44,11 @@ fn gguf_and_hf_directory_of_the_same_weights_agree() {
         let gg = LlamaModel::load_gguf(Arc::new(GgufFile::open(&gguf).unwrap()), &Device::Cpu).unwrap();
         assert_eq!(gg.config.tie_word_embeddings, tied);
         let (a, b) = (logits(&hf, &IDS), logits(&gg, &IDS));
-        assert!(max_diff(&a, &b) < 1e-5, "tied={tied}: GGUF (un-permuted Q/K) and HF logits differ by {}", max_diff(&a, &b));
+        assert!(
+            max_diff(&a, &b) < 1e-5,
+            "tied={tied}: GGUF (un-permuted Q/K) and HF logits differ by {}",
+            max_diff(&a, &b)
+        );
     }
 }
 
@@ -51,9 +60,12 @@ fn kv_cache_generation_equals_full_recompute() {
     let model = LlamaModel::load(&dir, &Device::Cpu).unwrap();
     let full = logits(&model, &IDS);
     let mut cache = KvCache::default();
-    let first = model.forward(&Tensor::new(&IDS[..4], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
-    let rest = model.forward(&Tensor::new(&IDS[4..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
-    let stitched: Vec<f32> = [first, rest].iter().flat_map(|l| l.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+    let first =
+        model.forward(&Tensor::new(&IDS[..4], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
+    let rest =
+        model.forward(&Tensor::new(&IDS[4..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
+    let stitched: Vec<f32> =
+        [first, rest].iter().flat_map(|l| l.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     assert!(max_diff(&full, &stitched) < 1e-5);
     assert_eq!(cache.len(), IDS.len());
 }
@@ -88,7 +100,15 @@ fn adapters_on_a_decoder_start_neutral_train_everywhere_and_merge() {
             for (_, adapter) in p.adapters() {
                 for (_, var) in adapter.parameters() {
                     let n = var.elem_count();
-                    var.set(&Tensor::from_vec(rng.vec(n).into_iter().map(|x| x * 0.2).collect::<Vec<_>>(), var.dims(), &Device::Cpu).unwrap()).unwrap();
+                    var.set(
+                        &Tensor::from_vec(
+                            rng.vec(n).into_iter().map(|x| x * 0.2).collect::<Vec<_>>(),
+                            var.dims(),
+                            &Device::Cpu,
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
                 }
             }
         }
@@ -100,8 +120,13 @@ fn adapters_on_a_decoder_start_neutral_train_everywhere_and_merge() {
         for (p, _) in model.projections() {
             for (_, adapter) in p.adapters() {
                 for (name, var) in adapter.parameters() {
-                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind:?} {}.{name}: no gradient", p.name));
-                    assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{kind:?} {}.{name}: zero gradient", p.name);
+                    let g =
+                        grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{kind:?} {}.{name}: no gradient", p.name));
+                    assert!(
+                        g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0,
+                        "{kind:?} {}.{name}: zero gradient",
+                        p.name
+                    );
                 }
             }
         }
@@ -134,11 +159,17 @@ fn gguf_tokenizer_and_generation() {
     let g1 = model.generate("a the", &options).unwrap();
     assert_eq!(g1, model.generate("a the", &options).unwrap(), "greedy generation is deterministic");
     let sampled = GenerateOptions { max_tokens: 5, temperature: 1.0, seed: 9 };
-    assert_eq!(model.generate("a the", &sampled).unwrap(), model.generate("a the", &sampled).unwrap(), "same seed, same sample");
+    assert_eq!(
+        model.generate("a the", &sampled).unwrap(),
+        model.generate("a the", &sampled).unwrap(),
+        "same seed, same sample"
+    );
     assert_eq!(g1.prompt_tokens, 2);
     // From bytes, as the WASM backend in a browser loads it.
     let bytes = std::fs::read(&gguf).unwrap();
-    let from_bytes = PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into_iter().collect()), "{}").unwrap();
+    let from_bytes =
+        PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into_iter().collect()), "{}")
+            .unwrap();
     assert_eq!(from_bytes.generate("a the", &options).unwrap(), g1);
 }
 
@@ -168,8 +199,15 @@ fn qwen2_checkpoints_use_their_qkv_biases() {
         let mut qt = t.clone();
         let mut rng = Lcg::new(9);
         for l in 0..LAYERS {
-            for (proj, out) in [("q_proj", HIDDEN), ("k_proj", KV_HEADS * HIDDEN / HEADS), ("v_proj", KV_HEADS * HIDDEN / HEADS)] {
-                let b = Tensor::from_vec(rng.vec(out).into_iter().map(|x| x * scale).collect::<Vec<_>>(), out, &Device::Cpu).unwrap();
+            for (proj, out) in
+                [("q_proj", HIDDEN), ("k_proj", KV_HEADS * HIDDEN / HEADS), ("v_proj", KV_HEADS * HIDDEN / HEADS)]
+            {
+                let b = Tensor::from_vec(
+                    rng.vec(out).into_iter().map(|x| x * scale).collect::<Vec<_>>(),
+                    out,
+                    &Device::Cpu,
+                )
+                .unwrap();
                 qt.push((format!("model.layers.{l}.self_attn.{proj}.bias"), b));
             }
         }

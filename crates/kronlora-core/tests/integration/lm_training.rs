@@ -3,14 +3,13 @@
 //! choice is scored by summed log-likelihood (checked against a naive computation), and the
 //! loss falls.
 
-
+use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 use candle_core::{Device, Tensor};
 use kronlora_core::data::{encode_lm_record, Record};
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::{Backbone, PretrainedModel};
 use kronlora_core::train::{evaluate_model, train, TrainEvent, TrainObserver};
 use serde_json::json;
-use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 
 struct Quiet;
 impl TrainObserver for Quiet {
@@ -51,7 +50,14 @@ fn only_completions_and_assistant_turns_are_scored() {
     let scored: Vec<u32> = ex.ids.iter().zip(&ex.loss).filter(|(_, l)| **l).map(|(i, _)| *i).collect();
     assert_eq!(t.decode(&scored).unwrap(), " the b");
 
-    let chat = Record::Chat { messages: vec![("user".into(), "hi".into()), ("assistant".into(), "yo".into()), ("user".into(), "ok?".into()), ("assistant".into(), "ok".into())] };
+    let chat = Record::Chat {
+        messages: vec![
+            ("user".into(), "hi".into()),
+            ("assistant".into(), "yo".into()),
+            ("user".into(), "ok?".into()),
+            ("assistant".into(), "ok".into()),
+        ],
+    };
     let ex = encode_lm_record(t, &chat, 64, "x").unwrap();
     let scored: Vec<u32> = ex.ids.iter().zip(&ex.loss).filter(|(_, l)| **l).map(|(i, _)| *i).collect();
     let all = t.decode(&ex.ids).unwrap();
@@ -73,7 +79,11 @@ fn padded_batches_score_like_single_sequences() {
     let mut total = 0.0;
     let mut tokens = 0usize;
     for r in data.as_array().unwrap() {
-        let record = if r.get("text").is_some() { Record::Text { text: r["text"].as_str().unwrap().into() } } else { Record::PromptCompletion { prompt: "the".into(), completion: " a b".into() } };
+        let record = if r.get("text").is_some() {
+            Record::Text { text: r["text"].as_str().unwrap().into() }
+        } else {
+            Record::PromptCompletion { prompt: "the".into(), completion: " a b".into() }
+        };
         let ex = encode_lm_record(&m.tokenizer, &record, 128, "x").unwrap();
         let first = ex.loss.iter().skip(1).position(|l| *l).unwrap() + 1;
         total -= naive_log_likelihood(&m, &ex.ids, first);
@@ -91,7 +101,8 @@ fn multiple_choice_is_scored_by_summed_log_likelihood() {
         { "question": "a the", "choices": ["b", "the c", "d"], "answer": 1 },
         { "question": "c", "choices": ["a", "b"], "answer": 0 },
     ]);
-    let metrics = evaluate_model(&m, &data.to_string(), r#"{"task":"multiple-choice","batchSize":2}"#, &FsStorage).unwrap();
+    let metrics =
+        evaluate_model(&m, &data.to_string(), r#"{"task":"multiple-choice","batchSize":2}"#, &FsStorage).unwrap();
     let (mut loss, mut correct) = (0.0, 0);
     for q in data.as_array().unwrap() {
         let question = q["question"].as_str().unwrap();
@@ -119,14 +130,24 @@ fn multiple_choice_is_scored_by_summed_log_likelihood() {
 #[test]
 fn causal_lm_and_multiple_choice_training_lower_the_loss() {
     for (task, data) in [
-        ("causal-lm", json!([{ "prompt": "a", "completion": " the b" }, { "text": "c the c the" }, { "messages": [{ "role": "user", "content": "a" }, { "role": "assistant", "content": "b" }] }])),
-        ("multiple-choice", json!([{ "question": "a", "choices": ["b", "c"], "answer": 1 }, { "question": "b", "choices": ["c", "a"], "answer": 0 }])),
+        (
+            "causal-lm",
+            json!([{ "prompt": "a", "completion": " the b" }, { "text": "c the c the" }, { "messages": [{ "role": "user", "content": "a" }, { "role": "assistant", "content": "b" }] }]),
+        ),
+        (
+            "multiple-choice",
+            json!([{ "question": "a", "choices": ["b", "c"], "answer": 1 }, { "question": "b", "choices": ["c", "a"], "answer": 0 }]),
+        ),
     ] {
-        for adapter in [r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#, r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#] {
+        for adapter in [
+            r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#,
+            r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#,
+        ] {
             let mut m = model("lm-train");
             m.add_adapter("default", adapter).unwrap();
             let options = json!({ "task": task, "data": data, "validationData": data, "epochs": 15, "batchSize": 4, "learningRate": 2e-2, "warmupRatio": 0 });
-            let before = evaluate_model(&m, &data.to_string(), &json!({ "task": task }).to_string(), &FsStorage).unwrap();
+            let before =
+                evaluate_model(&m, &data.to_string(), &json!({ "task": task }).to_string(), &FsStorage).unwrap();
             let result = train(&mut m, &options.to_string(), &FsStorage, &mut Quiet).unwrap();
             let after = result.metrics.unwrap();
             assert!(after.loss < before.loss * 0.7, "{task} {adapter}: {} → {}", before.loss, after.loss);
@@ -141,6 +162,12 @@ fn causal_lm_and_multiple_choice_training_lower_the_loss() {
 fn encoder_tasks_and_decoder_tasks_do_not_mix() {
     let mut m = model("mix");
     m.add_adapter("default", r#"{"type":"lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#).unwrap();
-    let err = train(&mut m, &json!({ "task": "classification", "data": [{ "text": "a", "label": 0 }] }).to_string(), &FsStorage, &mut Quiet).unwrap_err();
+    let err = train(
+        &mut m,
+        &json!({ "task": "classification", "data": [{ "text": "a", "label": 0 }] }).to_string(),
+        &FsStorage,
+        &mut Quiet,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("classification needs an encoder"), "{err}");
 }

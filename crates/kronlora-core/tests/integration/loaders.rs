@@ -138,14 +138,20 @@ fn checkpoint_tensors_must_match_the_config() {
     // Fewer layers in config.json than in the checkpoint.
     let dir = bert_dir("layers");
     edit_config(&dir, "num_hidden_layers", 1.into());
-    assert_refused(load_bert(&dir).err().unwrap(), &["model.safetensors", "encoder.layer.1.", "num_hidden_layers` = 1", "layers up to 1"]);
+    assert_refused(
+        load_bert(&dir).err().unwrap(),
+        &["model.safetensors", "encoder.layer.1.", "num_hidden_layers` = 1", "layers up to 1"],
+    );
     // More layers than it holds.
     let dir = bert_dir("more-layers");
     edit_config(&dir, "num_hidden_layers", 3.into());
     assert_refused(load_bert(&dir).err().unwrap(), &["encoder.layer.2.attention.self.query.weight` is missing"]);
     // A stray encoder tensor.
     let mut t = tiny_bert_tensors(11);
-    t.insert("encoder.layer.0.attention.self.extra.weight".into(), Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "encoder.layer.0.attention.self.extra.weight".into(),
+        Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
     let dir = temp_dir("loaders-stray");
     write_model(&dir, &t, CONFIG);
     assert_refused(load_bert(&dir).err().unwrap(), &["encoder.layer.0.attention.self.extra.weight"]);
@@ -250,7 +256,11 @@ fn q4_1_gguf(name: &str) -> PathBuf {
         .into_iter()
         .map(|n| {
             let q = content.tensor(&mut file, n, &Device::Cpu).unwrap();
-            let q = if n == "token_embd.weight" { QTensor::quantize(&q.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q4_1).unwrap() } else { q };
+            let q = if n == "token_embd.weight" {
+                QTensor::quantize(&q.dequantize(&Device::Cpu).unwrap(), GgmlDType::Q4_1).unwrap()
+            } else {
+                q
+            };
             (n.clone(), q)
         })
         .collect();
@@ -299,7 +309,10 @@ fn gguf_types_offsets_and_dims_are_checked_against_the_layout() {
         let v = u64::from_le_bytes(b[off..off + 8].try_into().unwrap()) + 32;
         b[off..off + 8].copy_from_slice(&v.to_le_bytes());
     });
-    assert_refused(load_gguf(&path).err().unwrap(), &["blk.1.ffn_up.weight", "is not where the tensor before it (`blk.1.ffn_gate.weight`"]);
+    assert_refused(
+        load_gguf(&path).err().unwrap(),
+        &["blk.1.ffn_up.weight", "is not where the tensor before it (`blk.1.ffn_gate.weight`"],
+    );
 
     // A huge dim is reported as stated (not truncated).
     let path = gguf("dims");
@@ -386,13 +399,18 @@ const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":
 fn classifier(name: &str) -> PretrainedModel {
     let dir = bert_dir(name);
     std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
-    PretrainedModel::load(ModelSource::Path(dir), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#).unwrap()
+    PretrainedModel::load(ModelSource::Path(dir), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#)
+        .unwrap()
 }
 
 /// A trained-looking adapter's files (non-zero B), as `(config JSON, tensors)`.
 fn adapter_files(kind: &str) -> (serde_json::Value, HashMap<String, Tensor>) {
     let mut m = classifier(&format!("adapter-src-{kind}"));
-    m.add_adapter("a", &format!(r#"{{"type":"{kind}","rank":4,"alpha":8,"targetModules":["query","value"],"seed":2}}"#)).unwrap();
+    m.add_adapter(
+        "a",
+        &format!(r#"{{"type":"{kind}","rank":4,"alpha":8,"targetModules":["query","value"],"seed":2}}"#),
+    )
+    .unwrap();
     let files = m.adapter_files(None).unwrap();
     let file = |name: &str| &files.iter().find(|(n, _)| n == name).unwrap().1;
     let config: serde_json::Value = serde_json::from_slice(file("adapter_config.json")).unwrap();
@@ -429,11 +447,17 @@ fn adapter_files_that_disagree_or_are_out_of_range_are_refused() {
         for value in [serde_json::json!(1e30), serde_json::json!(0), serde_json::json!("8")] {
             let mut c = config.clone();
             c[alpha] = value;
-            assert_refused(load_adapter(&c, &tensors).err().unwrap(), &["my-adapter/adapter_config.json", &format!("`{alpha}`"), "1e6"]);
+            assert_refused(
+                load_adapter(&c, &tensors).err().unwrap(),
+                &["my-adapter/adapter_config.json", &format!("`{alpha}`"), "1e6"],
+            );
         }
         let mut c = config.clone();
         c["r"] = 2.into();
-        assert_refused(load_adapter(&c, &tensors).err().unwrap(), &["adapter_config.json", "`r` = 2", "adapter_model.safetensors", "rank 4"]);
+        assert_refused(
+            load_adapter(&c, &tensors).err().unwrap(),
+            &["adapter_config.json", "`r` = 2", "adapter_model.safetensors", "rank 4"],
+        );
         let mut c = config.clone();
         c["r"] = 2.5.into();
         assert_refused(load_adapter(&c, &tensors).err().unwrap(), &["adapter_config.json", "`r`"]);
@@ -443,10 +467,16 @@ fn adapter_files_that_disagree_or_are_out_of_range_are_refused() {
         let modules = c["target_modules"].as_array().unwrap().clone();
         c["target_modules"] = serde_json::json!(modules[1..]);
         let first = modules[0].as_str().unwrap();
-        assert_refused(load_adapter(&c, &tensors).err().unwrap(), &["adapter_model.safetensors", first, "target_modules"]);
+        assert_refused(
+            load_adapter(&c, &tensors).err().unwrap(),
+            &["adapter_model.safetensors", first, "target_modules"],
+        );
         let mut c = config.clone();
         c["target_modules"].as_array_mut().unwrap().push("bert.encoder.layer.0.intermediate.dense".into());
-        assert_refused(load_adapter(&c, &tensors).err().unwrap(), &["adapter_config.json", "`target_modules` lists `bert.encoder.layer.0.intermediate.dense`"]);
+        assert_refused(
+            load_adapter(&c, &tensors).err().unwrap(),
+            &["adapter_config.json", "`target_modules` lists `bert.encoder.layer.0.intermediate.dense`"],
+        );
         // PEFT's short names still match.
         let mut c = config.clone();
         c["target_modules"] = serde_json::json!(["query", "value"]);
@@ -465,16 +495,28 @@ fn adapter_files_that_disagree_or_are_out_of_range_are_refused() {
         let moved = t.remove(key).unwrap();
         t.insert(key.replace("layer.0", "layer.7"), moved);
     }
-    assert_refused(load_adapter(&config, &t).err().unwrap(), &["adapter_model.safetensors", "layer.7", "no module of this model"]);
+    assert_refused(
+        load_adapter(&config, &t).err().unwrap(),
+        &["adapter_model.safetensors", "layer.7", "no module of this model"],
+    );
     let mut t = tensors.clone();
     t.remove(&a_key);
-    assert_refused(load_adapter(&config, &t).err().unwrap(), &["adapter_model.safetensors", "lora_B.weight", "without the other half"]);
+    assert_refused(
+        load_adapter(&config, &t).err().unwrap(),
+        &["adapter_model.safetensors", "lora_B.weight", "without the other half"],
+    );
     let mut t = tensors.clone();
     t.remove(&b_key);
-    assert_refused(load_adapter(&config, &t).err().unwrap(), &["adapter_model.safetensors", "lora_B.weight is missing"]);
+    assert_refused(
+        load_adapter(&config, &t).err().unwrap(),
+        &["adapter_model.safetensors", "lora_B.weight is missing"],
+    );
     let mut t = tensors.clone();
     t.insert(a_key.clone(), Tensor::zeros((4, 15), candle_core::DType::F32, &Device::Cpu).unwrap());
-    assert_refused(load_adapter(&config, &t).err().unwrap(), &["adapter_model.safetensors", "do not fit a [16, 16] layer"]);
+    assert_refused(
+        load_adapter(&config, &t).err().unwrap(),
+        &["adapter_model.safetensors", "do not fit a [16, 16] layer"],
+    );
     let mut t = tensors.clone();
     t.insert(a_key.clone(), Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap());
     assert_refused(load_adapter(&config, &t).err().unwrap(), &["adapter_model.safetensors", "must be matrices"]);
@@ -516,6 +558,10 @@ fn a_tensor_stored_in_two_shards_is_refused() {
     candle_core::safetensors::save(&tensors, dir.join(first)).unwrap();
     candle_core::safetensors::save(&b, dir.join(second)).unwrap();
     weight_map.insert("extra".into(), second.into());
-    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string()).unwrap();
+    std::fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::json!({ "metadata": {}, "weight_map": weight_map }).to_string(),
+    )
+    .unwrap();
     assert_refused(load_bert(&dir).err().unwrap(), &["model-0000", dup, "also in another shard"]);
 }

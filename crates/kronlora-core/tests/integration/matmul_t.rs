@@ -30,12 +30,20 @@ fn forward_and_backward_skip_the_weight() {
 fn matmul_t_matches_candle_matmul_and_its_gradients() {
     use kronlora_core::ops::matmul_t;
     let dev = Device::Cpu;
-    let data = |n: usize, s: f32| Tensor::from_vec((0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>(), n, &dev).unwrap();
+    let data =
+        |n: usize, s: f32| Tensor::from_vec((0..n).map(|i| (i as f32 * s).sin()).collect::<Vec<_>>(), n, &dev).unwrap();
     // lhs [2, 6] read as [4, 3]; rhs [5, 3]; result [4, 5] written as [2, 10].
     let lhs = Var::from_tensor(&data(12, 0.7).reshape((2, 6)).unwrap()).unwrap();
     let rhs = Var::from_tensor(&data(15, 1.3).reshape((5, 3)).unwrap()).unwrap();
     let y = matmul_t(lhs.as_tensor(), rhs.as_tensor(), 4, (2, 10)).unwrap();
-    let want = lhs.as_tensor().reshape((4, 3)).unwrap().matmul(&rhs.as_tensor().t().unwrap()).unwrap().reshape((2, 10)).unwrap();
+    let want = lhs
+        .as_tensor()
+        .reshape((4, 3))
+        .unwrap()
+        .matmul(&rhs.as_tensor().t().unwrap())
+        .unwrap()
+        .reshape((2, 10))
+        .unwrap();
     assert_eq!(y.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
     let g = data(20, 0.3).reshape((2, 10)).unwrap();
     let grads = (y * &g).unwrap().sum_all().unwrap().backward().unwrap();

@@ -21,7 +21,11 @@ fn fixture(name: &str) -> Value {
 }
 
 fn matrix_u32(v: &Value) -> Vec<Vec<u32>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .collect()
 }
 
 #[test]
@@ -97,21 +101,32 @@ fn pretrained_models_from_paths_and_bytes() {
     let texts: Vec<String> = f["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     let dir = repo().join(".cache/models/minilm");
     let from_path = PretrainedModel::load(ModelSource::Path(dir.clone()), r#"{"task":"embedding"}"#).unwrap();
-    let files = ["config.json", "model.safetensors", "tokenizer.json"].map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()));
+    let files = ["config.json", "model.safetensors", "tokenizer.json"]
+        .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()));
     let from_bytes = PretrainedModel::load(ModelSource::Files(files.into_iter().collect()), "{}").unwrap();
     let (a, dim) = from_path.embed(&texts).unwrap();
     assert_eq!(dim, 384);
     assert_eq!(from_bytes.embed(&texts).unwrap().0, a);
-    let want: Vec<f64> = f["mean_pooled"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect();
+    let want: Vec<f64> = f["mean_pooled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+        .collect();
     let max = a.iter().zip(&want).map(|(g, w)| (*g as f64 - w).abs()).fold(0f64, f64::max);
     assert!(max < 1e-4, "embed() differs from transformers by {max}");
 
     let gguf = repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let lm = PretrainedModel::load(ModelSource::Path(gguf), "{}").unwrap();
-    let g = lm.generate("The capital of France is", &GenerateOptions { max_tokens: 8, temperature: 0.0, seed: 0 }).unwrap();
+    let g =
+        lm.generate("The capital of France is", &GenerateOptions { max_tokens: 8, temperature: 0.0, seed: 0 }).unwrap();
     let s = fixture("smollm2.json");
     let first = lm.tokenizer.decode(&[s["cases"][0]["top10"][0].as_u64().unwrap() as u32]).unwrap();
-    assert!(g.text.starts_with(&first), "greedy generation {:?} must start with transformers' argmax token {first:?}", g.text);
+    assert!(
+        g.text.starts_with(&first),
+        "greedy generation {:?} must start with transformers' argmax token {first:?}",
+        g.text
+    );
     eprintln!("SmolLM2 greedy: {:?}", g.text);
 }
 

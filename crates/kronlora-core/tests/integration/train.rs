@@ -41,7 +41,13 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn new_adamw(f: &Value) -> (Vec<Var>, AdamW) {
-    let params: Vec<Var> = f["adamw"]["initial"].as_array().unwrap().iter().zip(SHAPES).map(|(p, s)| Var::from_tensor(&tensor(p, s)).unwrap()).collect();
+    let params: Vec<Var> = f["adamw"]["initial"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(SHAPES)
+        .map(|(p, s)| Var::from_tensor(&tensor(p, s)).unwrap())
+        .collect();
     let opt = AdamW::new(params.clone(), AdamWConfig { weight_decay: 0.1, ..AdamWConfig::default() }).unwrap();
     (params, opt)
 }
@@ -79,7 +85,10 @@ fn adamw_state_round_trips_and_resumes_exactly() {
         resumed.step(&grads_for(&copies, &step["grads"]), step["lr"].as_f64().unwrap()).unwrap();
     }
     for (a, b) in params.iter().zip(&copies) {
-        assert_eq!(a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
     let mut wrong = state.clone();
     wrong.first_moments.pop();
@@ -89,7 +98,8 @@ fn adamw_state_round_trips_and_resumes_exactly() {
 #[test]
 fn clipping_matches_torch() {
     let f = fixture();
-    let params: Vec<Var> = SHAPES.iter().map(|s| Var::zeros(*s, candle_core::DType::F32, &Device::Cpu).unwrap()).collect();
+    let params: Vec<Var> =
+        SHAPES.iter().map(|s| Var::zeros(*s, candle_core::DType::F32, &Device::Cpu).unwrap()).collect();
     let mut grads = grads_for(&params, &f["clip"]["grads"]);
     let norm = clip_grad_norm(&params, &mut grads, 1.0).unwrap();
     assert!((norm - f["clip"]["norm"].as_f64().unwrap()).abs() < 1e-5, "norm {norm}");
@@ -102,7 +112,9 @@ fn clipping_matches_torch() {
 #[test]
 fn schedules_match_transformers() {
     let f = fixture();
-    for (name, kind) in [("constant", ScheduleKind::Constant), ("linear", ScheduleKind::Linear), ("cosine", ScheduleKind::Cosine)] {
+    for (name, kind) in
+        [("constant", ScheduleKind::Constant), ("linear", ScheduleKind::Linear), ("cosine", ScheduleKind::Cosine)]
+    {
         let s = LrSchedule { kind, base_lr: 1.0, warmup_steps: 3, total_steps: 10 };
         for (step, want) in f["schedules"][name].as_array().unwrap().iter().enumerate() {
             let got = s.lr(step as u64);

@@ -3,15 +3,15 @@
 //! cancellation and early stopping, names the step of a non-finite loss, reports malformed
 //! data by file and line, and saved adapters reload to identical outputs.
 
-
+use crate::reference::Lcg;
+use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
 use kronlora_core::train::{evaluate_model, train, trainable_named, TrainEvent, TrainObserver, TrainResult};
-use crate::reference::Lcg;
 use serde_json::{json, Value};
-use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
 
-pub(crate) const KRON: &str = r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#;
+pub(crate) const KRON: &str =
+    r#"{"type":"kron-lora","rank":4,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#;
 pub(crate) const LORA: &str = r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#;
 
 /// Sentences of words w4..w8 are "neg", of w9..w13 "pos".
@@ -21,7 +21,8 @@ pub(crate) fn dataset(n: usize, seed: u64) -> Value {
         .map(|i| {
             let label = i % 2;
             let len = 3 + (rng.next().abs() * 4.0) as usize;
-            let words: Vec<String> = (0..len).map(|_| format!("w{}", 4 + label * 5 + (rng.next().abs() * 5.0) as usize % 5)).collect();
+            let words: Vec<String> =
+                (0..len).map(|_| format!("w{}", 4 + label * 5 + (rng.next().abs() * 5.0) as usize % 5)).collect();
             json!({ "text": words.join(" "), "label": if label == 0 { "neg" } else { "pos" } })
         })
         .collect();
@@ -36,7 +37,11 @@ pub(crate) fn model_dir(name: &str) -> std::path::PathBuf {
 }
 
 pub(crate) fn model(dir: &std::path::Path, adapter: &str) -> PretrainedModel {
-    let mut m = PretrainedModel::load(ModelSource::Path(dir.to_path_buf()), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#).unwrap();
+    let mut m = PretrainedModel::load(
+        ModelSource::Path(dir.to_path_buf()),
+        r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#,
+    )
+    .unwrap();
     m.add_adapter("default", adapter).unwrap();
     m
 }
@@ -52,12 +57,20 @@ impl TrainObserver for Recorder {
         self.events.push(event.clone());
     }
     fn should_stop(&mut self) -> bool {
-        let step = self.events.iter().rev().find_map(|e| if let TrainEvent::Step { step, .. } = e { Some(*step) } else { None });
+        let step =
+            self.events
+                .iter()
+                .rev()
+                .find_map(|e| if let TrainEvent::Step { step, .. } = e { Some(*step) } else { None });
         self.stop_after.is_some_and(|s| step >= Some(s))
     }
 }
 
-pub(crate) fn run(m: &mut PretrainedModel, options: Value, recorder: &mut Recorder) -> kronlora_core::Result<TrainResult> {
+pub(crate) fn run(
+    m: &mut PretrainedModel,
+    options: Value,
+    recorder: &mut Recorder,
+) -> kronlora_core::Result<TrainResult> {
     train(m, &options.to_string(), &FsStorage, recorder)
 }
 
@@ -85,10 +98,20 @@ fn kron_lora_and_lora_both_learn_and_only_adapters_and_head_change() {
         let late: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
         assert!(late < early * 0.5, "{adapter}: training loss did not fall ({early} → {late})");
         let after = result.metrics.clone().unwrap();
-        let first_eval = rec.events.iter().find_map(|e| if let TrainEvent::Eval { metrics, .. } = e { Some(metrics.clone()) } else { None }).unwrap();
-        assert!(after.accuracy.unwrap() >= 0.9 && after.loss < first_eval.loss.min(std::f64::consts::LN_2), "{adapter}: {first_eval:?} → {after:?}");
+        let first_eval = rec
+            .events
+            .iter()
+            .find_map(|e| if let TrainEvent::Eval { metrics, .. } = e { Some(metrics.clone()) } else { None })
+            .unwrap();
+        assert!(
+            after.accuracy.unwrap() >= 0.9 && after.loss < first_eval.loss.min(std::f64::consts::LN_2),
+            "{adapter}: {first_eval:?} → {after:?}"
+        );
         // Events: start, a step per optimiser step, an eval per epoch, done.
-        assert!(matches!(rec.events[0], TrainEvent::Start { total_steps: 48, train_examples: 64, validation_examples: 32, .. }));
+        assert!(matches!(
+            rec.events[0],
+            TrainEvent::Start { total_steps: 48, train_examples: 64, validation_examples: 32, .. }
+        ));
         assert_eq!(rec.events.iter().filter(|e| matches!(e, TrainEvent::Step { .. })).count(), 48);
         assert_eq!(rec.events.iter().filter(|e| matches!(e, TrainEvent::Eval { .. })).count(), 6);
         assert!(matches!(rec.events.last(), Some(TrainEvent::Done(_))));
@@ -123,7 +146,13 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     assert_eq!((cut.reason.as_str(), cut.step), ("cancelled", 5));
     let checkpoint = cut.checkpoint.clone().expect("a checkpoint on cancel");
     assert!(checkpoint.ends_with("checkpoint-000005"), "{checkpoint}");
-    for f in ["trainer_state.json", "trainable.safetensors", "optimizer.safetensors", "adapter_config.json", "adapter_model.safetensors"] {
+    for f in [
+        "trainer_state.json",
+        "trainable.safetensors",
+        "optimizer.safetensors",
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    ] {
         assert!(std::path::Path::new(&checkpoint).join(f).exists(), "{f} missing");
     }
 
@@ -156,9 +185,13 @@ fn a_non_finite_loss_stops_training_names_the_step_and_keeps_the_last_checkpoint
     let err = run(&mut m, options, &mut Recorder::default()).unwrap_err();
     assert_eq!(err.code(), "ERR_NON_FINITE");
     let msg = err.to_string();
-    assert!(msg.starts_with("step 2: ") && msg.contains("lower the learning rate") && msg.contains("checkpoint-000001"), "{msg}");
+    assert!(
+        msg.starts_with("step 2: ") && msg.contains("lower the learning rate") && msg.contains("checkpoint-000001"),
+        "{msg}"
+    );
     // The last good checkpoint is complete and readable.
-    let c = kronlora_core::train::read_checkpoint(&FsStorage, &out.join("checkpoint-000001").display().to_string()).unwrap();
+    let c = kronlora_core::train::read_checkpoint(&FsStorage, &out.join("checkpoint-000001").display().to_string())
+        .unwrap();
     assert!(c.parameters.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
     assert!(!out.join("checkpoint-000002").exists());
 }
@@ -167,7 +200,11 @@ fn a_non_finite_loss_stops_training_names_the_step_and_keeps_the_last_checkpoint
 fn malformed_data_is_reported_by_file_and_line() {
     let dir = model_dir("bad-data");
     let file = dir.join("train.jsonl");
-    std::fs::write(&file, "{\"text\":\"w4 w5\",\"label\":0}\n{\"text\":\"w9\",\"label\":1}\n{\"text\":\"w5\" \"label\":0}\n").unwrap();
+    std::fs::write(
+        &file,
+        "{\"text\":\"w4 w5\",\"label\":0}\n{\"text\":\"w9\",\"label\":1}\n{\"text\":\"w5\" \"label\":0}\n",
+    )
+    .unwrap();
     let mut m = model(&dir, LORA);
     let err = run(&mut m, json!({ "data": file.display().to_string() }), &mut Recorder::default()).unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_DATA");
@@ -178,12 +215,21 @@ fn malformed_data_is_reported_by_file_and_line() {
     assert!(err.to_string().contains("label 5 is out of range for numLabels = 2"), "{err}");
     // The tiny model has 24 positions: a longer maxLength is refused before training starts.
     let err = run(&mut m, json!({ "data": dataset(8, 1), "maxLength": 25 }), &mut Recorder::default()).unwrap_err();
-    assert!(err.to_string().contains("maxLength = 25 exceeds the model's context of 24 positions; use at most 24"), "{err}");
+    assert!(
+        err.to_string().contains("maxLength = 25 exceeds the model's context of 24 positions; use at most 24"),
+        "{err}"
+    );
     let err = evaluate_model(&m, &dataset(4, 1).to_string(), r#"{"maxLength":100}"#, &FsStorage).unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
-    let err = run(&mut m, json!({ "data": dataset(8, 1), "validationSplit": 0, "earlyStopping": true }), &mut Recorder::default()).unwrap_err();
+    let err = run(
+        &mut m,
+        json!({ "data": dataset(8, 1), "validationSplit": 0, "earlyStopping": true }),
+        &mut Recorder::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("earlyStopping and evalEvery need validation data"), "{err}");
-    let err = run(&mut m, json!({ "data": dataset(8, 1), "metric": "perplexity" }), &mut Recorder::default()).unwrap_err();
+    let err =
+        run(&mut m, json!({ "data": dataset(8, 1), "metric": "perplexity" }), &mut Recorder::default()).unwrap_err();
     assert!(err.to_string().contains("metric \"perplexity\" is not computed for task \"classification\""), "{err}");
     // Unknown labels at evaluation name the labels the model knows.
     run(&mut m, json!({ "data": dataset(8, 1), "maxSteps": 1 }), &mut Recorder::default()).unwrap();
@@ -213,24 +259,49 @@ fn early_stopping_keeps_the_best_weights() {
 #[test]
 fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
     let dir = model_dir("save");
-    for (adapter, keys) in [(KRON, ["lokr_w1", "lokr_w2_a", "lokr_w2_b"]), (LORA, ["lora_A.weight", "lora_B.weight", "lora_B.weight"])] {
+    for (adapter, keys) in
+        [(KRON, ["lokr_w1", "lokr_w2_a", "lokr_w2_b"]), (LORA, ["lora_A.weight", "lora_B.weight", "lora_B.weight"])]
+    {
         let out = temp_dir("save-out");
         let mut m = model(&dir, adapter);
-        run(&mut m, json!({ "data": dataset(32, 1), "epochs": 2, "batchSize": 8, "learningRate": 5e-3 }), &mut Recorder::default()).unwrap();
+        run(
+            &mut m,
+            json!({ "data": dataset(32, 1), "epochs": 2, "batchSize": 8, "learningRate": 5e-3 }),
+            &mut Recorder::default(),
+        )
+        .unwrap();
         let adapter_dir = out.join("adapter").display().to_string();
         m.save_adapter(&FsStorage, &adapter_dir, None).unwrap();
-        let config: Value = serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
-        let tensors = kronlora_core::io::read_safetensors_bytes(&std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap(), "x").unwrap();
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(out.join("adapter/adapter_config.json")).unwrap()).unwrap();
+        let tensors = kronlora_core::io::read_safetensors_bytes(
+            &std::fs::read(out.join("adapter/adapter_model.safetensors")).unwrap(),
+            "x",
+        )
+        .unwrap();
         let q = "base_model.model.bert.encoder.layer.0.attention.self.query";
         for k in keys {
-            assert!(tensors.contains_key(&format!("{q}.{k}")), "{q}.{k} missing: {:?}", tensors.keys().take(4).collect::<Vec<_>>());
+            assert!(
+                tensors.contains_key(&format!("{q}.{k}")),
+                "{q}.{k} missing: {:?}",
+                tensors.keys().take(4).collect::<Vec<_>>()
+            );
         }
-        assert!(tensors.contains_key("base_model.model.classifier.weight") && tensors.contains_key("base_model.model.bert.pooler.dense.weight"));
+        assert!(
+            tensors.contains_key("base_model.model.classifier.weight")
+                && tensors.contains_key("base_model.model.bert.pooler.dense.weight")
+        );
         if adapter == KRON {
             assert_eq!(config["peft_type"], "LOKR");
-            assert_eq!((config["r"].clone(), config["alpha"].clone(), config["decompose_both"].clone()), (json!(4), json!(8.0), json!(false)));
+            assert_eq!(
+                (config["r"].clone(), config["alpha"].clone(), config["decompose_both"].clone()),
+                (json!(4), json!(8.0), json!(false))
+            );
             // d_A1 = 2 ≠ d_A2 = 4: no single PEFT decompose_factor rebuilds these shapes.
-            assert_eq!((config["decompose_factor"].clone(), config["kronlora"]["peftLoadable"].clone()), (json!(-1), json!(false)));
+            assert_eq!(
+                (config["decompose_factor"].clone(), config["kronlora"]["peftLoadable"].clone()),
+                (json!(-1), json!(false))
+            );
             assert_eq!(tensors[&format!("{q}.lokr_w1")].shape, vec![4, 2]);
             assert_eq!(tensors[&format!("{q}.lokr_w2_a")].shape, vec![4, 4]);
             assert_eq!(tensors[&format!("{q}.lokr_w2_b")].shape, vec![4, 8]);
@@ -244,7 +315,11 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
         assert_eq!(config["kronlora"]["labels"], json!(["neg", "pos"]));
 
         let texts: Vec<String> = vec!["w4 w5 w6".into(), "w10 w11".into()];
-        let mut fresh = PretrainedModel::load(ModelSource::Path(dir.clone()), r#"{"task":"sequence-classification","numLabels":2,"seed":7}"#).unwrap();
+        let mut fresh = PretrainedModel::load(
+            ModelSource::Path(dir.clone()),
+            r#"{"task":"sequence-classification","numLabels":2,"seed":7}"#,
+        )
+        .unwrap();
         assert_ne!(fresh.classify(&texts).unwrap(), m.classify(&texts).unwrap());
         assert_eq!(fresh.load_adapter(&FsStorage, &adapter_dir, None).unwrap(), 12);
         assert_eq!(fresh.classify(&texts).unwrap(), m.classify(&texts).unwrap());
@@ -257,7 +332,11 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
 
         // Broken files are errors that name the file; the model is left as it was.
         std::fs::write(out.join("adapter/adapter_model.safetensors"), b"not safetensors").unwrap();
-        let mut other = PretrainedModel::load(ModelSource::Path(dir.clone()), r#"{"task":"sequence-classification","numLabels":2}"#).unwrap();
+        let mut other = PretrainedModel::load(
+            ModelSource::Path(dir.clone()),
+            r#"{"task":"sequence-classification","numLabels":2}"#,
+        )
+        .unwrap();
         let err = other.load_adapter(&FsStorage, &adapter_dir, None).unwrap_err();
         assert!(err.to_string().contains("adapter_model.safetensors: not a valid safetensors file"), "{err}");
         assert!(other.adapter_infos().is_empty());
@@ -270,7 +349,8 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
 fn adapter_dropout_is_seeded_and_only_in_training() {
     let dir = model_dir("dropout");
     let with = r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear","dropout":0.3}"#;
-    let options = json!({ "data": dataset(32, 1), "validationSplit": 0, "batchSize": 8, "epochs": 2, "learningRate": 5e-3 });
+    let options =
+        json!({ "data": dataset(32, 1), "validationSplit": 0, "batchSize": 8, "epochs": 2, "learningRate": 5e-3 });
     let a = run(&mut model(&dir, with), options.clone(), &mut Recorder::default()).unwrap();
     let b = run(&mut model(&dir, with), options.clone(), &mut Recorder::default()).unwrap();
     let c = run(&mut model(&dir, LORA), options, &mut Recorder::default()).unwrap();

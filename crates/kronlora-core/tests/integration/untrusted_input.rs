@@ -44,7 +44,8 @@ fn gguf_with_template(name: &str, template: &str) -> PathBuf {
         .collect();
     let path = dir.join("templated.gguf");
     let meta: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> = qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let tensor_refs: Vec<(&str, &candle_core::quantized::QTensor)> =
+        qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &tensor_refs).unwrap();
     path
 }
@@ -56,13 +57,17 @@ fn load(path: &Path) -> PretrainedModel {
 }
 
 fn chat_data(n: usize) -> serde_json::Value {
-    let record = json!({ "messages": [{ "role": "user", "content": "a the" }, { "role": "assistant", "content": "the b" }] });
+    let record =
+        json!({ "messages": [{ "role": "user", "content": "a the" }, { "role": "assistant", "content": "the b" }] });
     serde_json::Value::Array(vec![record; n])
 }
 
 /// Train `model` on chat records in a thread, failing the test if it takes past `HANG_LIMIT`;
 /// the model comes back for further use.
-fn train_guarded(mut model: PretrainedModel, options: serde_json::Value) -> (kronlora_core::Result<kronlora_core::train::TrainResult>, PretrainedModel) {
+fn train_guarded(
+    mut model: PretrainedModel,
+    options: serde_json::Value,
+) -> (kronlora_core::Result<kronlora_core::train::TrainResult>, PretrainedModel) {
     let (send, receive) = mpsc::channel();
     std::thread::spawn(move || {
         let result = train(&mut model, &options.to_string(), &FsStorage, &mut Quiet);
@@ -74,10 +79,19 @@ fn train_guarded(mut model: PretrainedModel, options: serde_json::Value) -> (kro
 #[test]
 fn hostile_chat_templates_end_in_invalid_model_and_leave_the_model_usable() {
     let cases = [
-        ("{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}", "instructions for one conversation"),
-        ("{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}", "instructions for one conversation"),
+        (
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}",
+            "instructions for one conversation",
+        ),
+        (
+            "{% for i in range(10000) %}{% for j in range(10000) %}x{% endfor %}{% endfor %}",
+            "instructions for one conversation",
+        ),
         ("{% for i in range(10000) %}{{ 'y' * 100000 }}{% endfor %}", "more than 16 MiB for one conversation"),
-        ("{% set s %}{% for i in range(10000) %}{{ 'y' * 100000 }}{% endfor %}{% endset %}{{ s | length }}", "more than 16 MiB"),
+        (
+            "{% set s %}{% for i in range(10000) %}{{ 'y' * 100000 }}{% endfor %}{% endset %}{{ s | length }}",
+            "more than 16 MiB",
+        ),
         ("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "nests calls deeper than"),
     ];
     for (template, limit) in cases {
@@ -92,7 +106,8 @@ fn hostile_chat_templates_end_in_invalid_model_and_leave_the_model_usable() {
         assert_eq!(err.to_js_message().lines().count(), 1);
         // The same model still trains on data that does not need its template.
         let plain = json!([{ "prompt": "a", "completion": " the b" }]);
-        let result = train(&mut model, &json!({ "data": plain, "epochs": 1 }).to_string(), &FsStorage, &mut Quiet).unwrap();
+        let result =
+            train(&mut model, &json!({ "data": plain, "epochs": 1 }).to_string(), &FsStorage, &mut Quiet).unwrap();
         assert_eq!(result.reason, "completed");
     }
 }
@@ -141,7 +156,9 @@ fn cancellation_is_checked_between_records_while_encoding() {
     write_gguf(&gguf, &tensors(5, true));
     let mut model = load(&gguf);
     let mut observer = StopAfter { after: 5, asked: 0, steps: 0 };
-    let result = train(&mut model, &json!({ "data": chat_data(50), "epochs": 1 }).to_string(), &FsStorage, &mut observer).unwrap();
+    let result =
+        train(&mut model, &json!({ "data": chat_data(50), "epochs": 1 }).to_string(), &FsStorage, &mut observer)
+            .unwrap();
     assert_eq!((result.reason.as_str(), result.step, observer.steps), ("cancelled", 0, 0));
     assert_eq!(observer.asked, 6, "asked before each record until it said stop");
     assert!(result.adapter_dir.is_none() && result.checkpoint.is_none());
@@ -150,25 +167,50 @@ fn cancellation_is_checked_between_records_while_encoding() {
 #[test]
 fn options_that_would_allocate_gigabytes_are_refused_with_the_limit() {
     let bert = model_dir("untrusted-labels");
-    let err = PretrainedModel::load(ModelSource::Path(bert.clone()), r#"{"task":"sequence-classification","numLabels":16777216}"#).err().unwrap();
+    let err = PretrainedModel::load(
+        ModelSource::Path(bert.clone()),
+        r#"{"task":"sequence-classification","numLabels":16777216}"#,
+    )
+    .err()
+    .unwrap();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
     assert!(err.to_string().contains("`numLabels` = 16777216 is larger than the supported maximum of 65536"), "{err}");
-    assert!(PretrainedModel::load(ModelSource::Path(bert), r#"{"task":"sequence-classification","numLabels":65536}"#).is_ok());
+    assert!(PretrainedModel::load(ModelSource::Path(bert), r#"{"task":"sequence-classification","numLabels":65536}"#)
+        .is_ok());
 
     let dir = temp_dir("untrusted-rank");
     let gguf = dir.join("tiny.gguf");
     write_gguf(&gguf, &tensors(5, true));
     let mut model = PretrainedModel::load(ModelSource::Path(gguf), "{}").unwrap();
-    let err = model.add_adapter("big", r#"{"type":"lora","rank":65536,"alpha":8,"targetModules":"all-linear"}"#).unwrap_err();
+    let err =
+        model.add_adapter("big", r#"{"type":"lora","rank":65536,"alpha":8,"targetModules":"all-linear"}"#).unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
-    assert!(err.to_string().contains("`rank` = 65536 is too large for layer `model.layers.0.self_attn.q_proj`"), "{err}");
+    assert!(
+        err.to_string().contains("`rank` = 65536 is too large for layer `model.layers.0.self_attn.q_proj`"),
+        "{err}"
+    );
     assert!(err.to_string().contains("use rank ≤ 32"), "{err}");
     // Kron-LoRA is held to the layer's size too: k_proj is 16×32.
-    let err = model.add_adapter("big", r#"{"type":"kron-lora","rank":17,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap_err();
+    let err = model
+        .add_adapter(
+            "big",
+            r#"{"type":"kron-lora","rank":17,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
+        )
+        .unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
-    assert!(err.to_string().contains("layer `model.layers.0.self_attn.k_proj`: an update of this 16×32 layer has rank at most 16; use rank ≤ 16"), "{err}");
+    assert!(
+        err.to_string().contains(
+            "layer `model.layers.0.self_attn.k_proj`: an update of this 16×32 layer has rank at most 16; use rank ≤ 16"
+        ),
+        "{err}"
+    );
     assert!(model.adapter_infos().is_empty(), "a refused adapter leaves the model unchanged");
-    model.add_adapter("fits", r#"{"type":"kron-lora","rank":16,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#).unwrap();
+    model
+        .add_adapter(
+            "fits",
+            r#"{"type":"kron-lora","rank":16,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
+        )
+        .unwrap();
 }
 
 fn data_error(task: RecordTask, text: &str) -> Error {
@@ -181,7 +223,8 @@ fn a_record_longer_than_the_limit_is_refused_with_its_line() {
     let err = data_error(RecordTask::Classification, &long);
     assert_eq!(err.code(), "ERR_INVALID_DATA");
     let bytes = long.lines().nth(1).unwrap().len();
-    let want = format!("train.jsonl:2: the record is {bytes} bytes long; the limit is 1048576 bytes (1 MiB) per record");
+    let want =
+        format!("train.jsonl:2: the record is {bytes} bytes long; the limit is 1048576 bytes (1 MiB) per record");
     assert!(err.to_string().starts_with(&want), "{err}");
     // Records given in memory are held to the same limit.
     let records = json!([{ "text": "a", "label": 0 }, { "text": "w".repeat(1 << 21), "label": 1 }]);
@@ -192,11 +235,16 @@ fn a_record_longer_than_the_limit_is_refused_with_its_line() {
 #[test]
 fn data_files_get_precise_messages() {
     // A byte-order mark is not part of the first record.
-    let records = parse_records(RecordTask::Classification, "\u{feff}{\"text\":\"a\",\"label\":0}\n", "train.jsonl", true).unwrap();
+    let records =
+        parse_records(RecordTask::Classification, "\u{feff}{\"text\":\"a\",\"label\":0}\n", "train.jsonl", true)
+            .unwrap();
     assert_eq!(records, [Record::Classification { text: "a".into(), label: Label::Index(0) }]);
     // JSON has no NaN or Infinity.
     for bad in ["NaN", "Infinity", "-Infinity"] {
-        let err = data_error(RecordTask::Classification, &format!("{{\"text\":\"a\",\"label\":0}}\n{{\"text\":\"b\",\"label\":{bad}}}"));
+        let err = data_error(
+            RecordTask::Classification,
+            &format!("{{\"text\":\"a\",\"label\":0}}\n{{\"text\":\"b\",\"label\":{bad}}}"),
+        );
         assert_eq!(err.code(), "ERR_INVALID_DATA");
         let want = format!("train.jsonl:2: invalid JSON: `{bad}` at line 1 column 21 is not a JSON value (JSON numbers are finite); labels must be integers or strings");
         assert_eq!(err.to_string(), want);
@@ -204,30 +252,50 @@ fn data_files_get_precise_messages() {
     // A key twice: which one counts differs between parsers, so neither does.
     let err = data_error(RecordTask::Classification, "{\"text\":\"a\",\"label\":0,\"label\":1}");
     assert_eq!(err.code(), "ERR_INVALID_DATA");
-    assert!(err.to_string().starts_with("train.jsonl:1: invalid JSON: duplicate key `label` at line 1 column"), "{err}");
+    assert!(
+        err.to_string().starts_with("train.jsonl:1: invalid JSON: duplicate key `label` at line 1 column"),
+        "{err}"
+    );
     // A lone surrogate escape is valid JSON: it reads as U+FFFD.
     let records = parse_records(RecordTask::CausalLm, "{\"text\":\"a\\ud800b\"}", "train.jsonl", true).unwrap();
     assert_eq!(records, [Record::Text { text: "a\u{fffd}b".into() }]);
     // Labels too large for any head are refused where they are.
-    let err = data_error(RecordTask::Classification, "{\"text\":\"a\",\"label\":0}\n{\"text\":\"a\",\"label\":16777216}");
+    let err =
+        data_error(RecordTask::Classification, "{\"text\":\"a\",\"label\":0}\n{\"text\":\"a\",\"label\":16777216}");
     assert!(err.to_string().starts_with("train.jsonl:2: `label` = 16777216 is too large"), "{err}");
 }
 
 #[test]
 fn label_errors_name_the_record_and_the_model_labels() {
     let dir = model_dir("untrusted-label-errors");
-    let mut m = PretrainedModel::load(ModelSource::Path(dir.clone()), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#).unwrap();
+    let mut m = PretrainedModel::load(
+        ModelSource::Path(dir.clone()),
+        r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#,
+    )
+    .unwrap();
     m.add_adapter("default", LORA).unwrap();
     let file = dir.join("train.jsonl");
     std::fs::write(&file, "{\"text\":\"w4 w5\",\"label\":0}\n\n{\"text\":\"w6\",\"label\":5}\n").unwrap();
-    let err = train(&mut m, &json!({ "data": file.to_str().unwrap(), "epochs": 1 }).to_string(), &FsStorage, &mut Quiet).unwrap_err();
+    let err =
+        train(&mut m, &json!({ "data": file.to_str().unwrap(), "epochs": 1 }).to_string(), &FsStorage, &mut Quiet)
+            .unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_DATA");
-    assert_eq!(err.to_string(), format!("{}:3: label 5 is out of range for numLabels = 2; labels are 0..1", file.display()));
+    assert_eq!(
+        err.to_string(),
+        format!("{}:3: label 5 is out of range for numLabels = 2; labels are 0..1", file.display())
+    );
 
     // A model trained with string labels, evaluated on integer labels, lists its labels.
     let named = json!([{ "text": "w4 w5", "label": "neg" }, { "text": "w9 w10", "label": "pos" }]);
-    train(&mut m, &json!({ "data": named, "epochs": 1, "validationSplit": 0 }).to_string(), &FsStorage, &mut Quiet).unwrap();
-    let err = evaluate_model(&m, &json!([{ "text": "w4", "label": "neg" }, { "text": "w9", "label": 1 }]).to_string(), "{}", &FsStorage).unwrap_err();
+    train(&mut m, &json!({ "data": named, "epochs": 1, "validationSplit": 0 }).to_string(), &FsStorage, &mut Quiet)
+        .unwrap();
+    let err = evaluate_model(
+        &m,
+        &json!([{ "text": "w4", "label": "neg" }, { "text": "w9", "label": 1 }]).to_string(),
+        "{}",
+        &FsStorage,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_DATA");
     assert_eq!(err.to_string(), "evaluation data record 1: label 1 is an integer, but this model was trained with string labels: neg, pos; use one of them");
 

@@ -9,7 +9,9 @@ use candle_core::{Device, Tensor};
 use proptest::prelude::*;
 
 use super::memory_storage::MemoryStorage;
-use super::mutate::{apply_json, apply_safetensors, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation};
+use super::mutate::{
+    apply_json, apply_safetensors, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation,
+};
 use super::tiny_files::bert_classifier;
 use super::{finite, fuzz, CaseResult};
 use crate::reference::Lcg;
@@ -33,7 +35,12 @@ fn saved(kind: usize) -> &'static BTreeMap<String, Vec<u8>> {
                     let values: Vec<f32> = rng.vec(var.elem_count()).into_iter().map(|v| v * 0.2).collect();
                     var.set(&Tensor::from_vec(values, var.dims(), &Device::Cpu).unwrap()).unwrap();
                 }
-                model.adapter_files(None).unwrap().into_iter().map(|(name, bytes)| (format!("adapter/{name}"), bytes)).collect()
+                model
+                    .adapter_files(None)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(name, bytes)| (format!("adapter/{name}"), bytes))
+                    .collect()
             })
             .collect()
     })[kind]
@@ -59,7 +66,9 @@ fn adapter_case(case: &AdapterCase) -> CaseResult {
                 let f = files.get_mut("adapter/adapter_config.json").unwrap();
                 *f = apply_json(f, j);
             }
-            AdapterMutation::Weights(s) => apply_safetensors(files.get_mut("adapter/adapter_model.safetensors").unwrap(), s),
+            AdapterMutation::Weights(s) => {
+                apply_safetensors(files.get_mut("adapter/adapter_model.safetensors").unwrap(), s)
+            }
         }
     }
     let mut model = bert_classifier();
@@ -70,6 +79,7 @@ fn adapter_case(case: &AdapterCase) -> CaseResult {
 #[test]
 fn adapter_dir() {
     let mutation = prop_oneof![1 => json_mutation().prop_map(AdapterMutation::Config), 1 => safetensors_mutation().prop_map(AdapterMutation::Weights)];
-    let strategy = (0..KINDS.len(), proptest::collection::vec(mutation, 1..3)).prop_map(|(kind, mutations)| AdapterCase { kind, mutations });
+    let strategy = (0..KINDS.len(), proptest::collection::vec(mutation, 1..3))
+        .prop_map(|(kind, mutations)| AdapterCase { kind, mutations });
     fuzz("adapter_dir", file!(), 128, strategy, adapter_case);
 }

@@ -11,8 +11,8 @@ use kronlora_core::tokenizer::TextTokenizer;
 use proptest::prelude::*;
 use serde_json::json;
 
-use crate::tiny::word_tokenizer;
 use super::{asserted, fuzz, CaseResult, Property};
+use crate::tiny::word_tokenizer;
 
 fn counts(hostile: bool) -> BoxedStrategy<u64> {
     if hostile {
@@ -24,11 +24,34 @@ fn counts(hostile: bool) -> BoxedStrategy<u64> {
 
 fn leaf(hostile: bool) -> impl Strategy<Value = String> {
     let fixed = proptest::sample::select(vec![
-        "<x>", "\n", "{{ m.role }}", "{{ m.content }}", "{{ bos_token }}", "{{ eos_token }}", "{{ loop.index }}", "{{ m.content|upper }}",
-        "{{ m.content.strip() }}", "{{ m.content[1:] }}", "{{ m['role'] }}", "{{ nothing.at.all }}", "{{ messages|tojson }}",
-        "{{ messages|length }}", "{{ raise_exception('refused') }}", "{{ m.content.split(' ')|join('-') }}", "{{ 1 / 0 }}",
-        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(1) }}", "{% set ns = namespace(k=0) %}{{ ns.k }}", "{{ m.content is string }}",
-        "{% for %}", "{{", "{% endfor %}", "{% if %}", "}}", "{# unclosed", "{{ messages[0]['content'] * 'x' }}", "{{ range(3)|list }}",
+        "<x>",
+        "\n",
+        "{{ m.role }}",
+        "{{ m.content }}",
+        "{{ bos_token }}",
+        "{{ eos_token }}",
+        "{{ loop.index }}",
+        "{{ m.content|upper }}",
+        "{{ m.content.strip() }}",
+        "{{ m.content[1:] }}",
+        "{{ m['role'] }}",
+        "{{ nothing.at.all }}",
+        "{{ messages|tojson }}",
+        "{{ messages|length }}",
+        "{{ raise_exception('refused') }}",
+        "{{ m.content.split(' ')|join('-') }}",
+        "{{ 1 / 0 }}",
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(1) }}",
+        "{% set ns = namespace(k=0) %}{{ ns.k }}",
+        "{{ m.content is string }}",
+        "{% for %}",
+        "{{",
+        "{% endfor %}",
+        "{% if %}",
+        "}}",
+        "{# unclosed",
+        "{{ messages[0]['content'] * 'x' }}",
+        "{{ range(3)|list }}",
     ]);
     prop_oneof![
         6 => fixed.prop_map(|s| s.to_string()),
@@ -67,8 +90,10 @@ fn template_case(case: &TemplateCase) -> CaseResult {
 #[test]
 fn chat_template() {
     let hostile = asserted("chat_template", Property::HostileWork);
-    let message = (proptest::sample::select(vec!["user", "assistant", "system", ""]), "[a-z ]{0,12}").prop_map(|(r, c)| (r.to_string(), c));
-    let strategy = (template(hostile), proptest::collection::vec(message, 0..4), any::<bool>())
-        .prop_map(|(template, messages, add_generation_prompt)| TemplateCase { template, messages, add_generation_prompt });
+    let message = (proptest::sample::select(vec!["user", "assistant", "system", ""]), "[a-z ]{0,12}")
+        .prop_map(|(r, c)| (r.to_string(), c));
+    let strategy = (template(hostile), proptest::collection::vec(message, 0..4), any::<bool>()).prop_map(
+        |(template, messages, add_generation_prompt)| TemplateCase { template, messages, add_generation_prompt },
+    );
     fuzz("chat_template", file!(), 256, strategy, template_case);
 }

@@ -11,7 +11,10 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::memory_storage::MemoryStorage;
-use super::mutate::{apply_json, apply_safetensors, extreme_integer, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation};
+use super::mutate::{
+    apply_json, apply_safetensors, extreme_integer, json_mutation, safetensors_mutation, JsonMutation,
+    SafetensorsMutation,
+};
 use super::tiny_files::bert_classifier;
 use super::{finite, fuzz, CaseResult, Property};
 
@@ -19,7 +22,8 @@ const ADAPTER: &str = r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":
 const CHECKPOINT: &str = "out/checkpoint-000001";
 
 fn options(resume: bool) -> String {
-    let records: Vec<Value> = (0..8).map(|i| json!({ "text": format!("w{} w{}", 4 + i, 20 + i), "label": i % 2 })).collect();
+    let records: Vec<Value> =
+        (0..8).map(|i| json!({ "text": format!("w{} w{}", 4 + i, 20 + i), "label": i % 2 })).collect();
     let mut o = json!({ "data": records, "validationSplit": 0, "epochs": 2, "batchSize": 4, "checkpointEvery": 1, "outputDir": "out", "seed": 1 });
     if resume {
         o["resumeFrom"] = json!("out");
@@ -100,8 +104,17 @@ fn checkpoint_case(mutations: &Vec<CheckpointMutation>) -> CaseResult {
     let result = train(&mut m, &options(true), &storage, &mut Quiet)?;
     // The run this checkpoint came from takes 4 steps: resumed, it completes them all, and its
     // loss history has one loss per step.
-    if result.reason == "completed" && (result.step != result.total_steps || result.losses.len() as u64 != result.step) {
-        problems.push((Property::Consistent, format!("resumed run completed at step {} of {} with {} losses", result.step, result.total_steps, result.losses.len())));
+    if result.reason == "completed" && (result.step != result.total_steps || result.losses.len() as u64 != result.step)
+    {
+        problems.push((
+            Property::Consistent,
+            format!(
+                "resumed run completed at step {} of {} with {} losses",
+                result.step,
+                result.total_steps,
+                result.losses.len()
+            ),
+        ));
     }
     problems.extend(finite("losses", &result.losses.iter().map(|v| *v as f32).collect::<Vec<_>>()));
     for (name, var) in trainable_named(&m) {

@@ -26,7 +26,16 @@ enum Kind {
     TensorOffset,
 }
 
-const KINDS: [Kind; 8] = [Kind::Length, Kind::ValueType, Kind::IntegerValue, Kind::FloatValue, Kind::TensorRank, Kind::TensorDim, Kind::TensorType, Kind::TensorOffset];
+const KINDS: [Kind; 8] = [
+    Kind::Length,
+    Kind::ValueType,
+    Kind::IntegerValue,
+    Kind::FloatValue,
+    Kind::TensorRank,
+    Kind::TensorDim,
+    Kind::TensorType,
+    Kind::TensorOffset,
+];
 
 #[derive(Debug, Clone, Copy)]
 struct Field {
@@ -77,7 +86,9 @@ impl Walker<'_> {
             12 => {
                 self.take(8, record(Kind::FloatValue));
             }
-            8 if in_array => self.at += 8 + u64::from_le_bytes(self.bytes[self.at..self.at + 8].try_into().unwrap()) as usize,
+            8 if in_array => {
+                self.at += 8 + u64::from_le_bytes(self.bytes[self.at..self.at + 8].try_into().unwrap()) as usize
+            }
             8 => self.string(),
             9 => {
                 let elem = self.take(4, Some(Kind::ValueType));
@@ -121,11 +132,21 @@ fn all_fields() -> &'static [Field] {
 #[derive(Debug, Clone)]
 pub enum GgufMutation {
     /// Set a field of a kind to a value (integers: an extreme; floats: see `FLOATS`).
-    Field { kind: Index, field: Index, value: u64 },
+    Field {
+        kind: Index,
+        field: Index,
+        value: u64,
+    },
     /// An F32 field set to a hostile float (NaN, ±∞, negative, zero, huge).
-    Float { field: Index, value: f32 },
+    Float {
+        field: Index,
+        value: f32,
+    },
     /// A tensor's type id set to one of ggml's (a different block size over the same data).
-    TensorType { field: Index, ggml_type: u32 },
+    TensorType {
+        field: Index,
+        ggml_type: u32,
+    },
     Bytes(ByteMutation),
 }
 
@@ -211,7 +232,8 @@ fn gguf_case(case: &GgufCase) -> CaseResult {
 
 #[test]
 fn gguf_llama() {
-    let strategy = (proptest::collection::vec(gguf_mutation(), 1..3), any::<bool>()).prop_map(|(mutations, on_disk)| GgufCase { mutations, on_disk });
+    let strategy = (proptest::collection::vec(gguf_mutation(), 1..3), any::<bool>())
+        .prop_map(|(mutations, on_disk)| GgufCase { mutations, on_disk });
     fuzz("gguf_llama", file!(), 128, strategy, gguf_case);
 }
 

@@ -125,10 +125,17 @@ impl Storage for MemoryStorage {
             EntryKind::Dir => {
                 let (old, new) = (inside(from), inside(to));
                 let moved = |key: &String| key.strip_prefix(&old).map(|rest| format!("{new}{rest}"));
-                tree.files = std::mem::take(&mut tree.files).into_iter().map(|(k, v)| (moved(&k).unwrap_or(k), v)).collect();
+                tree.files =
+                    std::mem::take(&mut tree.files).into_iter().map(|(k, v)| (moved(&k).unwrap_or(k), v)).collect();
                 tree.dirs = std::mem::take(&mut tree.dirs)
                     .into_iter()
-                    .map(|d| if d == from.trim_end_matches('/') { to.trim_end_matches('/').to_string() } else { moved(&d).unwrap_or(d) })
+                    .map(|d| {
+                        if d == from.trim_end_matches('/') {
+                            to.trim_end_matches('/').to_string()
+                        } else {
+                            moved(&d).unwrap_or(d)
+                        }
+                    })
                     .collect();
             }
             _ => return Err(Error::Io(format!("{from}: no such file or directory"))),

@@ -81,7 +81,8 @@ pub fn asserted(target: &str, property: Property) -> bool {
     if let Ok(list) = std::env::var("KRONLORA_FUZZ_ASSERT") {
         return list.split(',').any(|p| p.trim() == format!("{property:?}"));
     }
-    std::env::var("KRONLORA_FUZZ_ALL").is_ok_and(|v| v == "1") || !KNOWN_OPEN.iter().any(|(t, p, _)| *t == target && *p == property)
+    std::env::var("KRONLORA_FUZZ_ALL").is_ok_and(|v| v == "1")
+        || !KNOWN_OPEN.iter().any(|(t, p, _)| *t == target && *p == property)
 }
 
 /// `problem` when any value is not finite.
@@ -93,7 +94,11 @@ pub fn finite(what: &str, values: &[f32]) -> Vec<(Property, String)> {
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_else(|| "a non-string panic".into())
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
 }
 
 /// Run `case(input)` on its own thread; a panic or a run past `CASE_LIMIT` is an error. A hung
@@ -116,15 +121,26 @@ fn run_bounded<T: Send + 'static>(input: T, case: fn(&T) -> CaseResult) -> Resul
 }
 
 /// The verdict on one case: `Err` names what broke (and is a test failure).
-fn judge(target: &str, outcome: Result<CaseResult, String>, tally: &RefCell<BTreeMap<&'static str, u64>>, known: &Cell<u64>, first_known: &Cell<Option<String>>) -> Result<(), String> {
+fn judge(
+    target: &str,
+    outcome: Result<CaseResult, String>,
+    tally: &RefCell<BTreeMap<&'static str, u64>>,
+    known: &Cell<u64>,
+    first_known: &Cell<Option<String>>,
+) -> Result<(), String> {
     let outcome = outcome?;
     if std::env::var("KRONLORA_FUZZ_VERBOSE").is_ok_and(|v| v == "1") {
-        eprintln!("fuzz-case {target}: {}", outcome.as_ref().map_or_else(|e| e.to_js_message(), |p| format!("ok {p:?}")));
+        eprintln!(
+            "fuzz-case {target}: {}",
+            outcome.as_ref().map_or_else(|e| e.to_js_message(), |p| format!("ok {p:?}"))
+        );
     }
     *tally.borrow_mut().entry(outcome.as_ref().map_or_else(|e| e.code(), |_| "ok")).or_default() += 1;
     let problems = match outcome {
         Ok(problems) => problems,
-        Err(e) if e.code() == "ERR_INTERNAL" => vec![(Property::NoInternal, format!("refused with ERR_INTERNAL: {}", e.to_js_message()))],
+        Err(e) if e.code() == "ERR_INTERNAL" => {
+            vec![(Property::NoInternal, format!("refused with ERR_INTERNAL: {}", e.to_js_message()))]
+        }
         Err(_) => Vec::new(),
     };
     for (property, what) in problems {
@@ -149,8 +165,13 @@ fn name_seed(name: &str) -> u64 {
 
 /// Fuzz `case` with inputs from `strategy` (see the module docs for the environment).
 /// `source_file` is the target's `file!()`, where proptest keeps its regressions.
-pub fn fuzz<S>(target: &'static str, source_file: &'static str, default_cases: u32, strategy: S, case: fn(&S::Value) -> CaseResult)
-where
+pub fn fuzz<S>(
+    target: &'static str,
+    source_file: &'static str,
+    default_cases: u32,
+    strategy: S,
+    case: fn(&S::Value) -> CaseResult,
+) where
     S: Strategy,
     S::Value: Clone + Debug + Send + 'static,
 {

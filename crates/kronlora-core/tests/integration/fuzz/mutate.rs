@@ -8,7 +8,8 @@ use proptest::sample::Index;
 use serde_json::Value;
 
 /// Integers that break size arithmetic: 0, 1, the 31/32/63/64-bit edges.
-pub const EXTREME_INTEGERS: [u64; 10] = [0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 53, 1 << 63, u64::MAX];
+pub const EXTREME_INTEGERS: [u64; 10] =
+    [0, 1, 2, 0x7fff_ffff, 0x8000_0000, 0xffff_ffff, 1 << 32, 1 << 53, 1 << 63, u64::MAX];
 
 pub fn extreme_integer() -> impl Strategy<Value = u64> {
     prop_oneof![4 => proptest::sample::select(EXTREME_INTEGERS.to_vec()), 1 => any::<u64>(), 1 => 0u64..1024]
@@ -28,7 +29,11 @@ pub fn byte_mutation() -> impl Strategy<Value = ByteMutation> {
     prop_oneof![
         any::<Index>().prop_map(ByteMutation::Truncate),
         (any::<Index>(), 1u8..=255).prop_map(|(i, x)| ByteMutation::Flip(i, x)),
-        (any::<Index>(), any::<bool>(), extreme_integer()).prop_map(|(at, wide, value)| ByteMutation::Overwrite { at, wide, value }),
+        (any::<Index>(), any::<bool>(), extreme_integer()).prop_map(|(at, wide, value)| ByteMutation::Overwrite {
+            at,
+            wide,
+            value
+        }),
     ]
 }
 
@@ -57,9 +62,45 @@ pub fn apply_bytes(bytes: &mut Vec<u8>, m: &ByteMutation) {
 /// belong, invalid literals, and other types.
 pub fn hostile_json_value() -> impl Strategy<Value = String> {
     let fixed: Vec<&'static str> = vec![
-        "0", "-1", "1", "2", "-0", "0.5", "1e-300", "2147483648", "4294967296", "9007199254740993", "9223372036854775808",
-        "18446744073709551615", "18446744073709551616", "-9223372036854775809", "1e30", "-1e30", "1e308", "1e999", "-1e999",
-        "NaN", "Infinity", "-Infinity", "null", "true", "false", "\"\"", "\"x\"", "\"I32\"", "\"F16\"", "\"BF16\"", "\"F64\"", "\"U8\"", "\"BOOL\"", "\"llama\"", "\"bert\"", "\"\\ud800\"", "[]", "[0]", "{}",
+        "0",
+        "-1",
+        "1",
+        "2",
+        "-0",
+        "0.5",
+        "1e-300",
+        "2147483648",
+        "4294967296",
+        "9007199254740993",
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1e30",
+        "-1e30",
+        "1e308",
+        "1e999",
+        "-1e999",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "null",
+        "true",
+        "false",
+        "\"\"",
+        "\"x\"",
+        "\"I32\"",
+        "\"F16\"",
+        "\"BF16\"",
+        "\"F64\"",
+        "\"U8\"",
+        "\"BOOL\"",
+        "\"llama\"",
+        "\"bert\"",
+        "\"\\ud800\"",
+        "[]",
+        "[0]",
+        "{}",
         "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
     ];
     prop_oneof![
@@ -190,7 +231,9 @@ pub fn apply_json(text: &[u8], m: &JsonMutation) -> Vec<u8> {
 /// A safetensors file with its header (the JSON after the 8-byte length) mutated; the length
 /// is rewritten to fit, so the mutation reaches the header's fields, not only its framing.
 pub fn apply_safetensors_header(bytes: &[u8], m: &JsonMutation) -> Vec<u8> {
-    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else { return bytes.to_vec() };
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize) else {
+        return bytes.to_vec();
+    };
     let Some(header) = bytes.get(8..8 + len) else { return bytes.to_vec() };
     let new_header = apply_json(header, m);
     let mut out = (new_header.len() as u64).to_le_bytes().to_vec();

@@ -36,7 +36,10 @@ fn options_case(case: &OptionsCase) -> CaseResult {
         0 | 1 => {
             let kind = if case.which == 0 { AdapterKind::KronLora } else { AdapterKind::Lora };
             let o = LayerOptions::from_json(kind, &json)?;
-            let size = o.in_features.saturating_mul(o.out_features).max(o.adapter.rank.saturating_mul(o.in_features + o.out_features));
+            let size = o
+                .in_features
+                .saturating_mul(o.out_features)
+                .max(o.adapter.rank.saturating_mul(o.in_features + o.out_features));
             if size > BUILD_AT_MOST {
                 return Ok(Vec::new());
             }
@@ -58,6 +61,7 @@ fn options_case(case: &OptionsCase) -> CaseResult {
 
 #[test]
 fn options() {
-    let strategy = (0..VALID.len(), proptest::collection::vec(json_mutation(), 1..4)).prop_map(|(which, mutations)| OptionsCase { which, mutations });
+    let strategy = (0..VALID.len(), proptest::collection::vec(json_mutation(), 1..4))
+        .prop_map(|(which, mutations)| OptionsCase { which, mutations });
     fuzz("options", file!(), 512, strategy, options_case);
 }

@@ -16,7 +16,10 @@ use super::{fuzz, CaseResult, Property};
 
 /// (evaluation options, valid records) per task.
 const TASKS: [(&str, &[&str]); 3] = [
-    (r#"{"task":"classification"}"#, &[r#"{"text":"w4 w5 w6","label":0}"#, r#"{"text":"w9 w10","label":1}"#, r#"{"text":"w7","label":1}"#]),
+    (
+        r#"{"task":"classification"}"#,
+        &[r#"{"text":"w4 w5 w6","label":0}"#, r#"{"text":"w9 w10","label":1}"#, r#"{"text":"w7","label":1}"#],
+    ),
     (
         r#"{"task":"causal-lm","batchSize":2}"#,
         &[
@@ -25,7 +28,13 @@ const TASKS: [(&str, &[&str]); 3] = [
             r#"{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"the"}]}"#,
         ],
     ),
-    (r#"{"task":"multiple-choice"}"#, &[r#"{"question":"the","choices":[" a"," the"],"answer":1}"#, r#"{"question":"a","choices":["x","y","z"],"answer":0}"#]),
+    (
+        r#"{"task":"multiple-choice"}"#,
+        &[
+            r#"{"question":"the","choices":[" a"," the"],"answer":1}"#,
+            r#"{"question":"a","choices":["x","y","z"],"answer":0}"#,
+        ],
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -55,7 +64,11 @@ fn records_case(case: &RecordsCase) -> CaseResult {
             *r = apply_json(r, j);
         }
     }
-    let mut text = if case.form == 0 { records.join(&b'\n') } else { [b"[".to_vec(), records.join(&b','), b"]".to_vec()].concat() };
+    let mut text = if case.form == 0 {
+        records.join(&b'\n')
+    } else {
+        [b"[".to_vec(), records.join(&b','), b"]".to_vec()].concat()
+    };
     for m in &case.mutations {
         match m {
             RecordsMutation::Text(b) => apply_bytes(&mut text, b),
@@ -68,7 +81,9 @@ fn records_case(case: &RecordsCase) -> CaseResult {
         if let Ok(text) = std::str::from_utf8(&text) {
             // A summary of the labels is what the CLI reads before loading the model.
             match label_summary_json(text, name) {
-                Err(e) if e.code() == "ERR_INTERNAL" => return Ok(vec![(Property::NoInternal, format!("label_summary_json: {}", e.to_js_message()))]),
+                Err(e) if e.code() == "ERR_INTERNAL" => {
+                    return Ok(vec![(Property::NoInternal, format!("label_summary_json: {}", e.to_js_message()))])
+                }
                 _ => {}
             }
         }
@@ -81,9 +96,14 @@ fn records_case(case: &RecordsCase) -> CaseResult {
         _ => serde_json::to_string(name).unwrap(),
     };
     let storage = MemoryStorage::new([(name.to_string(), text)].into());
-    let metrics = if case.task == 0 { evaluate_model(&bert_classifier(), &data_json, options, &storage)? } else { evaluate_model(&gguf_llama(), &data_json, options, &storage)? };
+    let metrics = if case.task == 0 {
+        evaluate_model(&bert_classifier(), &data_json, options, &storage)?
+    } else {
+        evaluate_model(&gguf_llama(), &data_json, options, &storage)?
+    };
     let mut problems = Vec::new();
-    for (what, v) in [("loss", Some(metrics.loss)), ("accuracy", metrics.accuracy), ("perplexity", metrics.perplexity)] {
+    for (what, v) in [("loss", Some(metrics.loss)), ("accuracy", metrics.accuracy), ("perplexity", metrics.perplexity)]
+    {
         if v.is_some_and(|v| !v.is_finite()) {
             problems.push((Property::Finite, format!("{what} = {v:?}")));
         }
@@ -98,6 +118,7 @@ fn records() {
         2 => byte_mutation().prop_map(RecordsMutation::Text),
         1 => Just(RecordsMutation::Bom),
     ];
-    let strategy = (0..TASKS.len(), 0..3usize, proptest::collection::vec(mutation, 1..4)).prop_map(|(task, form, mutations)| RecordsCase { task, form, mutations });
+    let strategy = (0..TASKS.len(), 0..3usize, proptest::collection::vec(mutation, 1..4))
+        .prop_map(|(task, form, mutations)| RecordsCase { task, form, mutations });
     fuzz("records", file!(), 1024, strategy, records_case);
 }

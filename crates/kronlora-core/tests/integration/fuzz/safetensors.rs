@@ -6,7 +6,9 @@ use kronlora_core::io::ModelSource;
 use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
 use proptest::prelude::*;
 
-use super::mutate::{apply_json, apply_safetensors, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation};
+use super::mutate::{
+    apply_json, apply_safetensors, json_mutation, safetensors_mutation, JsonMutation, SafetensorsMutation,
+};
 use super::tiny_files::{self, case_dir, Files, CLASSIFIER_OPTIONS};
 use super::{finite, fuzz, CaseResult};
 
@@ -31,7 +33,8 @@ fn dir_case() -> impl Strategy<Value = DirCase> {
         4 => safetensors_mutation().prop_map(FileMutation::Weights),
         1 => json_mutation().prop_map(FileMutation::Tokenizer),
     ];
-    (proptest::collection::vec(mutation, 1..3), any::<bool>(), any::<bool>()).prop_map(|(mutations, on_disk, variant)| DirCase { mutations, on_disk, variant })
+    (proptest::collection::vec(mutation, 1..3), any::<bool>(), any::<bool>())
+        .prop_map(|(mutations, on_disk, variant)| DirCase { mutations, on_disk, variant })
 }
 
 fn mutated(base: &Files, case: &DirCase) -> Files {

@@ -9,7 +9,6 @@ use kronlora_core::pretrained::PretrainedModel;
 use crate::tiny;
 use crate::tiny::llama;
 
-
 pub type Files = BTreeMap<String, Vec<u8>>;
 
 fn read_all(dir: &std::path::Path) -> Files {
@@ -68,14 +67,19 @@ pub fn bert_classifier() -> PretrainedModel {
 
 /// The tiny GGUF Llama loaded from memory.
 pub fn gguf_llama() -> PretrainedModel {
-    PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), gguf().to_vec())].into()), "{}").expect("the tiny GGUF loads")
+    PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), gguf().to_vec())].into()), "{}")
+        .expect("the tiny GGUF loads")
 }
 
 /// A directory of its own for one case on disk (removed by the caller).
 pub fn case_dir(target: &str) -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = std::env::temp_dir().join(format!("kronlora-fuzz-{}-{target}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    let dir = std::env::temp_dir().join(format!(
+        "kronlora-fuzz-{}-{target}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

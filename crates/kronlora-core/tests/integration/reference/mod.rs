@@ -46,7 +46,15 @@ pub fn kron(a: &[f64], b: &[f64], (p, q): (usize, usize), (m, n): (usize, usize)
 }
 
 /// `y = x · (W + ΔW)ᵀ + b` for `x [rows, in]`, `W, ΔW [out, in]`.
-pub fn linear(x: &[f32], w: Option<&[f32]>, delta: &[f64], b: Option<&[f32]>, rows: usize, inp: usize, out: usize) -> Vec<f64> {
+pub fn linear(
+    x: &[f32],
+    w: Option<&[f32]>,
+    delta: &[f64],
+    b: Option<&[f32]>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+) -> Vec<f64> {
     let mut y = vec![0f64; rows * out];
     for r in 0..rows {
         for o in 0..out {

@@ -33,7 +33,8 @@ pub fn tensors(seed: u64, tied: bool) -> Vec<(String, Tensor)> {
     let mut t = Vec::new();
     let mut put = |name: String, shape: &[usize], scale: f32, offset: f64| {
         let n = shape.iter().product();
-        let v = Tensor::from_vec(rng.vec(n).into_iter().map(|x| x * scale).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap();
+        let v = Tensor::from_vec(rng.vec(n).into_iter().map(|x| x * scale).collect::<Vec<_>>(), shape, &Device::Cpu)
+            .unwrap();
         t.push((name, (v + offset).unwrap()));
     };
     put("model.embed_tokens.weight".into(), &[VOCAB, HIDDEN], 1.0, 0.0);
@@ -98,7 +99,14 @@ pub fn vocab() -> (Vec<String>, Vec<String>) {
 /// llama.cpp's `permute` for Q/K: `[h, 2, hd/2, in] → [h, hd/2, 2, in]`.
 pub fn permute(t: &Tensor, heads: usize) -> Tensor {
     let (out, inp) = t.dims2().unwrap();
-    t.reshape((heads, 2, out / heads / 2, inp)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((out, inp)).unwrap()
+    t.reshape((heads, 2, out / heads / 2, inp))
+        .unwrap()
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((out, inp))
+        .unwrap()
 }
 
 pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
@@ -142,7 +150,8 @@ pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
         })
         .collect();
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
-    let types: Vec<Value> = (0..tokens.len()).map(|i| Value::I32(if tokens[i] == "<|endoftext|>" { 3 } else { 1 })).collect();
+    let types: Vec<Value> =
+        (0..tokens.len()).map(|i| Value::I32(if tokens[i] == "<|endoftext|>" { 3 } else { 1 })).collect();
     let eos = tokens.iter().position(|t| t == "<|endoftext|>").unwrap() as u32;
     let meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
@@ -173,4 +182,3 @@ pub fn write_hf_dir(dir: &Path, tensors: &[(String, Tensor)], tied: bool) {
     let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
     candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
 }
-
