@@ -11,7 +11,7 @@ if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.
   exit 1
 fi
 
-apt_packages=(rustc-web cargo-web rust-web-src lld gcc libc6-dev)
+apt_packages=(rustc-web cargo-web rust-web-src rust-web-clippy rustfmt-web lld gcc libc6-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

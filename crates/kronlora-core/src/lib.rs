@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod factorization;
 pub mod grad_mode;
+pub mod hash;
 pub mod io;
 pub mod linear;
 pub mod models;

@@ -30,11 +30,7 @@ pub struct AdapterConfig {
 
 impl AdapterConfig {
     pub fn scale(&self) -> f64 {
-        if self.use_rslora {
-            self.alpha / (self.rank as f64).sqrt()
-        } else {
-            self.alpha / self.rank as f64
-        }
+        crate::adapters::update_scale(self.alpha, self.rank, self.use_rslora)
     }
 }
 

@@ -28,6 +28,24 @@ impl AdapterKind {
     }
 }
 
+/// The scale `s` of an update `s · ΔW`: `alpha / r`, or `alpha / √r` with rsLoRA.
+pub fn update_scale(alpha: f64, rank: usize, use_rslora: bool) -> f64 {
+    if use_rslora {
+        alpha / (rank as f64).sqrt()
+    } else {
+        alpha / rank as f64
+    }
+}
+
+/// The `alpha` that gives scale `scale` at rank `rank` (the inverse of `update_scale`).
+pub fn alpha_for_scale(scale: f64, rank: usize, use_rslora: bool) -> f64 {
+    if use_rslora {
+        scale * (rank as f64).sqrt()
+    } else {
+        scale * rank as f64
+    }
+}
+
 /// `x`'s shape with the last dimension replaced by `features`: adapters take any `[.., in]`.
 fn out_shape(x: &Tensor, features: usize) -> Vec<usize> {
     let mut dims = x.dims().to_vec();

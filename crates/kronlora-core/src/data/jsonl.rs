@@ -88,10 +88,12 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
             let label = match obj.get("label") {
                 Some(Value::Number(n)) => match n.as_u64() {
                     Some(i) if i < MAX_NUM_LABELS as u64 => Label::Index(i as usize),
-                    Some(i) => return Err(Error::InvalidData(format!(
+                    Some(i) => {
+                        return Err(Error::InvalidData(format!(
                         "{at}: `label` = {i} is too large; integer labels are 0..{} (at most {MAX_NUM_LABELS} classes)",
                         MAX_NUM_LABELS - 1
-                    ))),
+                    )))
+                    }
                     None => {
                         return Err(Error::InvalidData(format!(
                             "{at}: `label` must be a non-negative integer or a string, got {n}"

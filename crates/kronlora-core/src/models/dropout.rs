@@ -37,7 +37,7 @@ pub struct AdapterDropout {
 
 impl AdapterDropout {
     pub fn new(p: f64, module: &str, seed: DropoutSeed) -> Self {
-        let salt = module.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        let salt = crate::hash::fnv1a(module);
         AdapterDropout { p, salt, seed }
     }
 

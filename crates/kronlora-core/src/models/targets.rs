@@ -39,11 +39,6 @@ fn bad_regex(what: &str, pattern: &str, e: regex::Error) -> Error {
     Error::InvalidOption(format!("{what} `{pattern}` is not a valid regular expression: {e}"))
 }
 
-/// FNV-1a: a per-module seed offset that is the same on every platform.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 impl AdapterPlan {
     /// For each module `(path, is_output_head)`, the adapter config to give it, in model order.
     /// A plan that matches nothing is an error listing the module names that exist.
@@ -79,7 +74,7 @@ impl AdapterPlan {
                 continue;
             }
             let mut config = self.config.clone();
-            config.seed = config.seed.wrapping_add(name_hash(path)) & ((1u64 << 53) - 1);
+            config.seed = config.seed.wrapping_add(crate::hash::fnv1a(path)) & ((1u64 << 53) - 1);
             // Each setting comes from the first override that matches and sets it.
             let matching: Vec<&ModuleOverride> =
                 overrides.iter().filter(|(re, _)| re.is_match(path)).map(|(_, o)| *o).collect();

@@ -201,6 +201,22 @@ impl PretrainedModel {
         }
     }
 
+    /// The device the model's weights live on; everything it creates goes there too.
+    pub fn device(&self) -> &candle_core::Device {
+        match &self.backbone {
+            Backbone::Bert(m) => m.device(),
+            Backbone::Llama(m) => m.device(),
+        }
+    }
+
+    /// Seed the adapters' dropout masks (None: no dropout, as in evaluation).
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        match &self.backbone {
+            Backbone::Bert(m) => m.dropout_seed.set(seed),
+            Backbone::Llama(m) => m.dropout_seed.set(seed),
+        }
+    }
+
     /// The most tokens one sequence may hold (the position embeddings' length).
     pub fn context_length(&self) -> usize {
         match &self.backbone {

@@ -248,8 +248,8 @@ impl TaskData {
 
     /// A fingerprint of the tokenised data, so a resumed run can check it sees the same data.
     pub fn fingerprint(&self) -> String {
-        let mut h = 0xcbf29ce484222325u64;
-        let mut eat = |x: u64| h = (h ^ x).wrapping_mul(0x100000001b3);
+        let mut hash = crate::hash::Fnv1a::default();
+        let mut eat = |x: u64| hash.word(x);
         match self {
             TaskData::Classification(x) => {
                 x.iter().for_each(|e| e.ids.iter().chain([&e.label]).for_each(|&v| eat(v as u64)))
@@ -259,7 +259,7 @@ impl TaskData {
                 x.iter().for_each(|e| e.choices.iter().flat_map(|c| &c.ids).for_each(|&v| eat(v as u64)))
             }
         }
-        format!("{}:{h:016x}", self.len())
+        format!("{}:{:016x}", self.len(), hash.finish())
     }
 
     /// The training loss of the examples `indices` (mean over examples or scored tokens).
