@@ -37,19 +37,6 @@ pub fn factorization(dim: usize, factor: i64) -> Result<(usize, usize)> {
     Ok(if m > n { (n, m) } else { (m, n) })
 }
 
-/// `factorization` for callers holding JavaScript numbers: checks that both are integers first.
-pub fn factorization_checked(dim: f64, factor: f64) -> Result<(usize, usize)> {
-    if !(dim.is_finite() && dim >= 1.0 && dim.fract() == 0.0 && dim <= (1u64 << 40) as f64) {
-        return Err(Error::InvalidOption(format!("factorization: dim must be a positive integer, got {dim}")));
-    }
-    if !(factor.is_finite() && factor.fract() == 0.0 && factor.abs() <= (1u64 << 40) as f64) {
-        return Err(Error::InvalidOption(format!(
-            "factorization: factor must be a positive integer or -1 (unlimited), got {factor}"
-        )));
-    }
-    factorization(dim as usize, factor as i64)
-}
-
 /// The nearest divisors of `dim` below and above `wanted` (either may be absent).
 fn nearest_divisors(dim: usize, wanted: usize) -> (Option<usize>, Option<usize>) {
     let below = (1..wanted.min(dim + 1)).rev().find(|d| dim % d == 0);

@@ -1,6 +1,6 @@
 //! `NativeLayer`: one adapted linear layer (`KronLoraLinear` / `LoraLinear` in TS).
 
-use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions, TensorData};
+use kronlora_core::api::{self, AdaptedLinear, TensorData};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -39,16 +39,6 @@ fn named_all(list: Vec<(String, TensorData)>) -> Vec<NamedTensor> {
     list.into_iter().map(|(n, t)| named(&n, t)).collect()
 }
 
-fn parse_kind(kind: &str) -> Result<AdapterKind> {
-    match kind {
-        "kron-lora" => Ok(AdapterKind::KronLora),
-        "lora" => Ok(AdapterKind::Lora),
-        other => Err(js_error(kronlora_core::Error::InvalidOption(format!(
-            "unknown adapter type `{other}`; use \"kron-lora\" or \"lora\""
-        )))),
-    }
-}
-
 /// An adapted linear layer; the TS classes `KronLoraLinear` / `LoraLinear` wrap it.
 #[napi]
 pub struct NativeLayer {
@@ -64,9 +54,7 @@ impl NativeLayer {
         weight: Option<Float32Array>,
         bias: Option<Float32Array>,
     ) -> Result<Self> {
-        let options = LayerOptions::from_json(parse_kind(&kind)?, &options_json).map_err(js_error)?;
-        let inner = AdaptedLinear::new(&options, weight.as_deref(), bias.as_deref(), &kronlora_core::default_device())
-            .map_err(js_error)?;
+        let inner = api::create_layer(&kind, &options_json, weight.as_deref(), bias.as_deref()).map_err(js_error)?;
         Ok(NativeLayer { inner })
     }
 
@@ -124,7 +112,7 @@ impl NativeLayer {
 
     #[napi(catch_unwind)]
     pub fn weight(&self) -> Result<Option<NamedTensor>> {
-        self.inner.weight().map(|w| w.map(|t| named("weight", t))).map_err(js_error)
+        self.inner.weight_data().map(|w| w.map(|t| named("weight", t))).map_err(js_error)
     }
 
     #[napi(catch_unwind)]

@@ -1,35 +1,38 @@
-//! Node.js binding of kronlora-core: argument conversion only. Every entry point catches
-//! panics so a bug surfaces as a JS exception instead of taking Node down.
+//! Node.js binding of kronlora-core: argument conversion around `kronlora_core::api`, and
+//! nothing else. Every entry point catches panics so a bug surfaces as a JS exception instead
+//! of taking Node down.
 
 mod layer;
 mod model;
 mod task;
 mod training;
 
+use kronlora_core::api;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 /// Core errors become JS errors whose message starts with `[CODE]`; the TS package turns that
 /// prefix into `error.code`, the same way for the WASM backend.
-pub(crate) fn js_error(e: kronlora_core::Error) -> napi::Error {
+pub(crate) fn js_error(e: api::Error) -> napi::Error {
     napi::Error::new(Status::GenericFailure, e.to_js_message())
 }
 
 /// `factorization(dim, factor)` as `[m, n]`.
 #[napi(catch_unwind)]
 pub fn factorization(dim: f64, factor: f64) -> Result<Vec<u32>> {
-    let (m, n) = kronlora_core::factorization_checked(dim, factor).map_err(js_error)?;
+    let (m, n) = api::factorization(dim, factor).map_err(js_error)?;
     Ok(vec![m as u32, n as u32])
 }
 
-/// `{ records, labels, numLabels }` of classification data given as file contents.
+/// `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`).
 #[napi(catch_unwind)]
-pub fn label_summary(text: String, name: String) -> Result<String> {
-    kronlora_core::train::label_summary_json(&text, &name).map_err(js_error)
+pub fn saved_adapter(dir: String) -> Result<String> {
+    api::saved_adapter_json(&api::FsStorage, &dir).map_err(js_error)
 }
 
-/// `{ task, numLabels, type, name }` of an `adapter_config.json` given as its text.
+/// `{ task, modelOptions }`: what to load the model at `model_path` with to train it with
+/// `options_json` (`{ task?, data }`).
 #[napi(catch_unwind)]
-pub fn adapter_config_summary(text: String, path: String) -> Result<String> {
-    kronlora_core::pretrained::adapter_config_summary_json(text.as_bytes(), &path).map_err(js_error)
+pub fn training_setup(model_path: String, options_json: String) -> Result<String> {
+    api::training_setup_json(&api::FsStorage, &model_path, &options_json).map_err(js_error)
 }

@@ -3,8 +3,7 @@
 
 use std::sync::{Arc, RwLock};
 
-use kronlora_core::io::{FsStorage, ModelSource};
-use kronlora_core::pretrained::PretrainedModel;
+use kronlora_core::api::{self, FsStorage, ModelSource, PretrainedModel};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
@@ -24,17 +23,15 @@ pub struct NativeModel {
     inner: Arc<RwLock<PretrainedModel>>,
 }
 
-fn busy() -> kronlora_core::Error {
-    kronlora_core::Error::InvalidState(
-        "the model is busy (training, or being changed by another call); await that first".into(),
-    )
+fn busy() -> api::Error {
+    api::Error::InvalidState("the model is busy (training, or being changed by another call); await that first".into())
 }
 
 impl NativeModel {
     /// Run `f` on the model in the thread pool (a read lock: calls may overlap).
     fn run<T: ToNapiValue + TypeName + Send + 'static>(
         &self,
-        f: impl FnOnce(&PretrainedModel) -> kronlora_core::Result<T> + Send + 'static,
+        f: impl FnOnce(&PretrainedModel) -> api::Result<T> + Send + 'static,
     ) -> AsyncTask<CoreTask<T>> {
         let inner = self.inner.clone();
         // try_read: calls may overlap, but not with training or a change (no silent wait).
@@ -48,7 +45,7 @@ impl NativeModel {
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(path: String, options_json: String) -> AsyncTask<CoreTask<NativeModel>> {
     CoreTask::new(move || {
-        let model = PretrainedModel::load(ModelSource::Path(path.into()), &options_json)?;
+        let model = api::load_model(ModelSource::Path(path.into()), &options_json)?;
         Ok(NativeModel { inner: Arc::new(RwLock::new(model)) })
     })
 }
@@ -58,42 +55,40 @@ impl NativeModel {
     /// JSON `{ architecture, task, report }`.
     #[napi(catch_unwind)]
     pub fn describe(&self) -> Result<String> {
-        self.inner.try_read().map_err(|_| js_error(busy()))?.describe_json().map_err(js_error)
+        api::describe_json(&*self.inner.try_read().map_err(|_| js_error(busy()))?).map_err(js_error)
     }
 
     /// Add an adapter; returns the number of adapted modules.
     #[napi(catch_unwind)]
     pub fn add_adapter(&self, name: String, options_json: String) -> Result<u32> {
         let mut m = self.inner.try_write().map_err(|_| js_error(busy()))?;
-        m.add_adapter(&name, &options_json).map(|n| n as u32).map_err(js_error)
+        api::add_adapter(&mut m, &name, &options_json).map(|n| n as u32).map_err(js_error)
     }
 
     #[napi(ts_return_type = "Promise<FloatRows>")]
     pub fn embed(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
-        self.run(move |m| m.embed(&texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 }))
+        self.run(move |m| {
+            api::embed(m, &texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
+        })
     }
 
     #[napi(ts_return_type = "Promise<FloatRows>")]
     pub fn logits(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
-        self.run(move |m| m.logits(&texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 }))
+        self.run(move |m| {
+            api::logits(m, &texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
+        })
     }
 
     /// JSON `[{ label, score, scores }]`.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn classify(&self, texts: Vec<String>) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| m.classify_json(&texts))
+        self.run(move |m| api::classify_json(m, &texts))
     }
 
-    /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
+    /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`; options `{ maxTokens?, temperature?, seed? }`.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn generate(
-        &self,
-        prompt: String,
-        max_tokens: u32,
-        temperature: f64,
-        seed: f64,
-    ) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| m.generate_json(&prompt, max_tokens, temperature, seed))
+    pub fn generate(&self, prompt: String, options_json: String) -> AsyncTask<CoreTask<String>> {
+        self.run(move |m| api::generate_json(m, &prompt, &options_json))
     }
 
     /// Start training; events and the result come through the returned handle.
@@ -107,13 +102,13 @@ impl NativeModel {
     /// JSON `{ loss, accuracy?, perplexity?, examples }`; `data_json` is a path or records.
     #[napi(ts_return_type = "Promise<string>")]
     pub fn evaluate(&self, data_json: String, options_json: String) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| kronlora_core::train::evaluate_json(m, &data_json, &options_json, &FsStorage))
+        self.run(move |m| api::evaluate_json(m, &data_json, &options_json, &FsStorage))
     }
 
     /// Write adapter `name` (default: the only one) to `dir` in PEFT's layout.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn save_adapter(&self, dir: String, name: Option<String>) -> AsyncTask<CoreTask<()>> {
-        self.run(move |m| m.save_adapter(&FsStorage, &dir, name.as_deref()))
+        self.run(move |m| api::save_adapter(m, &FsStorage, &dir, name.as_deref()))
     }
 
     /// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
@@ -122,7 +117,7 @@ impl NativeModel {
         let inner = self.inner.clone();
         CoreTask::new(move || {
             let mut m = inner.try_write().map_err(|_| busy())?;
-            m.load_adapter(&FsStorage, &dir, name.as_deref()).map(|n| n as u32)
+            api::load_adapter(&mut m, &FsStorage, &dir, name.as_deref()).map(|n| n as u32)
         })
     }
 }

@@ -3,19 +3,20 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use kronlora_core::api;
 use napi::bindgen_prelude::*;
 use napi::{Env, Task};
 
 use crate::js_error;
 
-type Work<T> = Box<dyn FnOnce() -> kronlora_core::Result<T> + Send>;
+type Work<T> = Box<dyn FnOnce() -> api::Result<T> + Send>;
 
 pub struct CoreTask<T: Send + 'static> {
     work: Option<Work<T>>,
 }
 
 impl<T: ToNapiValue + TypeName + Send + 'static> CoreTask<T> {
-    pub fn new(work: impl FnOnce() -> kronlora_core::Result<T> + Send + 'static) -> AsyncTask<Self> {
+    pub fn new(work: impl FnOnce() -> api::Result<T> + Send + 'static) -> AsyncTask<Self> {
         AsyncTask::new(CoreTask { work: Some(Box::new(work)) })
     }
 }

@@ -8,17 +8,15 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use kronlora_core::io::FsStorage;
-use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{train_json, TrainEvent, TrainObserver};
+use kronlora_core::api::{self, FsStorage, PretrainedModel, TrainEvent, TrainObserver};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use crate::task::{panic_error, CoreTask};
 
 /// A panic's text as a core error (reported as ERR_INTERNAL, "please report this bug").
-fn candle_core_msg(text: String) -> kronlora_core::CandleError {
-    kronlora_core::CandleError::Msg(text.trim_start_matches("[ERR_INTERNAL] ").to_string())
+fn candle_core_msg(text: String) -> api::CandleError {
+    api::CandleError::Msg(text.trim_start_matches("[ERR_INTERNAL] ").to_string())
 }
 
 struct ChannelObserver {
@@ -29,14 +27,14 @@ struct ChannelObserver {
 impl TrainObserver for ChannelObserver {
     fn event(&mut self, event: &TrainEvent) {
         // A closed receiver only means nobody listens any more; training goes on.
-        let _ = self.events.send(event.to_json());
+        let _ = self.events.send(api::event_json(event));
     }
     fn should_stop(&mut self) -> bool {
         self.cancel.load(Ordering::Relaxed)
     }
 }
 
-type Outcome = kronlora_core::Result<String>;
+type Outcome = api::Result<String>;
 
 #[napi]
 pub struct NativeTraining {
@@ -56,13 +54,12 @@ impl NativeTraining {
             catch_unwind(AssertUnwindSafe(|| {
                 let guard = model.write();
                 let _ = locked_tx.send(());
-                let mut guard = guard.map_err(|_| {
-                    kronlora_core::Error::InvalidState("the model is unusable after an earlier failure".into())
-                })?;
+                let mut guard = guard
+                    .map_err(|_| api::Error::InvalidState("the model is unusable after an earlier failure".into()))?;
                 let mut observer = ChannelObserver { events: tx, cancel: observer_cancel };
-                train_json(&mut guard, &options_json, &FsStorage, &mut observer)
+                api::train_json(&mut guard, &options_json, &FsStorage, &mut observer)
             }))
-            .unwrap_or_else(|payload| Err(kronlora_core::Error::Internal(candle_core_msg(panic_error(payload).reason))))
+            .unwrap_or_else(|payload| Err(api::Error::Internal(candle_core_msg(panic_error(payload).reason))))
         });
         // Return once the thread holds the model: a call made right after `train()` then sees
         // it busy instead of racing the thread for the lock.
@@ -78,7 +75,7 @@ impl NativeTraining {
     pub fn next(&self) -> AsyncTask<CoreTask<Option<String>>> {
         let events = self.events.clone();
         CoreTask::new(move || {
-            let rx = events.lock().map_err(|_| kronlora_core::Error::InvalidState("the event stream failed".into()))?;
+            let rx = events.lock().map_err(|_| api::Error::InvalidState("the event stream failed".into()))?;
             Ok(rx.recv().ok())
         })
     }
@@ -88,13 +85,14 @@ impl NativeTraining {
     pub fn finish(&self) -> AsyncTask<CoreTask<String>> {
         let thread = self.thread.clone();
         CoreTask::new(move || {
-            let handle =
-                thread.lock().ok().and_then(|mut t| t.take()).ok_or_else(|| {
-                    kronlora_core::Error::InvalidState("finish() was already called for this run".into())
-                })?;
-            handle.join().unwrap_or_else(|_| {
-                Err(kronlora_core::Error::Internal(candle_core_msg("the training thread panicked".into())))
-            })
+            let handle = thread
+                .lock()
+                .ok()
+                .and_then(|mut t| t.take())
+                .ok_or_else(|| api::Error::InvalidState("finish() was already called for this run".into()))?;
+            handle
+                .join()
+                .unwrap_or_else(|_| Err(api::Error::Internal(candle_core_msg("the training thread panicked".into()))))
         })
     }
 

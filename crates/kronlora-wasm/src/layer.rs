@@ -1,20 +1,10 @@
 //! `WasmLayer`: one adapted linear layer (`KronLoraLinear` / `LoraLinear` in TS).
 
 use js_sys::{Array, Object};
-use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions};
+use kronlora_core::api::{self, AdaptedLinear};
 use wasm_bindgen::prelude::*;
 
 use crate::{js_error, named, named_all, read_named_all, set};
-
-fn parse_kind(kind: &str) -> Result<AdapterKind, JsError> {
-    match kind {
-        "kron-lora" => Ok(AdapterKind::KronLora),
-        "lora" => Ok(AdapterKind::Lora),
-        other => Err(js_error(kronlora_core::Error::InvalidOption(format!(
-            "unknown adapter type `{other}`; use \"kron-lora\" or \"lora\""
-        )))),
-    }
-}
 
 /// An adapted linear layer; the TS classes `KronLoraLinear` / `LoraLinear` wrap it.
 #[wasm_bindgen]
@@ -31,9 +21,7 @@ impl WasmLayer {
         weight: Option<Vec<f32>>,
         bias: Option<Vec<f32>>,
     ) -> Result<WasmLayer, JsError> {
-        let options = LayerOptions::from_json(parse_kind(kind)?, options_json).map_err(js_error)?;
-        let inner = AdaptedLinear::new(&options, weight.as_deref(), bias.as_deref(), &kronlora_core::default_device())
-            .map_err(js_error)?;
+        let inner = api::create_layer(kind, options_json, weight.as_deref(), bias.as_deref()).map_err(js_error)?;
         Ok(WasmLayer { inner })
     }
 
@@ -85,7 +73,7 @@ impl WasmLayer {
     }
 
     pub fn weight(&self) -> Result<JsValue, JsError> {
-        let w = self.inner.weight().map_err(js_error)?;
+        let w = self.inner.weight_data().map_err(js_error)?;
         Ok(w.map(|t| named("weight", t)).unwrap_or(JsValue::NULL))
     }
 

@@ -1,15 +1,16 @@
 //! WebAssembly binding of kronlora-core, the same shape as the Node binding: argument
-//! conversion only. Errors carry the same `[CODE] message` text as the native ones.
+//! conversion around `kronlora_core::api`, and nothing else. Errors carry the same
+//! `[CODE] message` text as the native ones.
 
 mod layer;
 mod model;
 mod storage;
 
 use js_sys::{Array, Float32Array, Object, Reflect};
-use kronlora_core::TensorData;
+use kronlora_core::api::{self, TensorData};
 use wasm_bindgen::prelude::*;
 
-pub(crate) fn js_error(e: kronlora_core::Error) -> JsError {
+pub(crate) fn js_error(e: api::Error) -> JsError {
     JsError::new(&e.to_js_message())
 }
 
@@ -66,18 +67,20 @@ pub(crate) fn read_named_all(values: &JsValue) -> Result<Vec<(String, TensorData
 /// `factorization(dim, factor)` as `[m, n]`.
 #[wasm_bindgen]
 pub fn factorization(dim: f64, factor: f64) -> Result<Vec<u32>, JsError> {
-    let (m, n) = kronlora_core::factorization_checked(dim, factor).map_err(js_error)?;
+    let (m, n) = api::factorization(dim, factor).map_err(js_error)?;
     Ok(vec![m as u32, n as u32])
 }
 
-/// `{ records, labels, numLabels }` of classification data given as file contents.
-#[wasm_bindgen(js_name = labelSummary)]
-pub fn label_summary(text: &str, name: &str) -> Result<String, JsError> {
-    kronlora_core::train::label_summary_json(text, name).map_err(js_error)
+/// `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`);
+/// `storage` reads the files (see `JsStorage`).
+#[wasm_bindgen(js_name = savedAdapter)]
+pub fn saved_adapter(dir: &str, storage: JsValue) -> Result<String, JsError> {
+    api::saved_adapter_json(&storage::JsStorage::new(storage), dir).map_err(js_error)
 }
 
-/// `{ task, numLabels, type, name }` of an `adapter_config.json` given as its text.
-#[wasm_bindgen(js_name = adapterConfigSummary)]
-pub fn adapter_config_summary(text: &str, path: &str) -> Result<String, JsError> {
-    kronlora_core::pretrained::adapter_config_summary_json(text.as_bytes(), path).map_err(js_error)
+/// `{ task, modelOptions }`: what to load the model at `model_path` with to train it with
+/// `options_json` (`{ task?, data }`); `storage` reads the files (see `JsStorage`).
+#[wasm_bindgen(js_name = trainingSetup)]
+pub fn training_setup(model_path: &str, options_json: &str, storage: JsValue) -> Result<String, JsError> {
+    api::training_setup_json(&storage::JsStorage::new(storage), model_path, options_json).map_err(js_error)
 }

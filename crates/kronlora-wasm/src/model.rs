@@ -2,9 +2,7 @@
 //! as file bytes; the TS package runs it in a worker thread so calls do not block JS.
 
 use js_sys::{Array, Float32Array, Object, Uint8Array};
-use kronlora_core::io::ModelSource;
-use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{evaluate_json, train_json, TrainEvent, TrainObserver};
+use kronlora_core::api::{self, ModelSource, PretrainedModel, TrainEvent, TrainObserver};
 use wasm_bindgen::prelude::*;
 
 use crate::storage::JsStorage;
@@ -27,7 +25,7 @@ struct CallbackObserver {
 
 impl TrainObserver for CallbackObserver {
     fn event(&mut self, event: &TrainEvent) {
-        let _ = self.on_event.call1(&JsValue::NULL, &JsValue::from_str(&event.to_json()));
+        let _ = self.on_event.call1(&JsValue::NULL, &JsValue::from_str(&api::event_json(event)));
     }
     fn should_stop(&mut self) -> bool {
         self.should_stop.call0(&JsValue::NULL).is_ok_and(|v| v.is_truthy())
@@ -57,34 +55,35 @@ impl WasmModel {
                 Ok((name, bytes.to_vec()))
             })
             .collect::<Result<_, JsError>>()?;
-        let inner = PretrainedModel::load(ModelSource::Files(files), options_json).map_err(js_error)?;
+        let inner = api::load_model(ModelSource::Files(files), options_json).map_err(js_error)?;
         Ok(WasmModel { inner })
     }
 
     /// JSON `{ architecture, task, report }`.
     pub fn describe(&self) -> Result<String, JsError> {
-        self.inner.describe_json().map_err(js_error)
+        api::describe_json(&self.inner).map_err(js_error)
     }
 
     #[wasm_bindgen(js_name = addAdapter)]
     pub fn add_adapter(&mut self, name: &str, options_json: &str) -> Result<u32, JsError> {
-        self.inner.add_adapter(name, options_json).map(|n| n as u32).map_err(js_error)
+        api::add_adapter(&mut self.inner, name, options_json).map(|n| n as u32).map_err(js_error)
     }
 
     pub fn embed(&self, texts: Vec<String>) -> Result<JsValue, JsError> {
-        self.inner.embed(&texts).map(float_rows).map_err(js_error)
+        api::embed(&self.inner, &texts).map(float_rows).map_err(js_error)
     }
 
     pub fn logits(&self, texts: Vec<String>) -> Result<JsValue, JsError> {
-        self.inner.logits(&texts).map(float_rows).map_err(js_error)
+        api::logits(&self.inner, &texts).map(float_rows).map_err(js_error)
     }
 
     pub fn classify(&self, texts: Vec<String>) -> Result<String, JsError> {
-        self.inner.classify_json(&texts).map_err(js_error)
+        api::classify_json(&self.inner, &texts).map_err(js_error)
     }
 
-    pub fn generate(&self, prompt: &str, max_tokens: u32, temperature: f64, seed: f64) -> Result<String, JsError> {
-        self.inner.generate_json(prompt, max_tokens, temperature, seed).map_err(js_error)
+    /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`; options `{ maxTokens?, temperature?, seed? }`.
+    pub fn generate(&self, prompt: &str, options_json: &str) -> Result<String, JsError> {
+        api::generate_json(&self.inner, prompt, options_json).map_err(js_error)
     }
 
     /// Train; `storage` reads data and writes checkpoints (see `JsStorage`). Returns the result JSON.
@@ -96,20 +95,22 @@ impl WasmModel {
         should_stop: js_sys::Function,
     ) -> Result<String, JsError> {
         let mut observer = CallbackObserver { on_event, should_stop };
-        train_json(&mut self.inner, options_json, &JsStorage::new(storage), &mut observer).map_err(js_error)
+        api::train_json(&mut self.inner, options_json, &JsStorage::new(storage), &mut observer).map_err(js_error)
     }
 
     pub fn evaluate(&self, data_json: &str, options_json: &str, storage: JsValue) -> Result<String, JsError> {
-        evaluate_json(&self.inner, data_json, options_json, &JsStorage::new(storage)).map_err(js_error)
+        api::evaluate_json(&self.inner, data_json, options_json, &JsStorage::new(storage)).map_err(js_error)
     }
 
     #[wasm_bindgen(js_name = saveAdapter)]
     pub fn save_adapter(&self, dir: &str, name: Option<String>, storage: JsValue) -> Result<(), JsError> {
-        self.inner.save_adapter(&JsStorage::new(storage), dir, name.as_deref()).map_err(js_error)
+        api::save_adapter(&self.inner, &JsStorage::new(storage), dir, name.as_deref()).map_err(js_error)
     }
 
     #[wasm_bindgen(js_name = loadAdapter)]
     pub fn load_adapter(&mut self, dir: &str, name: Option<String>, storage: JsValue) -> Result<u32, JsError> {
-        self.inner.load_adapter(&JsStorage::new(storage), dir, name.as_deref()).map(|n| n as u32).map_err(js_error)
+        api::load_adapter(&mut self.inner, &JsStorage::new(storage), dir, name.as_deref())
+            .map(|n| n as u32)
+            .map_err(js_error)
     }
 }

@@ -1,10 +1,9 @@
 //! `Storage` over JavaScript functions: WASM has no file system, so the worker that hosts the
 //! model passes one built on Node's `fs`. It holds only the primitives; what kronlora may write,
-//! replace or remove is decided in the core (`kronlora_core::io::write_owned_dir`), as natively.
+//! replace or remove is decided in the core (`io::write_owned_dir` in kronlora-core), as natively.
 
 use js_sys::{Array, Function, Reflect, Uint8Array};
-use kronlora_core::io::{EntryKind, Storage};
-use kronlora_core::{Error, Result};
+use kronlora_core::api::{EntryKind, Error, Result, Storage};
 use wasm_bindgen::prelude::*;
 
 /// `{ read(path): Uint8Array, exists(path): boolean, kind(path): 'missing' | 'file' | 'dir' |

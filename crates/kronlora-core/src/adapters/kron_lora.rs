@@ -5,11 +5,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::{kaiming_uniform, out_shape, Adapter, AdapterKind, LoraFactors};
+use super::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 use crate::error::Result;
 use crate::factorization::resolve_kron_factor;
 use crate::grad_mode::param;
 use crate::ops::{kron, matmul_t};
-use crate::options::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 
 /// The factor shapes: `d_in = d_a1 · d_b1`, `d_out = d_a2 · d_b2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,11 +4,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::AdapterConfig;
 use super::{kaiming_uniform, out_shape, Adapter, AdapterKind};
 use crate::error::Result;
 use crate::grad_mode::param;
 use crate::ops::matmul_t;
-use crate::options::AdapterConfig;
 
 pub struct Lora {
     in_features: usize,

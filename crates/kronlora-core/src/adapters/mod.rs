@@ -1,13 +1,17 @@
 //! Adapters: trainable low-parameter updates `Δy = s · ΔW x` of a frozen linear layer.
 
+mod config;
+mod dropout;
 mod init;
 mod kron_lora;
 mod lora;
 
-use candle_core::{Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Error, Result};
 
+pub use config::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
+pub use dropout::{AdapterDropout, DropoutSeed};
 pub use init::kaiming_uniform;
 pub use kron_lora::{KronLora, KronShape};
 pub use lora::Lora;
@@ -19,13 +23,33 @@ pub enum AdapterKind {
 }
 
 impl AdapterKind {
-    /// The class name users see, used in default layer names and messages.
-    pub fn class_name(self) -> &'static str {
+    /// The name used in options and in kronlora's saved config (`"kron-lora"`, `"lora"`).
+    pub fn name(self) -> &'static str {
         match self {
-            AdapterKind::KronLora => "KronLoraLinear",
-            AdapterKind::Lora => "LoraLinear",
+            AdapterKind::KronLora => "kron-lora",
+            AdapterKind::Lora => "lora",
         }
     }
+
+    /// The kind of an adapter name (`"kron-lora"`, `"lora"`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [AdapterKind::KronLora, AdapterKind::Lora].into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// A new adapter of `config`'s kind for the `[out, in]` layer `module` (which names it in
+/// errors and seeds nothing: the seed is in `config`), its parameters on `device`.
+pub fn build(
+    module: &str,
+    in_features: usize,
+    out_features: usize,
+    config: &AdapterConfig,
+    device: &Device,
+) -> Result<Box<dyn Adapter>> {
+    Ok(match config.kind {
+        AdapterKind::KronLora => Box::new(KronLora::new(module, in_features, out_features, config, device)?),
+        AdapterKind::Lora => Box::new(Lora::new(in_features, out_features, config, device)?),
+    })
 }
 
 /// The scale `s` of an update `s · ΔW`: `alpha / r`, or `alpha / √r` with rsLoRA.
@@ -81,7 +105,10 @@ pub trait Adapter: Send + Sync {
     fn parameters(&self) -> Vec<(&'static str, &Var)>;
     /// The exact plain-LoRA equivalent of this update.
     fn to_lora(&self) -> Result<LoraFactors> {
-        Err(Error::Unsupported(format!("toLora() is defined for Kron-LoRA adapters, not for {:?}", self.kind())))
+        Err(Error::Unsupported(format!(
+            "the exact LoRA form is defined for Kron-LoRA adapters, not for a {} adapter",
+            self.kind().name()
+        )))
     }
     fn num_trainable_parameters(&self) -> usize {
         self.parameters().iter().map(|(_, v)| v.elem_count()).sum()

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::json_text::parse_json;
 use super::labels::Label;
 use crate::error::{Error, Result};
-use crate::options::MAX_NUM_LABELS;
+use crate::limits::MAX_NUM_LABELS;
 
 /// Largest record accepted, in bytes of JSON (a JSONL line) or of text (a record given as a
 /// value): 1 MiB is far more text than any model's context holds, and tokenising a much

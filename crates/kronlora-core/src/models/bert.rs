@@ -1,17 +1,20 @@
 //! BERT-style encoders (BERT, MiniLM, DistilBERT), following Hugging Face's `modeling_bert.py`
 //! and `modeling_distilbert.py` module by module so a reader can check it line by line (the two
 //! compute the same layer; DistilBERT has other names and no token-type embeddings). Every
-//! linear is an adapter-aware `Projection`.
+//! linear is an `AdaptedLinear`.
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::backbone::{Backbone, Family, Task};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
+use super::head::HeadStyle;
 use super::nn::{layer_norm, softmax_last_dim};
-use super::projection::Projection;
-use super::targets::AdapterPlan;
+use super::KvCache;
+use crate::adapted_linear::AdaptedLinear;
+use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{TensorSource, Weights};
 
@@ -216,20 +219,20 @@ impl Norm {
     }
 }
 
-fn projection(w: &dyn TensorSource, name: &str, out: usize, inp: usize) -> Result<Projection> {
+fn projection(w: &dyn TensorSource, name: &str, out: usize, inp: usize) -> Result<AdaptedLinear> {
     let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
     let bias = w.get(&format!("{name}.bias"), &[out])?;
-    Ok(Projection::new(name.to_string(), weight, Some(bias)))
+    AdaptedLinear::new(name.to_string(), weight, Some(bias))
 }
 
 struct BertLayer {
-    query: Projection,
-    key: Projection,
-    value: Projection,
-    attention_output: Projection,
+    query: AdaptedLinear,
+    key: AdaptedLinear,
+    value: AdaptedLinear,
+    attention_output: AdaptedLinear,
     attention_norm: Norm,
-    intermediate: Projection,
-    output: Projection,
+    intermediate: AdaptedLinear,
+    output: AdaptedLinear,
     output_norm: Norm,
 }
 
@@ -238,7 +241,7 @@ pub const WEIGHT_PREFIXES: &[&str] = &["", "bert.", "distilbert.", "model."];
 
 pub struct BertModel {
     /// Switches adapter dropout on for a training step.
-    pub dropout_seed: super::DropoutSeed,
+    dropout_seed: DropoutSeed,
     pub config: BertConfig,
     word_embeddings: Tensor,
     position_embeddings: Tensor,
@@ -311,45 +314,9 @@ impl BertModel {
         Ok(model)
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Every adapter-aware projection, in model order.
-    pub fn projections(&self) -> Vec<&Projection> {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attention_output, &l.intermediate, &l.output])
-            .collect()
-    }
-
-    pub fn projections_mut(&mut self) -> Vec<&mut Projection> {
-        self.layers
-            .iter_mut()
-            .flat_map(|l| {
-                [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output]
-            })
-            .collect()
-    }
-
-    /// Frozen parameters of the encoder (embeddings, norms, projections).
-    pub fn num_base_parameters(&self) -> usize {
-        let norms = (1 + 2 * self.layers.len()) * 2 * self.config.hidden_size;
-        let types = self.token_type_embeddings.as_ref().map_or(0, |t| t.elem_count());
-        let emb = self.word_embeddings.elem_count() + self.position_embeddings.elem_count() + types;
-        emb + norms + self.projections().iter().map(|p| p.num_parameters()).sum::<usize>()
-    }
-
-    /// Add an adapter named `name` to the projections `plan` selects; returns how many.
-    pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
-        let device = self.device.clone();
-        let seed = self.dropout_seed.clone();
-        super::add_adapter(self.projections_mut().into_iter().map(|p| (p, false)).collect(), name, plan, &seed, &device)
-    }
-
     /// Hidden states `[batch, seq, hidden]` for `input_ids [batch, seq]` (u32) and
     /// `attention_mask [batch, seq]` (1 = token, 0 = padding); token types are all 0.
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    fn encode(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = input_ids.dims2()?;
         if t > c.max_position_embeddings {
@@ -388,12 +355,81 @@ impl BertModel {
         let inner = l.intermediate.forward(&attended)?.gelu_erf()?;
         Ok(l.output_norm.forward(&(l.output.forward(&inner)? + attended)?)?)
     }
+}
 
-    /// Mean of the hidden states over the tokens (sentence-transformers' pooling): `[batch, hidden]`.
-    pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
-        Ok(summed.broadcast_div(&counts)?)
+impl Backbone for BertModel {
+    fn family(&self) -> Family {
+        Family::Encoder
+    }
+    fn model_type(&self) -> &str {
+        &self.config.model_type
+    }
+    fn num_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn dropout_seed(&self) -> &DropoutSeed {
+        &self.dropout_seed
+    }
+
+    fn projections(&self) -> Vec<&AdaptedLinear> {
+        self.layers
+            .iter()
+            .flat_map(|l| [&l.query, &l.key, &l.value, &l.attention_output, &l.intermediate, &l.output])
+            .collect()
+    }
+
+    fn projections_mut(&mut self) -> Vec<&mut AdaptedLinear> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [&mut l.query, &mut l.key, &mut l.value, &mut l.attention_output, &mut l.intermediate, &mut l.output]
+            })
+            .collect()
+    }
+
+    fn num_base_parameters(&self) -> usize {
+        let norms = (1 + 2 * self.layers.len()) * 2 * self.config.hidden_size;
+        let types = self.token_type_embeddings.as_ref().map_or(0, |t| t.elem_count());
+        let emb = self.word_embeddings.elem_count() + self.position_embeddings.elem_count() + types;
+        emb + norms + self.projections().iter().map(|p| p.num_parameters()).sum::<usize>()
+    }
+
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        if cache.is_some() {
+            return Err(Error::Unsupported("an encoder has no key-value cache; it reads whole sequences".into()));
+        }
+        match attention_mask {
+            Some(mask) => self.encode(input_ids, mask),
+            None => self.encode(input_ids, &input_ids.ones_like()?.to_dtype(DType::F32)?),
+        }
+    }
+
+    fn head_style(&self) -> Option<HeadStyle> {
+        Some(if self.config.is_distilbert() { HeadStyle::DistilBert } else { HeadStyle::BertPooler })
+    }
+
+    fn task_module_prefix(&self, task: Task) -> &'static str {
+        match task {
+            Task::SequenceClassification if self.config.is_distilbert() => "distilbert.",
+            Task::SequenceClassification => "bert.",
+            _ => "",
+        }
     }
 }

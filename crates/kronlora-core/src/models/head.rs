@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use crate::error::{Error, Result};
 use crate::grad_mode::param;
 use crate::io::TensorSource;
-use crate::options::MAX_HEAD_PARAMETERS;
+use crate::limits::MAX_HEAD_PARAMETERS;
 
 /// Which transformers head: names of the first dense layer and its activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

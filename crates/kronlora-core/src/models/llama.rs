@@ -1,6 +1,6 @@
 //! Llama-family decoders (Llama, Mistral, Qwen2, SmolLM2), following Hugging Face's
 //! `modeling_llama.py`: RMSNorm, rotary embeddings (rotate-half form), grouped-query
-//! attention, SwiGLU MLP, tied or untied LM head. Every linear is an adapter-aware `Projection`.
+//! attention, SwiGLU MLP, tied or untied LM head. Every linear is an `AdaptedLinear`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,10 +8,12 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 use serde::Deserialize;
 
+use super::backbone::{Backbone, Family};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{rms_norm, softmax_last_dim};
-use super::projection::Projection;
-use super::targets::AdapterPlan;
+use super::KvCache;
+use crate::adapted_linear::AdaptedLinear;
+use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};
 use crate::ops::frozen_matmul;
@@ -212,41 +214,25 @@ impl LlamaConfig {
 
 struct DecoderLayer {
     input_norm: Tensor,
-    q_proj: Projection,
-    k_proj: Projection,
-    v_proj: Projection,
-    o_proj: Projection,
+    q_proj: AdaptedLinear,
+    k_proj: AdaptedLinear,
+    v_proj: AdaptedLinear,
+    o_proj: AdaptedLinear,
     post_attention_norm: Tensor,
-    gate_proj: Projection,
-    up_proj: Projection,
-    down_proj: Projection,
-}
-
-/// Cached keys and values of the tokens seen so far, one entry per layer (inference only).
-#[derive(Default)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-}
-
-impl KvCache {
-    /// Number of cached positions.
-    pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    gate_proj: AdaptedLinear,
+    up_proj: AdaptedLinear,
+    down_proj: AdaptedLinear,
 }
 
 pub struct LlamaModel {
     /// Switches adapter dropout on for a training step.
-    pub dropout_seed: super::DropoutSeed,
+    dropout_seed: DropoutSeed,
     pub config: LlamaConfig,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: Tensor,
     /// Untied output head; None when tied to `embed_tokens`.
-    lm_head: Option<Projection>,
+    lm_head: Option<AdaptedLinear>,
     device: Device,
 }
 
@@ -278,10 +264,10 @@ impl LlamaModel {
         let c = &config;
         let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim());
         let (q_out, kv_out) = (c.num_attention_heads * hd, c.kv_heads() * hd);
-        let proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Projection> {
+        let proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<AdaptedLinear> {
             let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
             let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None };
-            Ok(Projection::new(name.to_string(), weight, bias))
+            AdaptedLinear::new(name.to_string(), weight, bias)
         };
         let qkv_bias = c.qkv_bias();
         let layers = (0..c.num_hidden_layers)
@@ -329,66 +315,6 @@ impl LlamaModel {
         Ok(model)
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// Every adapter-aware projection with whether it is the output head, in model order.
-    pub fn projections(&self) -> Vec<(&Projection, bool)> {
-        let mut out: Vec<(&Projection, bool)> = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj])
-            .map(|p| (p, false))
-            .collect();
-        if let Some(head) = &self.lm_head {
-            out.push((head, true));
-        }
-        out
-    }
-
-    pub fn projections_mut(&mut self) -> Vec<&mut Projection> {
-        let mut out: Vec<&mut Projection> = self
-            .layers
-            .iter_mut()
-            .flat_map(|l| {
-                [
-                    &mut l.q_proj,
-                    &mut l.k_proj,
-                    &mut l.v_proj,
-                    &mut l.o_proj,
-                    &mut l.gate_proj,
-                    &mut l.up_proj,
-                    &mut l.down_proj,
-                ]
-            })
-            .collect();
-        if let Some(head) = &mut self.lm_head {
-            out.push(head);
-        }
-        out
-    }
-
-    pub fn num_base_parameters(&self) -> usize {
-        let norms = (2 * self.layers.len() + 1) * self.config.hidden_size;
-        self.embed_tokens.elem_count()
-            + norms
-            + self.projections().iter().map(|(p, _)| p.num_parameters()).sum::<usize>()
-    }
-
-    /// Add an adapter named `name` to the projections `plan` selects; returns how many.
-    pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
-        let device = self.device.clone();
-        let seed = self.dropout_seed.clone();
-        let has_head = self.lm_head.is_some();
-        let mut projections: Vec<(&mut Projection, bool)> =
-            self.projections_mut().into_iter().map(|p| (p, false)).collect();
-        if let (true, Some(last)) = (has_head, projections.last_mut()) {
-            last.1 = true;
-        }
-        super::add_adapter(projections, name, plan, &seed, &device)
-    }
-
     /// `cos`, `sin` tables `[t, head_dim]` for positions `start..start + t` (rotate-half layout).
     fn rope_tables(&self, start: usize, t: usize) -> Result<(Tensor, Tensor)> {
         let hd = self.config.head_dim();
@@ -404,7 +330,7 @@ impl LlamaModel {
 
     /// Logits `[batch, t, vocab]` for `input_ids [batch, t]` (u32). With a cache, the tokens
     /// continue the cached sequence (generation); without, they start at position 0 (training).
-    pub fn forward(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    fn decode(&self, input_ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = input_ids.dims2()?;
         let start = cache.as_ref().map_or(0, |c| c.len());
@@ -473,6 +399,75 @@ impl LlamaModel {
 }
 
 /// HF's `apply_rotary_pos_emb`: `x·cos + rotate_half(x)·sin`, `x [b, heads, t, hd]`.
+
+impl Backbone for LlamaModel {
+    fn family(&self) -> Family {
+        Family::Decoder
+    }
+    fn model_type(&self) -> &str {
+        &self.config.model_type
+    }
+    fn num_layers(&self) -> usize {
+        self.config.num_hidden_layers
+    }
+    fn hidden_size(&self) -> usize {
+        self.config.hidden_size
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn context_length(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+    fn dropout_seed(&self) -> &DropoutSeed {
+        &self.dropout_seed
+    }
+
+    fn projections(&self) -> Vec<&AdaptedLinear> {
+        let layers = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj]);
+        layers.chain(self.lm_head.as_ref()).collect()
+    }
+
+    fn projections_mut(&mut self) -> Vec<&mut AdaptedLinear> {
+        let layers = self.layers.iter_mut().flat_map(|l| {
+            [
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.gate_proj,
+                &mut l.up_proj,
+                &mut l.down_proj,
+            ]
+        });
+        layers.chain(self.lm_head.as_mut()).collect()
+    }
+
+    fn output_head(&self) -> Option<&str> {
+        self.lm_head.as_ref().map(|h| h.name())
+    }
+
+    fn num_base_parameters(&self) -> usize {
+        let norms = (2 * self.layers.len() + 1) * self.config.hidden_size;
+        self.embed_tokens.elem_count() + norms + self.projections().iter().map(|p| p.num_parameters()).sum::<usize>()
+    }
+
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        _attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.decode(input_ids, cache)
+    }
+}
+
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;

@@ -1,22 +1,22 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
+mod backbone;
 pub mod bert;
 mod config_check;
-mod dropout;
 pub mod head;
+mod kv_cache;
 pub mod llama;
+mod load;
 mod nn;
-mod projection;
 mod targets;
 
-pub use dropout::{AdapterDropout, DropoutSeed};
-pub use nn::{layer_norm, layer_norm_composed, rms_norm, softmax_last_dim, softmax_last_dim_composed};
-pub use projection::Projection;
+pub use backbone::{Backbone, Family, Task};
+pub use kv_cache::KvCache;
+pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};
+pub use nn::{layer_norm, layer_norm_composed, mean_pool, rms_norm, softmax_last_dim, softmax_last_dim_composed};
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
-use candle_core::Device;
-
-use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
+use crate::adapters::{self, Adapter, AdapterConfig, AdapterDropout};
 use crate::error::{Error, Result};
 use crate::io::TensorSource;
 
@@ -57,12 +57,7 @@ pub(crate) fn refuse_unread(
 /// The same bound holds an adapter to the size of the layer it adapts for Kron-LoRA too. (Its
 /// inner `B1·B2` cannot use more than `min(d_B1, d_B2)`, but refusing that would refuse the
 /// default rank 8 on small layers with large Kronecker factors, where it is merely redundant.)
-fn check_rank(
-    path: &str,
-    in_features: usize,
-    out_features: usize,
-    config: &crate::options::AdapterConfig,
-) -> Result<()> {
+fn check_rank(path: &str, in_features: usize, out_features: usize, config: &AdapterConfig) -> Result<()> {
     let max = in_features.min(out_features);
     if config.rank > max {
         return Err(Error::InvalidOption(format!(
@@ -74,32 +69,28 @@ fn check_rank(
     Ok(())
 }
 
-/// Add an adapter named `name` to the projections `plan` selects (`(projection, is_output_head)`
-/// in model order); returns how many. Every adapter is built before any is attached, so an
-/// error (a factor that does not divide, say) leaves the model unchanged.
-pub(crate) fn add_adapter(
-    projections: Vec<(&mut Projection, bool)>,
-    name: &str,
-    plan: &AdapterPlan,
-    seed: &DropoutSeed,
-    device: &Device,
-) -> Result<usize> {
-    if projections.iter().any(|(p, _)| p.adapters().any(|(n, _)| n == name)) {
+/// Add an adapter named `name` to the projections of `backbone` that `plan` selects; returns
+/// how many. Every adapter is built before any is attached, so an error (a factor that does
+/// not divide, say) leaves the model unchanged.
+pub fn attach_adapter(backbone: &mut dyn Backbone, name: &str, plan: &AdapterPlan) -> Result<usize> {
+    let device = backbone.device().clone();
+    let seed = backbone.dropout_seed().clone();
+    let head = backbone.output_head().map(str::to_string);
+    let projections = backbone.projections_mut();
+    if projections.iter().any(|p| p.adapters().any(|(n, _)| n == name)) {
         return Err(Error::InvalidOption(format!("the model already has an adapter named `{name}`")));
     }
-    let modules: Vec<(String, bool)> = projections.iter().map(|(p, head)| (p.name.clone(), *head)).collect();
+    let modules: Vec<(String, bool)> =
+        projections.iter().map(|p| (p.name.clone(), head.as_deref() == Some(p.name.as_str()))).collect();
     let chosen = plan.resolve(&modules)?;
     let mut built: Vec<Option<Box<dyn Adapter>>> = projections.iter().map(|_| None).collect();
     for (path, config) in &chosen {
         let index = modules.iter().position(|(n, _)| n == path).expect("resolved from these modules");
-        let p = &projections[index].0;
+        let p = &projections[index];
         check_rank(path, p.in_features(), p.out_features(), config)?;
-        built[index] = Some(match config.kind {
-            AdapterKind::KronLora => Box::new(KronLora::new(path, p.in_features(), p.out_features(), config, device)?),
-            AdapterKind::Lora => Box::new(Lora::new(p.in_features(), p.out_features(), config, device)?),
-        });
+        built[index] = Some(adapters::build(path, p.in_features(), p.out_features(), config, &device)?);
     }
-    for ((p, _), adapter) in projections.into_iter().zip(built) {
+    for (p, adapter) in projections.into_iter().zip(built) {
         if let Some(adapter) = adapter {
             let dropout = (plan.dropout > 0.0).then(|| AdapterDropout::new(plan.dropout, &p.name, seed.clone()));
             p.add_adapter(name.to_string(), adapter, dropout);

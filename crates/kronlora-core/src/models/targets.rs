@@ -3,8 +3,8 @@
 
 use regex::Regex;
 
+use crate::adapters::AdapterConfig;
 use crate::error::{Error, Result};
-use crate::options::AdapterConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TargetModules {

@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use candle_core::Tensor;
 use serde_json::{json, Value};
 
-use super::{AdapterInfo, Backbone, PretrainedModel, Task};
+use super::{AdapterInfo, PretrainedModel, Task};
+use crate::adapted_linear::AdaptedLinear;
+use crate::adapters::AdapterConfig;
+use crate::adapters::AdapterDropout;
 use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
 use crate::io::{join, read_safetensors_bytes, safetensors_bytes, write_owned_dir, Marker, OwnedLayout, Storage};
-use crate::models::{AdapterDropout, Projection};
-use crate::options::AdapterConfig;
 use crate::TensorData;
 
 pub const CONFIG_FILE: &str = "adapter_config.json";
@@ -35,7 +36,7 @@ pub const ADAPTER_MARKER: Marker = Marker {
 pub const ADAPTER_LAYOUT: OwnedLayout =
     OwnedLayout { what: "adapter", files: &[WEIGHTS_FILE, CONFIG_FILE], markers: &[ADAPTER_MARKER] };
 
-use crate::options::MAX_ALPHA;
+use crate::limits::MAX_ALPHA;
 
 /// An adapter's `alpha` (or `lora_alpha`, or an `alpha_pattern` entry): finite, non-zero, and
 /// at most `MAX_ALPHA` in size.
@@ -51,10 +52,10 @@ fn check_alpha(path: &str, field: &str, value: &Value) -> Result<f64> {
 /// An adapter's `r` (or a `rank_pattern` entry): an integer from 1 to `MAX_RANK`.
 fn check_rank(path: &str, field: &str, value: &Value) -> Result<usize> {
     match value.as_u64() {
-        Some(r) if r >= 1 && r as usize <= crate::options::MAX_RANK => Ok(r as usize),
+        Some(r) if r >= 1 && r as usize <= crate::limits::MAX_RANK => Ok(r as usize),
         _ => Err(Error::InvalidModel(format!(
             "{path}: `{field}` = {value} is out of range; expected an integer from 1 to {}",
-            crate::options::MAX_RANK
+            crate::limits::MAX_RANK
         ))),
     }
 }
@@ -183,11 +184,7 @@ pub fn adapter_config_summary_json(bytes: &[u8], path: &str) -> Result<String> {
 impl PretrainedModel {
     /// The prefix transformers' task class puts before the backbone's module paths.
     fn module_prefix(&self) -> &'static str {
-        match (&self.backbone, self.task) {
-            (Backbone::Bert(m), Task::SequenceClassification) if m.config.is_distilbert() => "distilbert.",
-            (Backbone::Bert(_), Task::SequenceClassification) => "bert.",
-            _ => "",
-        }
+        self.backbone.task_module_prefix(self.task)
     }
 
     /// PEFT's `task_type`.
@@ -473,7 +470,7 @@ impl PretrainedModel {
             )));
         }
         let targets = TargetList::from_config(&config["target_modules"], &config_path)?;
-        let device = crate::default_device();
+        let device = self.device().clone();
         let used = std::cell::RefCell::new(std::collections::BTreeSet::<String>::new());
         let get = |key: &str| -> Option<Result<Tensor>> {
             let t = tensors.get(key)?;
@@ -488,16 +485,10 @@ impl PretrainedModel {
                 .and_then(|(_, v)| v.as_f64())
         };
         let prefix = self.module_prefix();
-        let seed = match &self.backbone {
-            Backbone::Bert(m) => m.dropout_seed.clone(),
-            Backbone::Llama(m) => m.dropout_seed.clone(),
-        };
+        let seed = self.backbone.dropout_seed().clone();
         // Build every adapter before attaching any: a bad file leaves the model unchanged.
         let mut built: Vec<(usize, Box<dyn Adapter>)> = Vec::new();
-        let projections: Vec<&Projection> = match &self.backbone {
-            Backbone::Bert(m) => m.projections(),
-            Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
-        };
+        let projections: Vec<&AdaptedLinear> = self.backbone.projections();
         let mut loaded_modules: Vec<String> = Vec::new();
         for (index, p) in projections.iter().enumerate() {
             // Keys with this model's task prefix, or without one (an adapter from the bare backbone).
@@ -650,10 +641,7 @@ impl PretrainedModel {
         }
         // Attach.
         let count = built.len();
-        let mut projections: Vec<&mut Projection> = match &mut self.backbone {
-            Backbone::Bert(m) => m.projections_mut(),
-            Backbone::Llama(m) => m.projections_mut(),
-        };
+        let mut projections: Vec<&mut AdaptedLinear> = self.backbone.projections_mut();
         for (index, adapter) in built {
             let p = &mut projections[index];
             let dropout = (dropout > 0.0).then(|| AdapterDropout::new(dropout, &p.name, seed.clone()));

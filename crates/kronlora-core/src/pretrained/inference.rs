@@ -5,11 +5,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{Backbone, PretrainedModel, Task};
+use super::PretrainedModel;
 use crate::error::{Error, Result};
-use crate::models::bert::BertModel;
-use crate::models::llama::KvCache;
-use crate::models::softmax_last_dim;
+use crate::models::{mean_pool, softmax_last_dim, Backbone, Family, KvCache, Task};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Classification {
@@ -69,14 +67,14 @@ impl PretrainedModel {
     }
 
     /// Token ids and attention mask of `texts`, right-padded to the longest: `[n, t]` each.
-    fn encoder_batch(&self, bert: &BertModel, texts: &[String]) -> Result<(Tensor, Tensor)> {
+    fn encoder_batch(&self, encoder: &dyn Backbone, texts: &[String]) -> Result<(Tensor, Tensor)> {
         if texts.is_empty() {
             return Err(no_texts());
         }
         let encoded = texts
             .iter()
             .enumerate()
-            .map(|(i, t)| self.tokenize(t, i, bert.config.max_position_embeddings))
+            .map(|(i, t)| self.tokenize(t, i, encoder.context_length()))
             .collect::<Result<Vec<_>>>()?;
         let t = encoded.iter().map(Vec::len).max().unwrap_or(1);
         let pad = self.tokenizer.pad_token_id;
@@ -84,15 +82,15 @@ impl PretrainedModel {
             encoded.iter().flat_map(|e| e.iter().copied().chain(std::iter::repeat(pad)).take(t)).collect();
         let mask: Vec<f32> =
             encoded.iter().flat_map(|e| (0..t).map(move |j| if j < e.len() { 1.0 } else { 0.0 })).collect();
-        let device = bert.device();
+        let device = encoder.device();
         Ok((Tensor::from_vec(ids, (texts.len(), t), device)?, Tensor::from_vec(mask, (texts.len(), t), device)?))
     }
 
-    fn bert(&self, what: &str) -> Result<&BertModel> {
-        match &self.backbone {
-            Backbone::Bert(m) => Ok(m),
-            Backbone::Llama(_) => {
-                Err(Error::Unsupported(format!("{what} needs an encoder model (BERT family); this is a causal LM")))
+    fn encoder(&self, what: &str) -> Result<&dyn Backbone> {
+        match self.backbone.family() {
+            Family::Encoder => Ok(self.backbone.as_ref()),
+            Family::Decoder => {
+                Err(Error::Unsupported(format!("{what} need an encoder model (BERT family); this is a causal LM")))
             }
         }
     }
@@ -103,22 +101,23 @@ impl PretrainedModel {
     }
 
     fn embed_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
-        let bert = self.bert("embed()")?;
-        let (ids, mask) = self.encoder_batch(bert, texts)?;
-        let pooled: Vec<f32> = BertModel::mean_pool(&bert.forward(&ids, &mask)?, &mask)?.flatten_all()?.to_vec1()?;
-        check_finite_rows(&pooled, bert.config.hidden_size, "embeddings")?;
-        Ok((pooled, bert.config.hidden_size))
+        let encoder = self.encoder("sentence embeddings")?;
+        let (ids, mask) = self.encoder_batch(encoder, texts)?;
+        let pooled: Vec<f32> =
+            mean_pool(&encoder.forward(&ids, Some(&mask), None)?, &mask)?.flatten_all()?.to_vec1()?;
+        check_finite_rows(&pooled, encoder.hidden_size(), "embeddings")?;
+        Ok((pooled, encoder.hidden_size()))
     }
 
     fn class_logits(&self, texts: &[String]) -> Result<Tensor> {
-        let bert = self.bert("classify()")?;
+        let encoder = self.encoder("class scores")?;
         let head = self.head.as_ref().ok_or_else(|| {
             Error::Unsupported(
                 "this model has no classification head; load it with task \"sequence-classification\"".into(),
             )
         })?;
-        let (ids, mask) = self.encoder_batch(bert, texts)?;
-        head.forward(&bert.forward(&ids, &mask)?)
+        let (ids, mask) = self.encoder_batch(encoder, texts)?;
+        head.forward(&encoder.forward(&ids, Some(&mask), None)?)
     }
 
     pub fn classify(&self, texts: &[String]) -> Result<Vec<Classification>> {
@@ -151,30 +150,32 @@ impl PretrainedModel {
     }
 
     fn logits_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
-        match (&self.backbone, self.task) {
-            (Backbone::Llama(m), _) => {
+        let m = self.backbone.as_ref();
+        match (m.family(), self.task) {
+            (Family::Decoder, _) => {
                 if texts.is_empty() {
                     return Err(no_texts());
                 }
-                let mut out = Vec::with_capacity(texts.len() * m.config.vocab_size);
+                let vocab = m.vocab_size();
+                let mut out = Vec::with_capacity(texts.len() * vocab);
                 for (i, text) in texts.iter().enumerate() {
-                    let ids = self.tokenize(text, i, m.config.max_position_embeddings)?;
+                    let ids = self.tokenize(text, i, m.context_length())?;
                     let t = ids.len();
-                    let logits = m.forward(&Tensor::from_vec(ids, (1, t), m.device())?, None)?;
+                    let logits = m.forward(&Tensor::from_vec(ids, (1, t), m.device())?, None, None)?;
                     out.extend(logits.get(0)?.get(t - 1)?.to_vec1::<f32>()?);
                 }
-                check_finite_rows(&out, m.config.vocab_size, "next-token logits")?;
-                Ok((out, m.config.vocab_size))
+                check_finite_rows(&out, vocab, "next-token logits")?;
+                Ok((out, vocab))
             }
-            (Backbone::Bert(_), Task::SequenceClassification) => {
+            (Family::Encoder, Task::SequenceClassification) => {
                 let logits = self.class_logits(texts)?;
                 let width = logits.dim(1)?;
                 let values: Vec<f32> = logits.flatten_all()?.to_vec1()?;
                 check_finite_rows(&values, width, "class logits")?;
                 Ok((values, width))
             }
-            (Backbone::Bert(_), _) => Err(Error::Unsupported(
-                "logits() of an encoder needs task \"sequence-classification\"; for sentence vectors use embed()"
+            (Family::Encoder, _) => Err(Error::Unsupported(
+                "logits of an encoder need task \"sequence-classification\"; for sentence vectors use embeddings"
                     .into(),
             )),
         }
@@ -186,17 +187,18 @@ impl PretrainedModel {
     }
 
     fn generate_body(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
-        let Backbone::Llama(m) = &self.backbone else {
-            return Err(Error::Unsupported("generate() needs a causal LM (Llama family); this is an encoder".into()));
-        };
+        let m = self.backbone.as_ref();
+        if m.family() != Family::Decoder {
+            return Err(Error::Unsupported("generation needs a causal LM (Llama family); this is an encoder".into()));
+        }
         if !(options.temperature.is_finite() && options.temperature >= 0.0) {
             return Err(Error::InvalidOption(format!(
                 "temperature must be a finite number ≥ 0, got {}",
                 options.temperature
             )));
         }
-        let prompt_ids = self.tokenize(prompt, 0, m.config.max_position_embeddings)?;
-        let room = m.config.max_position_embeddings - prompt_ids.len();
+        let prompt_ids = self.tokenize(prompt, 0, m.context_length())?;
+        let room = m.context_length() - prompt_ids.len();
         let max_tokens = options.max_tokens.min(room);
         let mut rng = StdRng::seed_from_u64(options.seed);
         let mut cache = KvCache::default();
@@ -205,17 +207,16 @@ impl PretrainedModel {
         let mut stopped_at_eos = false;
         while generated.len() < max_tokens {
             let t = next_input.len();
-            let logits =
-                m.forward(&Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?, Some(&mut cache))?;
+            let logits = m.forward(
+                &Tensor::from_vec(std::mem::take(&mut next_input), (1, t), m.device())?,
+                None,
+                Some(&mut cache),
+            )?;
             let last = logits.get(0)?.get(t - 1)?;
             // One scalar per step on the hot path; the row is read only when it is not finite.
             if !last.sum_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()?.is_finite() {
-                check_finite_rows(
-                    &last.to_dtype(DType::F32)?.to_vec1::<f32>()?,
-                    m.config.vocab_size,
-                    "next-token logits",
-                )
-                .map_err(|e| Error::NonFinite(format!("generate(): {e} at step {}", generated.len())))?;
+                check_finite_rows(&last.to_dtype(DType::F32)?.to_vec1::<f32>()?, m.vocab_size(), "next-token logits")
+                    .map_err(|e| Error::NonFinite(format!("generation: {e} at step {}", generated.len())))?;
             }
             let token = if options.temperature == 0.0 {
                 last.argmax(D::Minus1)?.to_scalar::<u32>()?

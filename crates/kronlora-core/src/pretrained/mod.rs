@@ -5,31 +5,26 @@ mod adapter_files;
 mod inference;
 mod options;
 
-use std::sync::Arc;
-
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+use crate::adapters::AdapterConfig;
 use crate::error::{Error, Result};
-use crate::io::{GgufFile, ModelSource, TensorSource, Weights};
-use crate::models::bert::{BertConfig, BertModel, WEIGHT_PREFIXES};
-use crate::models::head::{ClassificationHead, HeadStyle};
-use crate::models::llama::{LlamaConfig, LlamaModel};
+use crate::io::{ModelSource, TensorSource};
+use crate::models::head::ClassificationHead;
+use crate::models::{attach_adapter, load_backbone, AdapterPlan, Backbone, LoadedBackbone};
 use crate::tokenizer::TextTokenizer;
 
+pub use crate::models::Task;
 pub use adapter_files::{
     adapter_config_summary_json, ADAPTER_LAYOUT, ADAPTER_MARKER, CONFIG_FILE as ADAPTER_CONFIG_FILE,
     WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE,
 };
 pub use inference::{Classification, GenerateOptions, Generation};
-pub use options::{adapter_plan_from_json, ModelOptions, Task};
-
-pub enum Backbone {
-    Bert(BertModel),
-    Llama(LlamaModel),
-}
+pub use options::ModelOptions;
 
 pub struct PretrainedModel {
-    pub backbone: Backbone,
+    pub backbone: Box<dyn Backbone>,
     pub tokenizer: TextTokenizer,
     pub task: Task,
     pub head: Option<ClassificationHead>,
@@ -45,7 +40,7 @@ pub struct PretrainedModel {
 pub struct AdapterInfo {
     pub name: String,
     pub modules: usize,
-    pub config: crate::options::AdapterConfig,
+    pub config: AdapterConfig,
     pub dropout: f64,
 }
 
@@ -65,27 +60,46 @@ pub struct ParameterReport {
     pub adapted_modules: std::collections::BTreeMap<String, usize>,
 }
 
-fn model_type(bytes: &[u8], path: &str) -> Result<String> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        model_type: Option<String>,
-    }
-    let probe: Probe =
-        serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
-    probe.model_type.ok_or_else(|| Error::InvalidModel(format!("{path}: field `model_type` is missing")))
+/// What a model is, for `describe` (the wire names are the API's).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDescription {
+    pub architecture: String,
+    pub family: &'static str,
+    pub task: &'static str,
+    pub device: String,
+    pub report: ParameterReport,
+    pub modules: Vec<ModuleDescription>,
+    pub labels: Vec<String>,
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| Error::InvalidState(format!("cannot serialise a result: {e}")))
+/// One projection adapters can target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModuleDescription {
+    pub name: String,
+    pub in_features: usize,
+    pub out_features: usize,
+    pub adapters: Vec<String>,
+}
+
+/// How messages and `describe` name a device: `cpu`, `cuda:0`, `metal:0`.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
 }
 
 impl PretrainedModel {
-    /// Load from a directory / `.gguf` path or from file bytes; `options_json` is `ModelOptions`.
-    pub fn load(source: ModelSource, options_json: &str) -> Result<Self> {
+    /// Load from a directory / `.gguf` path or from file bytes, for `options.task`, on
+    /// `options.device`.
+    pub fn load(source: ModelSource, options: &ModelOptions) -> Result<Self> {
         let name = source.display();
         // Loaders check what they read first; a candle failure left over is still the files'
         // doing (a shape they state, bytes they hold), not a kronlora bug.
-        let mut model = Self::load_inner(source, options_json).map_err(|e| match e {
+        let mut model = Self::load_inner(source, options).map_err(|e| match e {
             Error::Internal(e) => Error::InvalidModel(format!(
                 "{name}: the model cannot be read: {}",
                 e.to_string().lines().next().unwrap_or("")
@@ -100,10 +114,7 @@ impl PretrainedModel {
     /// Every id the tokenizer can produce must have an embedding row; otherwise the first text
     /// that uses it fails deep inside a forward pass.
     fn check_token_ids(&self, name: &str) -> Result<()> {
-        let rows = match &self.backbone {
-            Backbone::Bert(m) => m.config.vocab_size,
-            Backbone::Llama(m) => m.config.vocab_size,
-        };
+        let rows = self.backbone.vocab_size();
         let largest = self.tokenizer.largest_token_id() as usize;
         if largest >= rows {
             return Err(Error::InvalidModel(format!(
@@ -113,144 +124,74 @@ impl PretrainedModel {
         Ok(())
     }
 
-    fn load_inner(mut source: ModelSource, options_json: &str) -> Result<Self> {
-        let (task, options) = ModelOptions::from_json(options_json)?;
-        source.check()?;
-        let device = crate::default_device();
-        if let Some(name) = source.gguf_name() {
-            let file = match &source {
-                ModelSource::Path(p) => GgufFile::open(p)?,
-                ModelSource::Files(_) => {
-                    let shown = source.file_path(&name).display().to_string();
-                    GgufFile::from_bytes(&shown, source.take(&name)?)?
-                }
-            };
-            let name = file.path().display().to_string();
-            let file = Arc::new(file);
-            let tokenizer = TextTokenizer::from_gguf(&file)?;
-            let model = LlamaModel::load_gguf(file, &device)?;
-            return Self::decoder(model, tokenizer, task, &name);
+    fn load_inner(source: ModelSource, options: &ModelOptions) -> Result<Self> {
+        let LoadedBackbone { backbone, tokenizer, weights, config_path } = load_backbone(source, &options.device)?;
+        let family = backbone.family();
+        let task = options.task.unwrap_or(family.tasks()[0]);
+        if !family.tasks().contains(&task) {
+            let tasks: Vec<String> = family.tasks().iter().map(|t| format!("\"{}\"", t.name())).collect();
+            return Err(Error::InvalidOption(format!(
+                "{config_path}: {} has no {} head; use task {}",
+                family.describe(),
+                if task == Task::CausalLm { "causal-LM" } else { task.name() },
+                tasks.join(" or ")
+            )));
         }
-        let config_path = source.file_path("config.json").display().to_string();
-        let config_bytes = source.read("config.json")?;
-        let tokenizer =
-            TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
-        match model_type(&config_bytes, &config_path)?.as_str() {
-            "bert" | "distilbert" => {
-                let config = BertConfig::from_json(&config_bytes, &config_path)?;
-                let mut weights = Weights::from_source(&mut source, &device)?;
-                weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
-                let style = if config.is_distilbert() { HeadStyle::DistilBert } else { HeadStyle::BertPooler };
-                let model = BertModel::from_weights(config, &weights)?;
-                let task = task.unwrap_or(Task::Embedding);
-                let head = match task {
-                    Task::SequenceClassification => {
-                        Some(ClassificationHead::new(&weights, style, model.config.hidden_size, options.num_labels, options.seed, &device)?)
-                    }
-                    Task::Embedding => None,
-                    Task::CausalLm => {
-                        return Err(Error::InvalidOption(format!(
-                            "{config_path}: a BERT encoder has no causal-LM head; use task \"embedding\" or \"sequence-classification\""
-                        )))
-                    }
-                };
-                Ok(PretrainedModel {
-                    backbone: Backbone::Bert(model),
-                    tokenizer,
-                    task,
-                    head,
-                    adapters: Vec::new(),
-                    labels: Default::default(),
-                    source_name: String::new(),
-                })
-            }
-            "llama" | "mistral" | "qwen2" => {
-                let config = LlamaConfig::from_json(&config_bytes, &config_path)?;
-                let tokenizer_config = if source.exists("tokenizer_config.json") {
-                    Some(source.read("tokenizer_config.json")?)
-                } else {
-                    None
-                };
-                let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
-                let weights = Weights::from_source(&mut source, &device)?;
-                let model = LlamaModel::from_weights(config, &weights as &dyn TensorSource)?;
-                Self::decoder(model, tokenizer, task, &config_path)
-            }
-            other => Err(Error::InvalidModel(format!(
-                "{config_path}: model_type `{other}` is not supported; kronlora loads BERT-style encoders (bert) \
-                 (bert, distilbert) and Llama-family decoders (llama, mistral, qwen2)"
-            ))),
-        }
-    }
-
-    fn decoder(model: LlamaModel, tokenizer: TextTokenizer, task: Option<Task>, path: &str) -> Result<Self> {
-        match task.unwrap_or(Task::CausalLm) {
-            Task::CausalLm => Ok(PretrainedModel {
-                backbone: Backbone::Llama(model),
-                tokenizer,
-                task: Task::CausalLm,
-                head: None,
-                adapters: Vec::new(),
-                labels: Default::default(),
-                source_name: String::new(),
-            }),
-            other => Err(Error::InvalidOption(format!(
-                "{path}: a Llama-family decoder is loaded for task \"causal-lm\", not \"{}\"",
-                other.name()
-            ))),
-        }
+        let head = match (task, backbone.head_style()) {
+            (Task::SequenceClassification, Some(style)) => Some(ClassificationHead::new(
+                weights.as_ref().map(|w| w as &dyn TensorSource).ok_or_else(|| {
+                    Error::Unsupported(format!(
+                        "{config_path}: a classification head needs a model directory's weights"
+                    ))
+                })?,
+                style,
+                backbone.hidden_size(),
+                options.num_labels,
+                options.seed,
+                backbone.device(),
+            )?),
+            _ => None,
+        };
+        Ok(PretrainedModel {
+            backbone,
+            tokenizer,
+            task,
+            head,
+            adapters: Vec::new(),
+            labels: Default::default(),
+            source_name: String::new(),
+        })
     }
 
     /// The device the model's weights live on; everything it creates goes there too.
-    pub fn device(&self) -> &candle_core::Device {
-        match &self.backbone {
-            Backbone::Bert(m) => m.device(),
-            Backbone::Llama(m) => m.device(),
-        }
+    pub fn device(&self) -> &Device {
+        self.backbone.device()
     }
 
     /// Seed the adapters' dropout masks (None: no dropout, as in evaluation).
     pub fn set_dropout_seed(&self, seed: Option<u64>) {
-        match &self.backbone {
-            Backbone::Bert(m) => m.dropout_seed.set(seed),
-            Backbone::Llama(m) => m.dropout_seed.set(seed),
-        }
+        self.backbone.dropout_seed().set(seed)
     }
 
     /// The most tokens one sequence may hold (the position embeddings' length).
     pub fn context_length(&self) -> usize {
-        match &self.backbone {
-            Backbone::Bert(m) => m.config.max_position_embeddings,
-            Backbone::Llama(m) => m.config.max_position_embeddings,
-        }
+        self.backbone.context_length()
     }
 
-    /// `bert` or `llama` (the family), and the config's model type.
+    /// The config's model type with its size, e.g. `bert (6 layers, hidden 384)`.
     pub fn architecture(&self) -> String {
-        match &self.backbone {
-            Backbone::Bert(m) => format!(
-                "{} ({} layers, hidden {})",
-                m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size
-            ),
-            Backbone::Llama(m) => format!(
-                "{} ({} layers, hidden {})",
-                m.config.model_type, m.config.num_hidden_layers, m.config.hidden_size
-            ),
-        }
+        let b = &self.backbone;
+        format!("{} ({} layers, hidden {})", b.model_type(), b.num_layers(), b.hidden_size())
     }
 
-    /// Add an adapter from its JSON options; returns how many projections got one.
-    pub fn add_adapter(&mut self, name: &str, options_json: &str) -> Result<usize> {
+    /// Add an adapter named `name` to the projections `plan` selects; returns how many got one.
+    pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(Error::InvalidOption(format!(
                 "adapter name `{name}` must be non-empty letters, digits, `_` or `-`"
             )));
         }
-        let plan = adapter_plan_from_json(options_json)?;
-        let count = match &mut self.backbone {
-            Backbone::Bert(m) => m.add_adapter(name, &plan)?,
-            Backbone::Llama(m) => m.add_adapter(name, &plan)?,
-        };
+        let count = attach_adapter(self.backbone.as_mut(), name, plan)?;
         self.adapters.push(AdapterInfo {
             name: name.to_string(),
             modules: count,
@@ -267,11 +208,8 @@ impl PretrainedModel {
 
     /// Every adapted projection's adapters, as `(module path, adapter name, adapter)`.
     pub fn adapters(&self) -> Vec<(String, String, &dyn crate::adapters::Adapter)> {
-        let projections: Vec<&crate::models::Projection> = match &self.backbone {
-            Backbone::Bert(m) => m.projections(),
-            Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
-        };
-        projections
+        self.backbone
+            .projections()
             .into_iter()
             .flat_map(|p| p.adapters().map(move |(n, a)| (p.name.clone(), n.to_string(), a)))
             .collect()
@@ -291,57 +229,41 @@ impl PretrainedModel {
     }
 
     /// Class logits `[b, labels]` of a padded batch (training and evaluation).
-    pub fn classification_logits(
-        &self,
-        ids: &candle_core::Tensor,
-        mask: &candle_core::Tensor,
-    ) -> Result<candle_core::Tensor> {
-        let (Backbone::Bert(bert), Some(head)) = (&self.backbone, &self.head) else {
+    pub fn classification_logits(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let Some(head) = &self.head else {
             return Err(Error::Unsupported(
                 "classification training needs an encoder loaded with task \"sequence-classification\"".into(),
             ));
         };
-        head.forward(&bert.forward(ids, mask)?)
+        head.forward(&self.backbone.forward(ids, Some(mask), None)?)
     }
 
-    /// JSON `{ architecture, task, report, modules, labels }`: what both bindings hand to the TS package.
-    pub fn describe_json(&self) -> Result<String> {
-        let projections: Vec<&crate::models::Projection> = match &self.backbone {
-            Backbone::Bert(m) => m.projections(),
-            Backbone::Llama(m) => m.projections().into_iter().map(|(p, _)| p).collect(),
-        };
-        let modules: Vec<serde_json::Value> = projections
+    /// What the model is: architecture, task, device, parameter counts, modules and labels.
+    pub fn describe(&self) -> ModelDescription {
+        let modules = self
+            .backbone
+            .projections()
             .iter()
-            .map(|p| {
-                let adapters: Vec<&str> = p.adapters().map(|(n, _)| n).collect();
-                serde_json::json!({ "name": p.name, "inFeatures": p.in_features(), "outFeatures": p.out_features(), "adapters": adapters })
+            .map(|p| ModuleDescription {
+                name: p.name.clone(),
+                in_features: p.in_features(),
+                out_features: p.out_features(),
+                adapters: p.adapters().map(|(n, _)| n.to_string()).collect(),
             })
             .collect();
-        to_json(&serde_json::json!({
-            "architecture": self.architecture(),
-            "task": self.task.name(),
-            "report": self.parameter_report(),
-            "modules": modules,
-            "labels": self.labels.names,
-        }))
-    }
-
-    /// `classify` as JSON `[{ label, score, scores }]`.
-    pub fn classify_json(&self, texts: &[String]) -> Result<String> {
-        to_json(&self.classify(texts)?)
-    }
-
-    /// `generate` from JavaScript numbers, as JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
-    pub fn generate_json(&self, prompt: &str, max_tokens: u32, temperature: f64, seed: f64) -> Result<String> {
-        let seed = crate::options::seed("seed", Some(&serde_json::json!(seed)))?;
-        to_json(&self.generate(prompt, &GenerateOptions { max_tokens: max_tokens as usize, temperature, seed })?)
+        ModelDescription {
+            architecture: self.architecture(),
+            family: self.backbone.family().name(),
+            task: self.task.name(),
+            device: device_name(self.device()),
+            report: self.parameter_report(),
+            modules,
+            labels: self.labels.names.clone(),
+        }
     }
 
     pub fn parameter_report(&self) -> ParameterReport {
-        let base = match &self.backbone {
-            Backbone::Bert(m) => m.num_base_parameters(),
-            Backbone::Llama(m) => m.num_base_parameters(),
-        };
+        let base = self.backbone.num_base_parameters();
         let mut adapters = std::collections::BTreeMap::new();
         for (_, name, a) in self.adapters() {
             *adapters.entry(name).or_insert(0) += a.num_trainable_parameters();

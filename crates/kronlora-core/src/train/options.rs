@@ -4,8 +4,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::ScheduleKind;
+use crate::api::fields::{bounded_int, flag, invalid, json_error, number, positive_int, seed};
 use crate::error::Result;
-use crate::options::{bounded_int, flag, invalid, json_error, number, positive_int, seed};
 
 /// Where records come from: a JSONL (or JSON array) file, or records given inline.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +57,12 @@ pub enum TrainTask {
 }
 
 impl TrainTask {
+    pub fn from_name(name: &str) -> Option<TrainTask> {
+        [TrainTask::Classification, TrainTask::CausalLm, TrainTask::MultipleChoice]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TrainTask::Classification => "classification",

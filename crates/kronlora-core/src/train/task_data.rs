@@ -13,7 +13,8 @@ use crate::data::{
 };
 use crate::error::{Error, Result};
 use crate::io::{read_text, Storage};
-use crate::pretrained::{Backbone, PretrainedModel};
+use crate::models::Family;
+use crate::pretrained::PretrainedModel;
 
 /// Metrics of an evaluation; `accuracy` for classification and multiple choice, `perplexity`
 /// (e^loss per scored token) for causal LM.
@@ -103,12 +104,12 @@ pub fn default_task(model: &PretrainedModel) -> TrainTask {
 
 /// Check that `task` fits `model`.
 pub fn check_task(model: &PretrainedModel, task: TrainTask) -> Result<()> {
-    match (task, &model.backbone, &model.head) {
-        (TrainTask::Classification, Backbone::Bert(_), Some(_)) => Ok(()),
+    match (task, model.backbone.family(), &model.head) {
+        (TrainTask::Classification, Family::Encoder, Some(_)) => Ok(()),
         (TrainTask::Classification, _, _) => Err(Error::Unsupported(
             "classification needs an encoder loaded with task \"sequence-classification\"".into(),
         )),
-        (TrainTask::CausalLm | TrainTask::MultipleChoice, Backbone::Llama(_), _) => Ok(()),
+        (TrainTask::CausalLm | TrainTask::MultipleChoice, Family::Decoder, _) => Ok(()),
         (t, _, _) => Err(Error::Unsupported(format!(
             "task \"{}\" needs a causal LM (Llama family); this is an encoder",
             t.name()
@@ -213,8 +214,7 @@ pub fn encode(
 
 /// Sum of log-probabilities of the scored tokens of each row, and their mean loss: `[b]`, scalar.
 fn lm_log_likelihood(model: &PretrainedModel, batch: &LmBatch) -> Result<(Tensor, Tensor)> {
-    let Backbone::Llama(m) = &model.backbone else { unreachable!("checked by check_task") };
-    let logits = m.forward(&batch.ids, None)?;
+    let logits = model.backbone.forward(&batch.ids, None, None)?;
     let t = logits.dim(1)?;
     let logits = logits.narrow(1, 0, t - 1)?;
     let picked = log_softmax(&logits)?.gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
@@ -264,7 +264,7 @@ impl TaskData {
 
     /// The training loss of the examples `indices` (mean over examples or scored tokens).
     pub fn loss(&self, model: &PretrainedModel, indices: &[usize]) -> Result<BatchLoss> {
-        let device = crate::default_device();
+        let device = model.device().clone();
         match self {
             TaskData::Classification(x) => {
                 let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, &device)?;
@@ -293,7 +293,7 @@ impl TaskData {
 
     /// Loss and the task's metric over the whole set, without gradients or dropout.
     pub fn evaluate(&self, model: &PretrainedModel, batch_size: usize) -> Result<EvalMetrics> {
-        let device = crate::default_device();
+        let device = model.device().clone();
         let n = self.len();
         if n == 0 {
             return Err(Error::InvalidData("the evaluation set is empty".into()));

@@ -18,7 +18,7 @@ use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
 use crate::error::{Error, Result};
 use crate::io::{join, Storage};
-use crate::pretrained::{Backbone, PretrainedModel};
+use crate::pretrained::PretrainedModel;
 use crate::TensorData;
 
 /// What a run reports as it goes (serialised with `type` as the tag for JavaScript).
@@ -111,10 +111,7 @@ pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
 }
 
 fn set_dropout(model: &PretrainedModel, seed: Option<u64>) {
-    match &model.backbone {
-        Backbone::Bert(m) => m.dropout_seed.set(seed),
-        Backbone::Llama(m) => m.dropout_seed.set(seed),
-    }
+    model.set_dropout_seed(seed)
 }
 
 /// splitmix64: a well-mixed seed per (run seed, epoch, micro-batch) for dropout masks.
@@ -130,9 +127,8 @@ fn snapshot(vars: &[(String, Var)]) -> Result<Vec<TensorData>> {
 }
 
 fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
-    let device = crate::default_device();
     for ((_, v), t) in vars.iter().zip(values) {
-        v.set(&t.to_tensor(&device)?)?;
+        v.set(&t.to_tensor(v.device())?)?;
     }
     Ok(())
 }
@@ -189,7 +185,7 @@ pub fn train(
     let vars = trainable_named(model);
     if vars.is_empty() {
         return Err(Error::InvalidState(
-            "nothing to train: add an adapter (model.addAdapter) or load one first".into(),
+            "nothing to train: the model has no adapter to train: add one or load one first".into(),
         ));
     }
     let computed = match o.metric {

@@ -1,5 +1,7 @@
 //! BERT encoders with adapters, on tiny models generated here (random weights, real formats).
 
+use kronlora_core::api;
+use kronlora_core::models::{attach_adapter, mean_pool, Backbone};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -26,7 +28,7 @@ fn plan(kind: AdapterKind, targets: TargetModules) -> AdapterPlan {
 
 fn embed(model: &BertModel) -> Vec<Vec<f32>> {
     let (ids, mask) = inputs();
-    BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap()
+    mean_pool(&model.forward(&ids, Some(&mask), None).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap()
 }
 
 /// Give every adapter parameter random values (the zero-initialised factors included).
@@ -51,7 +53,7 @@ fn fresh_adapters_leave_outputs_unchanged() {
     assert_eq!(want[0].len(), 16);
     for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
         let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
-        assert_eq!(model.add_adapter("default", &plan(kind, TargetModules::AllLinear)).unwrap(), 12);
+        assert_eq!(attach_adapter(&mut model, "default", &plan(kind, TargetModules::AllLinear)).unwrap(), 12);
         assert_eq!(embed(&model), want, "{kind:?}: ΔW = 0 must give the base outputs exactly");
     }
 }
@@ -63,12 +65,12 @@ fn trained_adapters_equal_the_merged_weights() {
     write_model(&dir, &tensors, CONFIG);
     for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
         let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
-        model
-            .add_adapter(
-                "a",
-                &plan(kind, TargetModules::Names(vec!["query".into(), "value".into(), "output.dense".into()])),
-            )
-            .unwrap();
+        attach_adapter(
+            &mut model,
+            "a",
+            &plan(kind, TargetModules::Names(vec!["query".into(), "value".into(), "output.dense".into()])),
+        )
+        .unwrap();
         randomise_adapters(&model, 11);
         // Write a second model whose weights are W + ΔW and load it without adapters.
         let mut merged = tensors.clone();
@@ -95,12 +97,12 @@ fn gradients_reach_every_adapter_in_every_layer() {
     write_model(&dir, &tiny_bert_tensors(3), CONFIG);
     for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
         let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
-        model.add_adapter("a", &plan(kind, TargetModules::AllLinear)).unwrap();
+        attach_adapter(&mut model, "a", &plan(kind, TargetModules::AllLinear)).unwrap();
         // Fresh adapters: the zero factor gets a gradient, the other one does not yet (ΔW = 0
         // blocks it), so give the zero factor values first, as after one optimiser step.
         randomise_adapters(&model, 5);
         let (ids, mask) = inputs();
-        let pooled = BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap();
+        let pooled = mean_pool(&model.forward(&ids, Some(&mask), None).unwrap(), &mask).unwrap();
         let weights = tensor(&mut Lcg::new(9), &[2, 16], 1.0);
         let grads = (pooled * weights).unwrap().sum_all().unwrap().backward().unwrap();
         let mut checked = 0;
@@ -175,17 +177,18 @@ fn bad_target_specs_are_errors() {
     write_model(&dir, &tiny_bert_tensors(5), CONFIG);
     let mut model = BertModel::load(&dir, &Device::Cpu).unwrap();
     let err =
-        model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::Names(vec!["q_proj".into()]))).unwrap_err();
+        attach_adapter(&mut model, "a", &plan(AdapterKind::KronLora, TargetModules::Names(vec!["q_proj".into()])))
+            .unwrap_err();
     assert!(err.to_string().contains("dense, key, query, value"), "{err}");
     // kronOut = 3 does not divide 16: an error naming the layer, and the model is unchanged.
     let mut bad = plan(AdapterKind::KronLora, TargetModules::AllLinear);
     bad.config.kron_out = Some(3);
-    let err = model.add_adapter("a", &bad).unwrap_err();
+    let err = attach_adapter(&mut model, "a", &bad).unwrap_err();
     assert!(err.to_string().contains("encoder.layer.0.attention.self.query"), "{err}");
     assert!(model.projections().iter().all(|p| p.adapters().count() == 0));
-    model.add_adapter("a", &plan(AdapterKind::KronLora, TargetModules::AllLinear)).unwrap();
+    attach_adapter(&mut model, "a", &plan(AdapterKind::KronLora, TargetModules::AllLinear)).unwrap();
     assert!(
-        model.add_adapter("a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(),
+        attach_adapter(&mut model, "a", &plan(AdapterKind::Lora, TargetModules::AllLinear)).is_err(),
         "duplicate adapter name"
     );
 }
@@ -277,12 +280,12 @@ fn distilbert_checkpoints_compute_the_same_encoder() {
         targets: TargetModules::Names(vec!["q_lin".into(), "lin1".into()]),
         ..plan(AdapterKind::Lora, TargetModules::AllLinear)
     };
-    assert_eq!(d.add_adapter("a", &plan).unwrap(), 4);
+    assert_eq!(attach_adapter(&mut d, "a", &plan).unwrap(), 4);
     // The task model: pre_classifier (ReLU) + classifier, read from the checkpoint.
     let tokenizer = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2},"unk_token":"[UNK]"},
       "pre_tokenizer":{"type":"Whitespace"}}"#;
     std::fs::write(distil_dir.join("tokenizer.json"), tokenizer).unwrap();
-    let m = kronlora_core::pretrained::PretrainedModel::load(
+    let m = api::load_model(
         kronlora_core::io::ModelSource::Path(distil_dir.clone()),
         r#"{"task":"sequence-classification","numLabels":2}"#,
     )

@@ -3,6 +3,7 @@
 //! tool's adapter; checkpoint rotation and resume among foreign `checkpoint-*` entries; and
 //! checkpoints whose state was edited. Every case compares the directory tree before and after.
 
+use kronlora_core::api;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -84,7 +85,7 @@ fn save_adapter_keeps_foreign_files_and_refuses_what_it_did_not_write() {
         (changed, gone),
         (vec!["project/adapter_config.json".to_string(), "project/adapter_model.safetensors".to_string()], vec![])
     );
-    let mut back = kronlora_core::pretrained::PretrainedModel::load(
+    let mut back = api::load_model(
         kronlora_core::io::ModelSource::Path(dir.clone()),
         r#"{"task":"sequence-classification","numLabels":2,"seed":5}"#,
     )

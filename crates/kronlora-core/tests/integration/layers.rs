@@ -1,10 +1,11 @@
 //! The adapted layers against naive maths and finite differences.
 
 use crate::reference::{assert_close, kron, linear, matmul, Lcg};
-use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions, TensorData};
+use candle_core::Device;
+use kronlora_core::{api, AdaptedLinear, AdapterKind, LayerOptions, TensorData};
 
 fn options(kind: AdapterKind, json: &str) -> LayerOptions {
-    LayerOptions::from_json(kind, json).unwrap()
+    api::layer_options(kind, json).unwrap().0
 }
 
 /// A Kron-LoRA layer with random base weight, bias and (non-zero) factors.
@@ -27,13 +28,9 @@ fn kron_case(inp: usize, out: usize, rank: usize, d_a1: usize, d_a2: usize, seed
         r#"{{"inFeatures":{inp},"outFeatures":{out},"rank":{rank},"alpha":{},"kronIn":{d_a1},"kronOut":{d_a2},"seed":{seed}}}"#,
         2 * rank
     );
-    let layer = AdaptedLinear::new(
-        &options(AdapterKind::KronLora, &json),
-        Some(&weight),
-        Some(&bias),
-        &kronlora_core::default_device(),
-    )
-    .unwrap();
+    let layer =
+        AdaptedLinear::standalone(&options(AdapterKind::KronLora, &json), Some(&weight), Some(&bias), &Device::Cpu)
+            .unwrap();
     // B1 starts at zero; give every factor random values so the update is non-trivial.
     let (d_b1, d_b2) = (inp / d_a1, out / d_a2);
     layer
@@ -136,7 +133,7 @@ fn merge_then_unmerge_restores_the_weight_exactly() {
     let x = Lcg::new(3).vec(rows * 12);
     let before = c.layer.forward_rows(&x, rows).unwrap();
     c.layer.merge().unwrap();
-    let merged_w = c.layer.weight().unwrap().unwrap().data;
+    let merged_w = c.layer.weight_data().unwrap().unwrap().data;
     let want: Vec<f64> = c.weight.iter().zip(naive_delta(&c)).map(|(w, d)| *w as f64 + d).collect();
     assert_close("merged weight", &merged_w, &want, 1e-6);
     let want_y: Vec<f64> = before.iter().map(|v| *v as f64).collect();
@@ -144,7 +141,7 @@ fn merge_then_unmerge_restores_the_weight_exactly() {
     assert!(c.layer.merge().is_err());
     assert!(c.layer.set_parameters(&[]).is_err());
     c.layer.unmerge().unwrap();
-    assert_eq!(c.layer.weight().unwrap().unwrap().data, c.weight, "unmerge must be exact");
+    assert_eq!(c.layer.weight_data().unwrap().unwrap().data, c.weight, "unmerge must be exact");
     assert!(c.layer.unmerge().is_err());
     let _ = c.bias;
 }
@@ -170,8 +167,7 @@ fn lora_forward_and_gradients() {
     let weight = rng.vec(inp * out);
     let json = format!(r#"{{"inFeatures":{inp},"outFeatures":{out},"rank":{rank},"alpha":6,"useRslora":true}}"#);
     let layer =
-        AdaptedLinear::new(&options(AdapterKind::Lora, &json), Some(&weight), None, &kronlora_core::default_device())
-            .unwrap();
+        AdaptedLinear::standalone(&options(AdapterKind::Lora, &json), Some(&weight), None, &Device::Cpu).unwrap();
     assert_eq!(layer.num_trainable_parameters(), rank * (inp + out));
     let b = rng.vec(out * rank);
     layer.set_parameters(&[("lora_B".into(), TensorData { shape: vec![out, rank], data: b.clone() })]).unwrap();
@@ -205,10 +201,10 @@ fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[test]
 fn initialisation_is_seeded_and_zero_in_b1() {
     let json = |seed: u64| format!(r#"{{"inFeatures":768,"outFeatures":768,"rank":8,"alpha":16,"seed":{seed}}}"#);
-    let dev = kronlora_core::default_device();
-    let l1 = AdaptedLinear::new(&options(AdapterKind::KronLora, &json(1)), None, None, &dev).unwrap();
-    let l1b = AdaptedLinear::new(&options(AdapterKind::KronLora, &json(1)), None, None, &dev).unwrap();
-    let l2 = AdaptedLinear::new(&options(AdapterKind::KronLora, &json(2)), None, None, &dev).unwrap();
+    let dev = Device::Cpu;
+    let l1 = AdaptedLinear::standalone(&options(AdapterKind::KronLora, &json(1)), None, None, &dev).unwrap();
+    let l1b = AdaptedLinear::standalone(&options(AdapterKind::KronLora, &json(1)), None, None, &dev).unwrap();
+    let l2 = AdaptedLinear::standalone(&options(AdapterKind::KronLora, &json(2)), None, None, &dev).unwrap();
     assert_eq!(l1.parameters().unwrap(), l1b.parameters().unwrap());
     assert_ne!(param(&l1, "B2"), param(&l2, "B2"));
     assert!(param(&l1, "B1").iter().all(|v| *v == 0.0));
@@ -231,15 +227,15 @@ fn bad_inputs_give_coded_errors() {
     let err = c.layer.forward_rows(&x, 1).unwrap_err();
     assert_eq!(err.code(), "ERR_NON_FINITE");
     assert!(err.to_string().contains("index 5"), "{err}");
-    let dev = kronlora_core::default_device();
-    let bad = AdaptedLinear::new(
+    let dev = Device::Cpu;
+    let bad = AdaptedLinear::standalone(
         &options(AdapterKind::KronLora, r#"{"inFeatures":12,"outFeatures":12,"rank":2,"alpha":1,"kronIn":5}"#),
         None,
         None,
         &dev,
     );
     assert_eq!(bad.err().unwrap().code(), "ERR_FACTORIZATION");
-    let bad = AdaptedLinear::new(
+    let bad = AdaptedLinear::standalone(
         &options(AdapterKind::Lora, r#"{"inFeatures":4,"outFeatures":3,"rank":2,"alpha":1}"#),
         Some(&[0.0; 11]),
         None,
@@ -256,7 +252,7 @@ fn bad_inputs_give_coded_errors() {
 fn adapters_fold_leading_dims_into_rows() {
     use candle_core::Tensor;
     use kronlora_core::{Adapter, KronLora, Lora};
-    let dev = kronlora_core::default_device();
+    let dev = Device::Cpu;
     let config = options(
         AdapterKind::KronLora,
         r#"{"inFeatures":12,"outFeatures":8,"rank":3,"alpha":3,"kronIn":3,"kronOut":2,"seed":4}"#,

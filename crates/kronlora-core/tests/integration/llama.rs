@@ -2,14 +2,17 @@
 //! file (written with candle's GGUF writer, Q/K permuted as llama.cpp stores them) of the same
 //! random weights must give the same logits; adapters behave as in the BERT tests.
 
+use kronlora_core::api;
+use kronlora_core::models::{attach_adapter, Backbone};
 use std::sync::Arc;
 
 use crate::reference::Lcg;
 use candle_core::{Device, Tensor};
 use kronlora_core::io::{GgufFile, ModelSource};
-use kronlora_core::models::llama::{KvCache, LlamaModel};
+use kronlora_core::models::llama::LlamaModel;
+use kronlora_core::models::KvCache;
 use kronlora_core::models::{AdapterPlan, TargetModules};
-use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+use kronlora_core::pretrained::GenerateOptions;
 use kronlora_core::{AdapterConfig, AdapterKind};
 
 use crate::tiny::llama::*;
@@ -17,7 +20,7 @@ use crate::tiny::llama::*;
 fn logits(model: &LlamaModel, ids: &[u32]) -> Vec<f32> {
     let t = ids.len();
     model
-        .forward(&Tensor::new(ids, &Device::Cpu).unwrap().reshape((1, t)).unwrap(), None)
+        .forward(&Tensor::new(ids, &Device::Cpu).unwrap().reshape((1, t)).unwrap(), None, None)
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -60,10 +63,12 @@ fn kv_cache_generation_equals_full_recompute() {
     let model = LlamaModel::load(&dir, &Device::Cpu).unwrap();
     let full = logits(&model, &IDS);
     let mut cache = KvCache::default();
-    let first =
-        model.forward(&Tensor::new(&IDS[..4], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
-    let rest =
-        model.forward(&Tensor::new(&IDS[4..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), Some(&mut cache)).unwrap();
+    let first = model
+        .forward(&Tensor::new(&IDS[..4], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None, Some(&mut cache))
+        .unwrap();
+    let rest = model
+        .forward(&Tensor::new(&IDS[4..], &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None, Some(&mut cache))
+        .unwrap();
     let stitched: Vec<f32> =
         [first, rest].iter().flat_map(|l| l.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
     assert!(max_diff(&full, &stitched) < 1e-5);
@@ -93,10 +98,10 @@ fn adapters_on_a_decoder_start_neutral_train_everywhere_and_merge() {
     for kind in [AdapterKind::KronLora, AdapterKind::Lora] {
         let mut model = LlamaModel::load(&dir, &Device::Cpu).unwrap();
         // all-linear: 7 projections per layer, the lm_head excluded.
-        assert_eq!(model.add_adapter("a", &plan(kind)).unwrap(), 7 * LAYERS);
+        assert_eq!(attach_adapter(&mut model, "a", &plan(kind)).unwrap(), 7 * LAYERS);
         assert_eq!(logits(&model, &IDS), want, "{kind:?}: fresh adapters must not change the logits");
         let mut rng = Lcg::new(4);
-        for (p, _) in model.projections() {
+        for p in model.projections() {
             for (_, adapter) in p.adapters() {
                 for (_, var) in adapter.parameters() {
                     let n = var.elem_count();
@@ -114,10 +119,10 @@ fn adapters_on_a_decoder_start_neutral_train_everywhere_and_merge() {
         }
         // Gradients reach every adapter parameter in every layer.
         let ids = Tensor::new(&IDS, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let out = model.forward(&ids, None).unwrap();
+        let out = model.forward(&ids, None, None).unwrap();
         let w = Tensor::from_vec(Lcg::new(5).vec(out.elem_count()), out.dims(), &Device::Cpu).unwrap();
         let grads = (out * w).unwrap().sum_all().unwrap().backward().unwrap();
-        for (p, _) in model.projections() {
+        for p in model.projections() {
             for (_, adapter) in p.adapters() {
                 for (name, var) in adapter.parameters() {
                     let g =
@@ -132,7 +137,7 @@ fn adapters_on_a_decoder_start_neutral_train_everywhere_and_merge() {
         }
         // Equal to the base model with W + ΔW.
         let mut merged = t.clone();
-        for (p, _) in model.projections() {
+        for p in model.projections() {
             for (_, adapter) in p.adapters() {
                 let entry = merged.iter_mut().find(|(n, _)| *n == format!("{}.weight", p.name)).unwrap();
                 entry.1 = (&entry.1 + adapter.delta_weight().unwrap()).unwrap();
@@ -150,7 +155,7 @@ fn gguf_tokenizer_and_generation() {
     let dir = temp_dir("generate");
     let gguf = dir.join("tiny.gguf");
     write_gguf(&gguf, &tensors(6, true));
-    let model = PretrainedModel::load(ModelSource::Path(gguf.clone()), "{}").unwrap();
+    let model = api::load_model(ModelSource::Path(gguf.clone()), "{}").unwrap();
     // " the" merges to one token; bytes otherwise.
     let ids = model.tokenizer.encode("a the").unwrap();
     assert_eq!(ids, vec![b'a' as u32, 258]);
@@ -168,8 +173,7 @@ fn gguf_tokenizer_and_generation() {
     // From bytes, as the WASM backend in a browser loads it.
     let bytes = std::fs::read(&gguf).unwrap();
     let from_bytes =
-        PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into_iter().collect()), "{}")
-            .unwrap();
+        api::load_model(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into_iter().collect()), "{}").unwrap();
     assert_eq!(from_bytes.generate("a the", &options).unwrap(), g1);
 }
 
@@ -180,12 +184,12 @@ fn bad_gguf_files_are_named() {
     write_gguf(&gguf, &tensors(7, false));
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&gguf, &bytes[..bytes.len() - 1000]).unwrap();
-    let err = PretrainedModel::load(ModelSource::Path(gguf.clone()), "{}").err().unwrap().to_string();
+    let err = api::load_model(ModelSource::Path(gguf.clone()), "{}").err().unwrap().to_string();
     assert!(err.contains("tiny.gguf") && err.contains("truncated"), "{err}");
     std::fs::write(&gguf, b"not a gguf file at all").unwrap();
-    let err = PretrainedModel::load(ModelSource::Path(gguf), "{}").err().unwrap().to_string();
+    let err = api::load_model(ModelSource::Path(gguf), "{}").err().unwrap().to_string();
     assert!(err.contains("not a valid GGUF file"), "{err}");
-    let err = PretrainedModel::load(ModelSource::Path(dir.join("missing.gguf")), "{}").err().unwrap().to_string();
+    let err = api::load_model(ModelSource::Path(dir.join("missing.gguf")), "{}").err().unwrap().to_string();
     assert!(err.contains("no such file or directory"), "{err}");
 }
 

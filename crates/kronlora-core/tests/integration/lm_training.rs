@@ -5,9 +5,10 @@
 
 use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 use candle_core::{Device, Tensor};
+use kronlora_core::api;
 use kronlora_core::data::{encode_lm_record, Record};
 use kronlora_core::io::{FsStorage, ModelSource};
-use kronlora_core::pretrained::{Backbone, PretrainedModel};
+use kronlora_core::pretrained::PretrainedModel;
 use kronlora_core::train::{evaluate_model, train, TrainEvent, TrainObserver};
 use serde_json::json;
 
@@ -20,13 +21,13 @@ fn model(name: &str) -> PretrainedModel {
     let dir = temp_dir(name);
     let gguf = dir.join("tiny.gguf");
     write_gguf(&gguf, &tensors(5, true));
-    PretrainedModel::load(ModelSource::Path(gguf), "{}").unwrap()
+    api::load_model(ModelSource::Path(gguf), "{}").unwrap()
 }
 
 /// Σ log p(token) over `ids[from..]`, each given what precedes it, from a full forward in f64.
 fn naive_log_likelihood(m: &PretrainedModel, ids: &[u32], from: usize) -> f64 {
-    let Backbone::Llama(llama) = &m.backbone else { unreachable!() };
-    let logits = llama.forward(&Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None).unwrap();
+    let logits =
+        m.backbone.forward(&Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(), None, None).unwrap();
     let rows: Vec<Vec<f32>> = logits.squeeze(0).unwrap().to_vec2().unwrap();
     (from.max(1)..ids.len())
         .map(|i| {
@@ -144,7 +145,7 @@ fn causal_lm_and_multiple_choice_training_lower_the_loss() {
             r#"{"type":"lora","rank":4,"alpha":8,"targetModules":"all-linear"}"#,
         ] {
             let mut m = model("lm-train");
-            m.add_adapter("default", adapter).unwrap();
+            api::add_adapter(&mut m, "default", adapter).unwrap();
             let options = json!({ "task": task, "data": data, "validationData": data, "epochs": 15, "batchSize": 4, "learningRate": 2e-2, "warmupRatio": 0 });
             let before =
                 evaluate_model(&m, &data.to_string(), &json!({ "task": task }).to_string(), &FsStorage).unwrap();
@@ -161,7 +162,7 @@ fn causal_lm_and_multiple_choice_training_lower_the_loss() {
 #[test]
 fn encoder_tasks_and_decoder_tasks_do_not_mix() {
     let mut m = model("mix");
-    m.add_adapter("default", r#"{"type":"lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#).unwrap();
+    api::add_adapter(&mut m, "default", r#"{"type":"lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#).unwrap();
     let err = train(
         &mut m,
         &json!({ "task": "classification", "data": [{ "text": "a", "label": 0 }] }).to_string(),

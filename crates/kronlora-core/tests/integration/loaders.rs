@@ -3,6 +3,8 @@
 //! tensors). Each mutation must give ERR_INVALID_MODEL naming the file and the field or tensor;
 //! the unmutated files must still load and give the same outputs.
 
+use kronlora_core::api;
+use kronlora_core::models::Backbone;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,7 +70,7 @@ fn valid_tiny_models_still_load() {
     assert_eq!(model.projections().len(), 12);
     let ids = Tensor::new(&[[1u32, 7, 9, 2]], &Device::Cpu).unwrap();
     let mask = Tensor::new(&[[1f32, 1., 1., 1.]], &Device::Cpu).unwrap();
-    let out = model.forward(&ids, &mask).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let out = model.forward(&ids, Some(&mask), None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(out.iter().all(|v| v.is_finite()));
     // Task heads and buffers a real checkpoint carries may go unused.
     let mut extra = tiny_bert_tensors(11);
@@ -79,7 +81,7 @@ fn valid_tiny_models_still_load() {
     let dir = temp_dir("loaders-heads");
     write_model(&dir, &extra, CONFIG);
     let with_heads = load_bert(&dir).unwrap();
-    let again = with_heads.forward(&ids, &mask).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let again = with_heads.forward(&ids, Some(&mask), None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(out, again);
 }
 
@@ -117,7 +119,7 @@ fn safetensors_dtype_size_and_truncation_are_checked() {
         .map(|f| (dir.join(f).display().to_string(), std::fs::read(dir.join(f)).unwrap()))
         .into_iter()
         .collect();
-    let err = PretrainedModel::load(ModelSource::Files(files), "{}").err().unwrap();
+    let err = api::load_model(ModelSource::Files(files), "{}").err().unwrap();
     assert_refused(err, &[&dir.join("model.safetensors").display().to_string(), tensor, "I32"]);
 }
 
@@ -399,14 +401,14 @@ const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":
 fn classifier(name: &str) -> PretrainedModel {
     let dir = bert_dir(name);
     std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
-    PretrainedModel::load(ModelSource::Path(dir), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#)
-        .unwrap()
+    api::load_model(ModelSource::Path(dir), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#).unwrap()
 }
 
 /// A trained-looking adapter's files (non-zero B), as `(config JSON, tensors)`.
 fn adapter_files(kind: &str) -> (serde_json::Value, HashMap<String, Tensor>) {
     let mut m = classifier(&format!("adapter-src-{kind}"));
-    m.add_adapter(
+    api::add_adapter(
+        &mut m,
         "a",
         &format!(r#"{{"type":"{kind}","rank":4,"alpha":8,"targetModules":["query","value"],"seed":2}}"#),
     )

@@ -3,6 +3,8 @@
 //! models in .cache/models (`npm run fetch-models`), so they are ignored by default;
 //! scripts/test.sh runs them with `--ignored` when the cache is there.
 
+use kronlora_core::api;
+use kronlora_core::models::{mean_pool, Backbone};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,7 +39,7 @@ fn minilm_mean_pooled_embeddings_match_transformers() {
     let mask = matrix_u32(&f["attention_mask"]);
     let ids = Tensor::new(ids, &Device::Cpu).unwrap();
     let mask = Tensor::new(mask, &Device::Cpu).unwrap().to_dtype(candle_core::DType::F32).unwrap();
-    let pooled = BertModel::mean_pool(&model.forward(&ids, &mask).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap();
+    let pooled = mean_pool(&model.forward(&ids, Some(&mask), None).unwrap(), &mask).unwrap().to_vec2::<f32>().unwrap();
     let want = f["mean_pooled"].as_array().unwrap();
     let mut max = 0f64;
     for (row, w) in pooled.iter().zip(want) {
@@ -58,7 +60,7 @@ fn smollm2_next_token_logits_match_transformers() {
     for case in f["cases"].as_array().unwrap() {
         let ids: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         let t = ids.len();
-        let logits = model.forward(&Tensor::new(vec![ids], &Device::Cpu).unwrap(), None).unwrap();
+        let logits = model.forward(&Tensor::new(vec![ids], &Device::Cpu).unwrap(), None, None).unwrap();
         let last = logits.get(0).unwrap().get(t - 1).unwrap().to_vec1::<f32>().unwrap();
         let mut max = 0f64;
         for (i, w) in case["indices"].as_array().unwrap().iter().zip(case["logits"].as_array().unwrap()) {
@@ -96,14 +98,14 @@ fn tokenizers_match_transformers() {
 #[ignore = "needs the real models: npm run fetch-models"]
 fn pretrained_models_from_paths_and_bytes() {
     use kronlora_core::io::ModelSource;
-    use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+    use kronlora_core::pretrained::GenerateOptions;
     let f = fixture("minilm.json");
     let texts: Vec<String> = f["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
     let dir = repo().join(".cache/models/minilm");
-    let from_path = PretrainedModel::load(ModelSource::Path(dir.clone()), r#"{"task":"embedding"}"#).unwrap();
+    let from_path = api::load_model(ModelSource::Path(dir.clone()), r#"{"task":"embedding"}"#).unwrap();
     let files = ["config.json", "model.safetensors", "tokenizer.json"]
         .map(|n| (n.to_string(), std::fs::read(dir.join(n)).unwrap()));
-    let from_bytes = PretrainedModel::load(ModelSource::Files(files.into_iter().collect()), "{}").unwrap();
+    let from_bytes = api::load_model(ModelSource::Files(files.into_iter().collect()), "{}").unwrap();
     let (a, dim) = from_path.embed(&texts).unwrap();
     assert_eq!(dim, 384);
     assert_eq!(from_bytes.embed(&texts).unwrap().0, a);
@@ -117,7 +119,7 @@ fn pretrained_models_from_paths_and_bytes() {
     assert!(max < 1e-4, "embed() differs from transformers by {max}");
 
     let gguf = repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let lm = PretrainedModel::load(ModelSource::Path(gguf), "{}").unwrap();
+    let lm = api::load_model(ModelSource::Path(gguf), "{}").unwrap();
     let g =
         lm.generate("The capital of France is", &GenerateOptions { max_tokens: 8, temperature: 0.0, seed: 0 }).unwrap();
     let s = fixture("smollm2.json");

@@ -5,6 +5,7 @@
 
 use crate::reference::Lcg;
 use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
+use kronlora_core::api;
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
 use kronlora_core::train::{evaluate_model, train, trainable_named, TrainEvent, TrainObserver, TrainResult};
@@ -37,12 +38,12 @@ pub(crate) fn model_dir(name: &str) -> std::path::PathBuf {
 }
 
 pub(crate) fn model(dir: &std::path::Path, adapter: &str) -> PretrainedModel {
-    let mut m = PretrainedModel::load(
+    let mut m = api::load_model(
         ModelSource::Path(dir.to_path_buf()),
         r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#,
     )
     .unwrap();
-    m.add_adapter("default", adapter).unwrap();
+    api::add_adapter(&mut m, "default", adapter).unwrap();
     m
 }
 
@@ -79,8 +80,7 @@ pub(crate) fn params(m: &PretrainedModel) -> Vec<Vec<f32>> {
 }
 
 fn frozen(m: &PretrainedModel) -> Vec<Vec<f32>> {
-    let kronlora_core::pretrained::Backbone::Bert(bert) = &m.backbone else { unreachable!() };
-    bert.projections().iter().map(|p| p.weight().flatten_all().unwrap().to_vec1().unwrap()).collect()
+    m.backbone.projections().iter().map(|p| p.weight().unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect()
 }
 
 #[test]
@@ -315,7 +315,7 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
         assert_eq!(config["kronlora"]["labels"], json!(["neg", "pos"]));
 
         let texts: Vec<String> = vec!["w4 w5 w6".into(), "w10 w11".into()];
-        let mut fresh = PretrainedModel::load(
+        let mut fresh = api::load_model(
             ModelSource::Path(dir.clone()),
             r#"{"task":"sequence-classification","numLabels":2,"seed":7}"#,
         )
@@ -332,11 +332,9 @@ fn saved_adapters_reload_to_identical_outputs_in_peft_layout() {
 
         // Broken files are errors that name the file; the model is left as it was.
         std::fs::write(out.join("adapter/adapter_model.safetensors"), b"not safetensors").unwrap();
-        let mut other = PretrainedModel::load(
-            ModelSource::Path(dir.clone()),
-            r#"{"task":"sequence-classification","numLabels":2}"#,
-        )
-        .unwrap();
+        let mut other =
+            api::load_model(ModelSource::Path(dir.clone()), r#"{"task":"sequence-classification","numLabels":2}"#)
+                .unwrap();
         let err = other.load_adapter(&FsStorage, &adapter_dir, None).unwrap_err();
         assert!(err.to_string().contains("adapter_model.safetensors: not a valid safetensors file"), "{err}");
         assert!(other.adapter_infos().is_empty());

@@ -4,6 +4,7 @@
 //! allocate gigabytes (numLabels, rank) and over-long records are refused with the limit; and
 //! data files get precise messages (BOM, NaN, duplicate keys, label locations, lone surrogates).
 
+use kronlora_core::api;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -51,8 +52,8 @@ fn gguf_with_template(name: &str, template: &str) -> PathBuf {
 }
 
 fn load(path: &Path) -> PretrainedModel {
-    let mut m = PretrainedModel::load(ModelSource::Path(path.to_path_buf()), "{}").unwrap();
-    m.add_adapter("default", LORA).unwrap();
+    let mut m = api::load_model(ModelSource::Path(path.to_path_buf()), "{}").unwrap();
+    api::add_adapter(&mut m, "default", LORA).unwrap();
     m
 }
 
@@ -167,23 +168,21 @@ fn cancellation_is_checked_between_records_while_encoding() {
 #[test]
 fn options_that_would_allocate_gigabytes_are_refused_with_the_limit() {
     let bert = model_dir("untrusted-labels");
-    let err = PretrainedModel::load(
-        ModelSource::Path(bert.clone()),
-        r#"{"task":"sequence-classification","numLabels":16777216}"#,
-    )
-    .err()
-    .unwrap();
+    let err =
+        api::load_model(ModelSource::Path(bert.clone()), r#"{"task":"sequence-classification","numLabels":16777216}"#)
+            .err()
+            .unwrap();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
     assert!(err.to_string().contains("`numLabels` = 16777216 is larger than the supported maximum of 65536"), "{err}");
-    assert!(PretrainedModel::load(ModelSource::Path(bert), r#"{"task":"sequence-classification","numLabels":65536}"#)
-        .is_ok());
+    assert!(api::load_model(ModelSource::Path(bert), r#"{"task":"sequence-classification","numLabels":65536}"#).is_ok());
 
     let dir = temp_dir("untrusted-rank");
     let gguf = dir.join("tiny.gguf");
     write_gguf(&gguf, &tensors(5, true));
-    let mut model = PretrainedModel::load(ModelSource::Path(gguf), "{}").unwrap();
+    let mut model = api::load_model(ModelSource::Path(gguf), "{}").unwrap();
     let err =
-        model.add_adapter("big", r#"{"type":"lora","rank":65536,"alpha":8,"targetModules":"all-linear"}"#).unwrap_err();
+        api::add_adapter(&mut model, "big", r#"{"type":"lora","rank":65536,"alpha":8,"targetModules":"all-linear"}"#)
+            .unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
     assert!(
         err.to_string().contains("`rank` = 65536 is too large for layer `model.layers.0.self_attn.q_proj`"),
@@ -191,12 +190,12 @@ fn options_that_would_allocate_gigabytes_are_refused_with_the_limit() {
     );
     assert!(err.to_string().contains("use rank ≤ 32"), "{err}");
     // Kron-LoRA is held to the layer's size too: k_proj is 16×32.
-    let err = model
-        .add_adapter(
-            "big",
-            r#"{"type":"kron-lora","rank":17,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
-        )
-        .unwrap_err();
+    let err = api::add_adapter(
+        &mut model,
+        "big",
+        r#"{"type":"kron-lora","rank":17,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
+    )
+    .unwrap_err();
     assert_eq!(err.code(), "ERR_INVALID_OPTION");
     assert!(
         err.to_string().contains(
@@ -205,12 +204,12 @@ fn options_that_would_allocate_gigabytes_are_refused_with_the_limit() {
         "{err}"
     );
     assert!(model.adapter_infos().is_empty(), "a refused adapter leaves the model unchanged");
-    model
-        .add_adapter(
-            "fits",
-            r#"{"type":"kron-lora","rank":16,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
-        )
-        .unwrap();
+    api::add_adapter(
+        &mut model,
+        "fits",
+        r#"{"type":"kron-lora","rank":16,"alpha":8,"kronIn":2,"kronOut":4,"targetModules":["k_proj"]}"#,
+    )
+    .unwrap();
 }
 
 fn data_error(task: RecordTask, text: &str) -> Error {
@@ -268,12 +267,10 @@ fn data_files_get_precise_messages() {
 #[test]
 fn label_errors_name_the_record_and_the_model_labels() {
     let dir = model_dir("untrusted-label-errors");
-    let mut m = PretrainedModel::load(
-        ModelSource::Path(dir.clone()),
-        r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#,
-    )
-    .unwrap();
-    m.add_adapter("default", LORA).unwrap();
+    let mut m =
+        api::load_model(ModelSource::Path(dir.clone()), r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#)
+            .unwrap();
+    api::add_adapter(&mut m, "default", LORA).unwrap();
     let file = dir.join("train.jsonl");
     std::fs::write(&file, "{\"text\":\"w4 w5\",\"label\":0}\n\n{\"text\":\"w6\",\"label\":5}\n").unwrap();
     let err =

@@ -2,6 +2,7 @@
 //! BERT classifier with trained-looking (random, non-zero) LoRA and Kron-LoRA factors and
 //! head, mutated, through `load_adapter` onto a fresh model, then class logits.
 
+use kronlora_core::api;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -29,7 +30,7 @@ fn saved(kind: usize) -> &'static BTreeMap<String, Vec<u8>> {
             .iter()
             .map(|options| {
                 let mut model = bert_classifier();
-                model.add_adapter("fuzzed", options).unwrap();
+                api::add_adapter(&mut model, "fuzzed", options).unwrap();
                 let mut rng = Lcg::new(5);
                 for var in kronlora_core::train::trainable_named(&model).iter().map(|(_, v)| v) {
                     let values: Vec<f32> = rng.vec(var.elem_count()).into_iter().map(|v| v * 0.2).collect();

@@ -2,6 +2,7 @@
 //! real run on the tiny BERT and cancelled after one step, mutated, through `read_checkpoint`
 //! and a resumed `train`.
 
+use kronlora_core::api;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -33,7 +34,7 @@ fn options(resume: bool) -> String {
 
 fn model() -> PretrainedModel {
     let mut m = bert_classifier();
-    m.add_adapter("default", ADAPTER).unwrap();
+    api::add_adapter(&mut m, "default", ADAPTER).unwrap();
     m
 }
 

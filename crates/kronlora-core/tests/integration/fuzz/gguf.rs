@@ -3,8 +3,9 @@
 //! walking the file, and one of them is set to an extreme, or the bytes are cut or flipped.
 //! Then `PretrainedModel::load` (from memory or disk), logits and a short generation.
 
+use kronlora_core::api;
 use kronlora_core::io::ModelSource;
-use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
+use kronlora_core::pretrained::GenerateOptions;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -219,11 +220,11 @@ fn gguf_case(case: &GgufCase) -> CaseResult {
         let dir = case_dir("gguf");
         let path = dir.join("tiny.gguf");
         std::fs::write(&path, bytes).unwrap();
-        let model = PretrainedModel::load(ModelSource::Path(path), "{}");
+        let model = api::load_model(ModelSource::Path(path), "{}");
         let _ = std::fs::remove_dir_all(&dir);
         model?
     } else {
-        PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into()), "{}")?
+        api::load_model(ModelSource::Files([("tiny.gguf".to_string(), bytes)].into()), "{}")?
     };
     let problems = finite("logits", &model.logits(&["a the".to_string()])?.0);
     model.generate("the", &GenerateOptions { max_tokens: 3, temperature: 0.0, seed: 1 })?;

@@ -1,10 +1,10 @@
 //! Options JSON: a standalone layer's (`LayerOptions::from_json`, then the layer is built and
 //! run when it is small), an adapter's (`add_adapter` on the tiny BERT classifier, then class
-//! logits) and `loadModel`'s (`ModelOptions::from_json`).
+//! logits) and `loadModel`'s (`api::model_options`).
 
 use candle_core::{Device, Tensor};
-use kronlora_core::pretrained::ModelOptions;
-use kronlora_core::{AdaptedLinear, AdapterKind, LayerOptions};
+use kronlora_core::api;
+use kronlora_core::{AdaptedLinear, AdapterKind};
 use proptest::prelude::*;
 
 use super::mutate::{apply_json, json_mutation, JsonMutation};
@@ -35,7 +35,7 @@ fn options_case(case: &OptionsCase) -> CaseResult {
     match case.which {
         0 | 1 => {
             let kind = if case.which == 0 { AdapterKind::KronLora } else { AdapterKind::Lora };
-            let o = LayerOptions::from_json(kind, &json)?;
+            let (o, device) = api::layer_options(kind, &json)?;
             let size = o
                 .in_features
                 .saturating_mul(o.out_features)
@@ -43,17 +43,17 @@ fn options_case(case: &OptionsCase) -> CaseResult {
             if size > BUILD_AT_MOST {
                 return Ok(Vec::new());
             }
-            let layer = AdaptedLinear::new(&o, None, None, &Device::Cpu)?;
+            let layer = AdaptedLinear::standalone(&o, None, None, &device)?;
             let x = Tensor::ones((2, o.in_features), candle_core::DType::F32, &Device::Cpu)?;
             Ok(finite("layer output", &layer.forward(&x)?.flatten_all()?.to_vec1::<f32>()?))
         }
         2 | 3 => {
             let mut model = bert_classifier();
-            model.add_adapter("fuzzed", &json)?;
+            api::add_adapter(&mut model, "fuzzed", &json)?;
             Ok(finite("logits", &model.logits(&["w4 w5 w6".to_string()])?.0))
         }
         _ => {
-            ModelOptions::from_json(&json)?;
+            api::model_options(&json)?;
             Ok(Vec::new())
         }
     }

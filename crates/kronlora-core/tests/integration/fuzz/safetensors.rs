@@ -2,6 +2,7 @@
 //! tiny BERT and the tiny Llama, mutated, through `PretrainedModel::load` from memory and from
 //! disk (a memory-mapped reader), then a short forward pass.
 
+use kronlora_core::api;
 use kronlora_core::io::ModelSource;
 use kronlora_core::pretrained::{GenerateOptions, PretrainedModel};
 use proptest::prelude::*;
@@ -58,13 +59,13 @@ fn mutated(base: &Files, case: &DirCase) -> Files {
 /// Load `files` from memory, or written to a directory of their own.
 fn load(files: Files, on_disk: bool, options: &str) -> kronlora_core::Result<PretrainedModel> {
     if !on_disk {
-        return PretrainedModel::load(ModelSource::Files(files), options);
+        return api::load_model(ModelSource::Files(files), options);
     }
     let dir = case_dir("safetensors");
     for (name, bytes) in &files {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
-    let model = PretrainedModel::load(ModelSource::Path(dir.clone()), options);
+    let model = api::load_model(ModelSource::Path(dir.clone()), options);
     let _ = std::fs::remove_dir_all(&dir);
     model
 }

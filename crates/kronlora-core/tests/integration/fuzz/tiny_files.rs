@@ -1,5 +1,6 @@
 //! The valid files every target starts from, made once by the tiny-model generators.
 
+use kronlora_core::api;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -62,12 +63,12 @@ pub const CLASSIFIER_OPTIONS: &str = r#"{"task":"sequence-classification","numLa
 
 /// The tiny BERT loaded from memory with a classification head (every case gets its own).
 pub fn bert_classifier() -> PretrainedModel {
-    PretrainedModel::load(ModelSource::Files(bert().clone()), CLASSIFIER_OPTIONS).expect("the tiny BERT loads")
+    api::load_model(ModelSource::Files(bert().clone()), CLASSIFIER_OPTIONS).expect("the tiny BERT loads")
 }
 
 /// The tiny GGUF Llama loaded from memory.
 pub fn gguf_llama() -> PretrainedModel {
-    PretrainedModel::load(ModelSource::Files([("tiny.gguf".to_string(), gguf().to_vec())].into()), "{}")
+    api::load_model(ModelSource::Files([("tiny.gguf".to_string(), gguf().to_vec())].into()), "{}")
         .expect("the tiny GGUF loads")
 }
 

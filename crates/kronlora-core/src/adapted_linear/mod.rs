@@ -1,0 +1,160 @@
+//! A frozen linear layer `y = x·Wᵀ + b` carrying named adapters: every projection of a model,
+//! and the standalone layer users create (`standalone.rs` adds its host-array API).
+
+mod standalone;
+
+pub use standalone::{Gradients, LayerOptions};
+
+use candle_core::{Device, Tensor};
+
+use crate::adapters::{Adapter, AdapterDropout};
+use crate::error::{Error, Result};
+use crate::ops::frozen_matmul;
+
+/// One adapter on a layer, under its name, with optional dropout in front of it.
+struct Attached {
+    name: String,
+    adapter: Box<dyn Adapter>,
+    dropout: Option<AdapterDropout>,
+}
+
+pub struct AdaptedLinear {
+    /// The module path (`encoder.layer.0.attention.self.query`) or the standalone layer's name.
+    pub name: String,
+    in_features: usize,
+    out_features: usize,
+    /// `[out, in]`, frozen: its backward computes only the input gradient. None for a
+    /// standalone adapter without a base layer.
+    weight: Option<Tensor>,
+    bias: Option<Tensor>,
+    adapters: Vec<Attached>,
+    /// While merged: the exact weight from before `merge`, so `unmerge` restores it bit for bit.
+    weight_before_merge: Option<Tensor>,
+    device: Device,
+}
+
+impl AdaptedLinear {
+    /// A model projection: frozen `weight [out, in]` and optional `bias [out]`, no adapters yet.
+    pub fn new(name: String, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.dims2()?;
+        let device = weight.device().clone();
+        Ok(AdaptedLinear {
+            name,
+            in_features,
+            out_features,
+            weight: Some(weight),
+            bias,
+            adapters: Vec::new(),
+            weight_before_merge: None,
+            device,
+        })
+    }
+
+    /// An update without a base layer (`forward` is the adapter's output alone).
+    pub fn without_base(name: String, in_features: usize, out_features: usize, device: &Device) -> Self {
+        AdaptedLinear {
+            name,
+            in_features,
+            out_features,
+            weight: None,
+            bias: None,
+            adapters: Vec::new(),
+            weight_before_merge: None,
+            device: device.clone(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+    /// Frozen parameters: the base weight and bias.
+    pub fn num_parameters(&self) -> usize {
+        self.weight.as_ref().map_or(0, |w| w.elem_count()) + self.bias.as_ref().map_or(0, |b| b.elem_count())
+    }
+    /// The base weight as it is now (with the update folded in while merged).
+    pub fn weight(&self) -> Option<&Tensor> {
+        self.weight.as_ref()
+    }
+    pub fn is_merged(&self) -> bool {
+        self.weight_before_merge.is_some()
+    }
+
+    pub fn add_adapter(&mut self, name: String, adapter: Box<dyn Adapter>, dropout: Option<AdapterDropout>) {
+        self.adapters.push(Attached { name, adapter, dropout });
+    }
+    pub fn adapters(&self) -> impl Iterator<Item = (&str, &dyn Adapter)> {
+        self.adapters.iter().map(|a| (a.name.as_str(), a.adapter.as_ref()))
+    }
+    /// Remove the adapter `name` (when loading one under a name in use, or discarding it).
+    pub fn remove_adapter(&mut self, name: &str) -> bool {
+        let before = self.adapters.len();
+        self.adapters.retain(|a| a.name != name);
+        self.adapters.len() != before
+    }
+    pub fn num_trainable_parameters(&self) -> usize {
+        self.adapters.iter().map(|a| a.adapter.num_trainable_parameters()).sum()
+    }
+
+    /// `x·Wᵀ + b + Σ s·ΔW x` for `x [.., in]`. While merged the updates live in `W`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut y = match &self.weight {
+            Some(w) => Some(frozen_matmul(x, w)?),
+            None => None,
+        };
+        if let (Some(base), Some(b)) = (&y, &self.bias) {
+            y = Some(base.broadcast_add(b)?);
+        }
+        if !self.is_merged() {
+            for a in &self.adapters {
+                let delta = match &a.dropout {
+                    Some(d) => a.adapter.forward(&d.apply(x)?)?,
+                    None => a.adapter.forward(x)?,
+                };
+                y = Some(match y {
+                    Some(y) => (y + delta)?,
+                    None => delta,
+                });
+            }
+        }
+        y.ok_or_else(|| Error::InvalidState(format!("layer `{}` has neither a base weight nor an adapter", self.name)))
+    }
+
+    /// Fold every adapter's update into the base weight: `W ← W + Σ s·ΔW`.
+    pub fn merge(&mut self) -> Result<()> {
+        let Some(w) = &self.weight else {
+            return Err(Error::InvalidState(format!(
+                "layer `{}` has no base weight to merge into; create it with a weight",
+                self.name
+            )));
+        };
+        if self.is_merged() {
+            return Err(Error::InvalidState(format!("layer `{}` is already merged", self.name)));
+        }
+        let mut merged = w.clone();
+        for a in &self.adapters {
+            merged = (merged + a.adapter.delta_weight()?)?;
+        }
+        self.weight_before_merge = self.weight.replace(merged);
+        Ok(())
+    }
+
+    /// Undo `merge`, restoring the weight exactly as it was.
+    pub fn unmerge(&mut self) -> Result<()> {
+        match self.weight_before_merge.take() {
+            Some(w) => {
+                self.weight = Some(w);
+                Ok(())
+            }
+            None => Err(Error::InvalidState(format!("layer `{}` is not merged; nothing to unmerge", self.name))),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The API both bindings call, and the only module that speaks JSON and the caller's names
+//! (camelCase options, `"kron-lora"`, `KronLoraLinear`). It parses and validates every option
+//! once, fills in defaults, picks the device, and hands typed settings to the rest of the core;
+//! results and events go back as JSON. The Node (napi) and WASM bindings convert arguments and
+//! call these functions and nothing else, so the two backends behave the same by construction.
+
+mod adapter;
+mod device;
+pub(crate) mod fields;
+mod layer;
+mod model;
+mod train;
+
+pub use adapter::adapter_plan;
+pub use device::{device, device_named};
+pub use layer::{adapter_kind, class_name, create_layer, layer_options};
+pub use model::{
+    add_adapter, classify_json, describe_json, generate_json, generate_options, load_model, model_options,
+};
+pub use train::{evaluate_json, event_json, train_json, training_setup_json};
+
+pub use crate::adapted_linear::AdaptedLinear;
+pub use crate::error::{Error, Result};
+pub use crate::io::{EntryKind, FsStorage, ModelSource, Storage};
+pub use crate::pretrained::PretrainedModel;
+pub use crate::tensor_data::TensorData;
+pub use crate::train::{TrainEvent, TrainObserver};
+pub use candle_core::Error as CandleError;
+
+/// `factorization(dim, factor)` for callers holding JavaScript numbers: both must be integers.
+pub fn factorization(dim: f64, factor: f64) -> crate::Result<(usize, usize)> {
+    let limit = (1u64 << 40) as f64;
+    if !(dim.is_finite() && dim >= 1.0 && dim.fract() == 0.0 && dim <= limit) {
+        return Err(crate::Error::InvalidOption(format!("factorization: dim must be a positive integer, got {dim}")));
+    }
+    if !(factor.is_finite() && factor.fract() == 0.0 && factor.abs() <= limit) {
+        return Err(crate::Error::InvalidOption(format!(
+            "factorization: factor must be a positive integer or -1 (unlimited), got {factor}"
+        )));
+    }
+    crate::factorization(dim as usize, factor as i64)
+}
+
+/// What the adapter saved at `dir` was trained for, to load its model before the adapter:
+/// JSON `{ dir, task, numLabels, type, name }`. `dir` may be an adapter directory or the output
+/// directory of a training run (its `adapter/`); `dir` in the result is the adapter directory.
+pub fn saved_adapter_json(storage: &dyn Storage, dir: &str) -> crate::Result<String> {
+    use crate::pretrained::ADAPTER_CONFIG_FILE as CONFIG;
+    let adapter_dir = [dir.to_string(), crate::io::join(dir, "adapter")]
+        .into_iter()
+        .find(|d| storage.exists(&crate::io::join(d, CONFIG)))
+        .ok_or_else(|| {
+            crate::Error::InvalidOption(if storage.exists(dir) {
+                format!("{dir} holds no {CONFIG} (nor adapter/{CONFIG}); give an adapter directory or a training run's output directory")
+            } else {
+                format!("{dir}: no such file or directory")
+            })
+        })?;
+    let path = crate::io::join(&adapter_dir, CONFIG);
+    let summary = crate::pretrained::adapter_config_summary_json(&storage.read(&path)?, &path)?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&summary).map_err(|e| crate::Error::InvalidState(format!("adapter summary: {e}")))?;
+    value["dir"] = serde_json::Value::String(adapter_dir);
+    Ok(value.to_string())
+}
+
+/// Write adapter `name` (default: the only one) and the head to `dir` in PEFT's layout.
+pub fn save_adapter(
+    model: &PretrainedModel,
+    storage: &dyn Storage,
+    dir: &str,
+    name: Option<&str>,
+) -> crate::Result<()> {
+    model.save_adapter(storage, dir, name)
+}
+
+/// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
+pub fn load_adapter(
+    model: &mut PretrainedModel,
+    storage: &dyn Storage,
+    dir: &str,
+    name: Option<&str>,
+) -> crate::Result<usize> {
+    model.load_adapter(storage, dir, name)
+}
+
+/// Sentence embeddings: `texts.len() × width` row-major, and `width`.
+pub fn embed(model: &PretrainedModel, texts: &[String]) -> crate::Result<(Vec<f32>, usize)> {
+    model.embed(texts)
+}
+
+/// Class logits (classification) or next-token logits (causal LM), row-major, and the width.
+pub fn logits(model: &PretrainedModel, texts: &[String]) -> crate::Result<(Vec<f32>, usize)> {
+    model.logits(texts)
+}

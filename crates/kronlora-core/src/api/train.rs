@@ -1,0 +1,99 @@
+//! `model.train()`, `model.evaluate()`, their events and results, and what the CLI asks before
+//! loading a model to train it (`training_setup_json`).
+
+use serde_json::{json, Value};
+
+use super::fields::{invalid, json_error};
+use crate::error::{Error, Result};
+use crate::io::{join, read_text, EntryKind, Storage};
+use crate::models::{family_of_model_type, model_type_of, Family, Task};
+use crate::pretrained::PretrainedModel;
+use crate::train::{TrainEvent, TrainObserver, TrainTask};
+
+/// Train `model` with `train()`'s JSON options, reading data and writing checkpoints through
+/// `storage`; events go to `observer`. The result as JSON.
+pub fn train_json(
+    model: &mut PretrainedModel,
+    options_json: &str,
+    storage: &dyn Storage,
+    observer: &mut dyn TrainObserver,
+) -> Result<String> {
+    crate::train::train_json(model, options_json, storage, observer)
+}
+
+/// `evaluate(data, options)` with `data_json` a path or records; the metrics as JSON.
+pub fn evaluate_json(
+    model: &PretrainedModel,
+    data_json: &str,
+    options_json: &str,
+    storage: &dyn Storage,
+) -> Result<String> {
+    crate::train::evaluate_json(model, data_json, options_json, storage)
+}
+
+/// A training event as the JSON both bindings hand to JavaScript (`type` is the tag).
+pub fn event_json(event: &TrainEvent) -> String {
+    serde_json::to_string(event)
+        .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
+}
+
+/// The family of the model at `path` (a directory with `config.json`, or a `.gguf` file), from
+/// its config alone.
+fn family_at(storage: &dyn Storage, path: &str) -> Result<Family> {
+    match storage.kind(path)? {
+        EntryKind::File if path.to_ascii_lowercase().ends_with(".gguf") => Ok(Family::Decoder),
+        EntryKind::Dir => {
+            let config = join(path, "config.json");
+            if !storage.exists(&config) {
+                return Err(Error::InvalidModel(format!("{path}: no config.json; is this a model directory?")));
+            }
+            family_of_model_type(&model_type_of(&storage.read(&config)?, &config)?, &config)
+        }
+        _ => Err(Error::InvalidModel(format!(
+            "{path}: not a model; give a Hugging Face model directory or a .gguf file"
+        ))),
+    }
+}
+
+/// What a caller needs before loading a model to train it (the CLI's `train`): for options
+/// `{ task?, data }`, the training task (given, or the family's: classification for encoders,
+/// causal-lm for decoders) and `loadModel`'s options for it (`numLabels` from the data's
+/// labels for classification). JSON `{ task, modelOptions: { task, numLabels? } }`.
+pub fn training_setup_json(storage: &dyn Storage, model_path: &str, options_json: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        task: Option<Value>,
+        data: Option<Value>,
+    }
+    let raw: Raw = serde_json::from_str(options_json).map_err(|e| json_error("training setup", e))?;
+    let family = family_at(storage, model_path)?;
+    let task = match raw.task.as_ref().filter(|v| !v.is_null()) {
+        None if family == Family::Encoder => TrainTask::Classification,
+        None => TrainTask::CausalLm,
+        Some(v) => v.as_str().and_then(TrainTask::from_name).ok_or_else(|| {
+            invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got {v}"))
+        })?,
+    };
+    let model_task = match task {
+        TrainTask::Classification => Task::SequenceClassification,
+        TrainTask::CausalLm | TrainTask::MultipleChoice => Task::CausalLm,
+    };
+    if !family.tasks().contains(&model_task) {
+        return Err(Error::InvalidOption(format!(
+            "{model_path}: {} cannot be trained for task \"{}\"",
+            family.describe(),
+            task.name()
+        )));
+    }
+    let mut model_options = json!({ "task": model_task.name() });
+    if task == TrainTask::Classification {
+        let Some(Value::String(data)) = raw.data.as_ref() else {
+            return Err(invalid("option `data` is required: the path of the classification data".into()));
+        };
+        let summary: Value = serde_json::from_str(&crate::train::label_summary_json(&read_text(storage, data)?, data)?)
+            .map_err(|e| Error::InvalidState(format!("label summary: {e}")))?;
+        model_options["numLabels"] = summary["numLabels"].clone();
+    }
+    Ok(json!({ "task": task.name(), "modelOptions": model_options }).to_string())
+}

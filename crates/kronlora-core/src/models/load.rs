@@ -1,0 +1,95 @@
+//! The registry of model families: which `model_type` (or a GGUF file) loads as which
+//! backbone, with its tokenizer. A new family is one arm here plus its `Backbone` impl.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::backbone::{Backbone, Family};
+use super::bert::{BertConfig, BertModel, WEIGHT_PREFIXES};
+use super::llama::{LlamaConfig, LlamaModel};
+use crate::error::{Error, Result};
+use crate::io::{GgufFile, ModelSource, TensorSource, Weights};
+use crate::tokenizer::TextTokenizer;
+
+/// The `model_type`s each family loads.
+const ENCODER_TYPES: &[&str] = &["bert", "distilbert"];
+const DECODER_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// A loaded backbone, its tokenizer, and the weights it came from (an HF directory's, for task
+/// heads such as BERT's pooler that live beside the backbone; None for GGUF).
+pub struct LoadedBackbone {
+    pub backbone: Box<dyn Backbone>,
+    pub tokenizer: TextTokenizer,
+    pub weights: Option<Weights>,
+    /// The file that describes the model (`config.json` or the `.gguf`), for messages.
+    pub config_path: String,
+}
+
+/// The `model_type` of a `config.json` (`path` for errors).
+pub fn model_type_of(bytes: &[u8], path: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        model_type: Option<String>,
+    }
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| Error::InvalidModel(format!("{path}: invalid JSON: {e}")))?;
+    probe.model_type.ok_or_else(|| Error::InvalidModel(format!("{path}: field `model_type` is missing")))
+}
+
+/// The family that loads `model_type`, or an error listing the supported types.
+pub fn family_of_model_type(model_type: &str, config_path: &str) -> Result<Family> {
+    if ENCODER_TYPES.contains(&model_type) {
+        Ok(Family::Encoder)
+    } else if DECODER_TYPES.contains(&model_type) {
+        Ok(Family::Decoder)
+    } else {
+        Err(Error::InvalidModel(format!(
+            "{config_path}: model_type `{model_type}` is not supported; kronlora loads BERT-style encoders \
+             ({}) and Llama-family decoders ({})",
+            ENCODER_TYPES.join(", "),
+            DECODER_TYPES.join(", ")
+        )))
+    }
+}
+
+/// Load the backbone and tokenizer at `source` with their weights on `device`.
+pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedBackbone> {
+    source.check()?;
+    if let Some(name) = source.gguf_name() {
+        let file = match &source {
+            ModelSource::Path(p) => GgufFile::open(p)?,
+            ModelSource::Files(_) => {
+                let shown = source.file_path(&name).display().to_string();
+                GgufFile::from_bytes(&shown, source.take(&name)?)?
+            }
+        };
+        let config_path = file.path().display().to_string();
+        let file = Arc::new(file);
+        let tokenizer = TextTokenizer::from_gguf(&file)?;
+        let backbone = Box::new(LlamaModel::load_gguf(file, device)?);
+        return Ok(LoadedBackbone { backbone, tokenizer, weights: None, config_path });
+    }
+    let config_path = source.file_path("config.json").display().to_string();
+    let config_bytes = source.read("config.json")?;
+    let tokenizer = TextTokenizer::from_bytes(&source.read("tokenizer.json")?, &source.file_path("tokenizer.json"))?;
+    let model_type = model_type_of(&config_bytes, &config_path)?;
+    match family_of_model_type(&model_type, &config_path)? {
+        Family::Encoder => {
+            let config = BertConfig::from_json(&config_bytes, &config_path)?;
+            let mut weights = Weights::from_source(&mut source, device)?;
+            weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
+            let backbone = Box::new(BertModel::from_weights(config, &weights)?);
+            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path })
+        }
+        Family::Decoder => {
+            let config = LlamaConfig::from_json(&config_bytes, &config_path)?;
+            let tokenizer_config =
+                if source.exists("tokenizer_config.json") { Some(source.read("tokenizer_config.json")?) } else { None };
+            let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
+            let weights = Weights::from_source(&mut source, device)?;
+            let backbone = Box::new(LlamaModel::from_weights(config, &weights as &dyn TensorSource)?);
+            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path })
+        }
+    }
+}
