@@ -4,7 +4,6 @@
 //! convert arguments. The same code runs on every candle device (CPU; CUDA behind the `cuda`
 //! feature): a model's device is chosen when it is loaded and everything it creates lives there.
 
-pub mod adapted_linear;
 pub mod adapters;
 pub mod api;
 pub mod chat_template;
@@ -22,7 +21,7 @@ pub mod tensor_data;
 pub mod tokenizer;
 pub mod train;
 
-pub use adapted_linear::{AdaptedLinear, Gradients, LayerOptions};
+pub use models::adapted_linear::{AdaptedLinear, Gradients, LayerOptions};
 pub use adapters::AdapterConfig;
 pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
 pub use candle_core::Error as CandleError;

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::device::device;
 use super::fields::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed};
-use crate::adapted_linear::{AdaptedLinear, LayerOptions};
+use crate::models::adapted_linear::{AdaptedLinear, LayerOptions};
 use crate::adapters::{AdapterConfig, AdapterKind};
 use crate::error::Result;
 use crate::limits::{MAX_ADAPTER_PARAMETERS, MAX_FEATURES, MAX_RANK};

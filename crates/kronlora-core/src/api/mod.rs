@@ -19,7 +19,7 @@ pub use model::{
 };
 pub use train::{evaluate_json, event_json, train_json, training_setup_json};
 
-pub use crate::adapted_linear::AdaptedLinear;
+pub use crate::models::adapted_linear::AdaptedLinear;
 pub use crate::error::{Error, Result};
 pub use crate::io::{EntryKind, FsStorage, ModelSource, Storage};
 pub use crate::pretrained::PretrainedModel;

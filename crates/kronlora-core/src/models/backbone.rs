@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 
 use super::head::HeadStyle;
 use super::KvCache;
-use crate::adapted_linear::AdaptedLinear;
+use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::Result;
 

@@ -13,7 +13,7 @@ use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::head::HeadStyle;
 use super::nn::{layer_norm, softmax_last_dim};
 use super::KvCache;
-use crate::adapted_linear::AdaptedLinear;
+use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{TensorSource, Weights};

@@ -12,7 +12,7 @@ use super::backbone::{Backbone, Family};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{rms_norm, softmax_last_dim};
 use super::KvCache;
-use crate::adapted_linear::AdaptedLinear;
+use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};

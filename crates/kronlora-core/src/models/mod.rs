@@ -1,5 +1,6 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
+pub mod adapted_linear;
 mod backbone;
 pub mod bert;
 mod config_check;
@@ -10,6 +11,7 @@ mod load;
 mod nn;
 mod targets;
 
+pub use adapted_linear::AdaptedLinear;
 pub use backbone::{Backbone, Family, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};

@@ -13,7 +13,7 @@ use candle_core::Tensor;
 use serde_json::{json, Value};
 
 use super::{AdapterInfo, PretrainedModel, Task};
-use crate::adapted_linear::AdaptedLinear;
+use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::AdapterConfig;
 use crate::adapters::AdapterDropout;
 use crate::adapters::{Adapter, AdapterKind, KronLora, Lora};
