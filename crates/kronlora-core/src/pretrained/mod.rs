@@ -16,7 +16,7 @@ use crate::models::head::{ClassificationHead, HeadStyle};
 use crate::models::llama::{LlamaConfig, LlamaModel};
 use crate::tokenizer::TextTokenizer;
 
-pub use adapter_files::{
+pub use crate::io::peft::{
     adapter_config_summary_json, ADAPTER_LAYOUT, ADAPTER_MARKER, CONFIG_FILE as ADAPTER_CONFIG_FILE,
     WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE,
 };
