@@ -21,10 +21,10 @@ pub mod tensor_data;
 pub mod tokenizer;
 pub mod train;
 
-pub use models::adapted_linear::{AdaptedLinear, Gradients, LayerOptions};
 pub use adapters::AdapterConfig;
 pub use adapters::{Adapter, AdapterKind, KronLora, Lora, LoraFactors};
 pub use candle_core::Error as CandleError;
 pub use error::{Error, Result};
 pub use factorization::{factorization, resolve_kron_factor};
+pub use models::adapted_linear::{AdaptedLinear, Gradients, LayerOptions};
 pub use tensor_data::TensorData;

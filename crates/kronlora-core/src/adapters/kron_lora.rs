@@ -90,6 +90,9 @@ impl Adapter for KronLora {
     fn scale(&self) -> f64 {
         self.scale
     }
+    fn rank(&self) -> usize {
+        self.shape.rank
+    }
 
     /// The reshape-and-contract path: three small matmuls, `ΔW` is never built. The two that
     /// touch activation-sized tensors read and write them in place of reshapes (`matmul_t`).

@@ -55,6 +55,10 @@ impl Adapter for Lora {
     fn scale(&self) -> f64 {
         self.scale
     }
+    fn rank(&self) -> usize {
+        // lora_A is [r, in].
+        self.a.dims()[0]
+    }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let n = x.elem_count() / self.in_features;

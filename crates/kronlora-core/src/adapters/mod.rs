@@ -97,12 +97,18 @@ pub trait Adapter: Send + Sync {
     fn out_features(&self) -> usize;
     /// The scale `s` applied to the update.
     fn scale(&self) -> f64;
+    /// The rank `r` of the low-rank factors (Kron-LoRA: of the inner `B1·B2`).
+    fn rank(&self) -> usize;
     /// `Δy = s · x · ΔWᵀ` for `x [.., in]` (leading dims folded into rows), without building `ΔW`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
     /// The full update `s · ΔW`, `[out, in]` (for merging and inspection, not training).
     fn delta_weight(&self) -> Result<Tensor>;
     /// Trainable parameters, in a fixed order, with their names.
     fn parameters(&self) -> Vec<(&'static str, &Var)>;
+    /// The parameter `name` (one of the names `parameters` gives), or None.
+    fn parameter(&self, name: &str) -> Option<&Var> {
+        self.parameters().into_iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
     /// The exact plain-LoRA equivalent of this update.
     fn to_lora(&self) -> Result<LoraFactors> {
         Err(Error::Unsupported(format!(

@@ -6,10 +6,10 @@ use serde_json::Value;
 
 use super::device::device;
 use super::fields::{alpha, bounded_int, flag, invalid, json_error, positive_int, required, seed};
-use crate::models::adapted_linear::{AdaptedLinear, LayerOptions};
 use crate::adapters::{AdapterConfig, AdapterKind};
 use crate::error::Result;
 use crate::limits::{MAX_ADAPTER_PARAMETERS, MAX_FEATURES, MAX_RANK};
+use crate::models::adapted_linear::{AdaptedLinear, LayerOptions};
 
 /// The class users create a layer of this kind with, also a layer's default name.
 pub fn class_name(kind: AdapterKind) -> &'static str {

@@ -19,9 +19,9 @@ pub use model::{
 };
 pub use train::{evaluate_json, event_json, train_json, training_setup_json};
 
-pub use crate::models::adapted_linear::AdaptedLinear;
 pub use crate::error::{Error, Result};
 pub use crate::io::{EntryKind, FsStorage, ModelSource, Storage};
+pub use crate::models::adapted_linear::AdaptedLinear;
 pub use crate::pretrained::PretrainedModel;
 pub use crate::tensor_data::TensorData;
 pub use crate::train::{TrainEvent, TrainObserver};
@@ -45,7 +45,7 @@ pub fn factorization(dim: f64, factor: f64) -> crate::Result<(usize, usize)> {
 /// JSON `{ dir, task, numLabels, type, name }`. `dir` may be an adapter directory or the output
 /// directory of a training run (its `adapter/`); `dir` in the result is the adapter directory.
 pub fn saved_adapter_json(storage: &dyn Storage, dir: &str) -> crate::Result<String> {
-    use crate::pretrained::ADAPTER_CONFIG_FILE as CONFIG;
+    use crate::io::peft::CONFIG_FILE as CONFIG;
     let adapter_dir = [dir.to_string(), crate::io::join(dir, "adapter")]
         .into_iter()
         .find(|d| storage.exists(&crate::io::join(d, CONFIG)))
@@ -57,7 +57,7 @@ pub fn saved_adapter_json(storage: &dyn Storage, dir: &str) -> crate::Result<Str
             })
         })?;
     let path = crate::io::join(&adapter_dir, CONFIG);
-    let summary = crate::pretrained::adapter_config_summary_json(&storage.read(&path)?, &path)?;
+    let summary = crate::io::peft::adapter_config_summary_json(&storage.read(&path)?, &path)?;
     let mut value: serde_json::Value =
         serde_json::from_str(&summary).map_err(|e| crate::Error::InvalidState(format!("adapter summary: {e}")))?;
     value["dir"] = serde_json::Value::String(adapter_dir);

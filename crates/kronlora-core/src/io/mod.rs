@@ -5,6 +5,7 @@ mod gguf_layout;
 #[cfg(not(target_arch = "wasm32"))]
 mod mapped;
 mod owned_dir;
+pub mod peft;
 mod safetensors_dir;
 mod source;
 mod storage;

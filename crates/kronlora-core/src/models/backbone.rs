@@ -5,9 +5,9 @@ use candle_core::{Device, Tensor};
 
 use super::head::HeadStyle;
 use super::KvCache;
-use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::Result;
+use crate::models::adapted_linear::AdaptedLinear;
 
 /// What a model's task heads are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

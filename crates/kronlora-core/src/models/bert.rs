@@ -13,10 +13,10 @@ use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::head::HeadStyle;
 use super::nn::{layer_norm, softmax_last_dim};
 use super::KvCache;
-use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{TensorSource, Weights};
+use crate::models::adapted_linear::AdaptedLinear;
 
 /// The fields of a BERT `config.json` that the model needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

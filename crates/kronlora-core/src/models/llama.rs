@@ -12,10 +12,10 @@ use super::backbone::{Backbone, Family};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{rms_norm, softmax_last_dim};
 use super::KvCache;
-use crate::models::adapted_linear::AdaptedLinear;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};
+use crate::models::adapted_linear::AdaptedLinear;
 use crate::ops::frozen_matmul;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -15,11 +15,11 @@ use crate::models::head::ClassificationHead;
 use crate::models::{attach_adapter, load_backbone, AdapterPlan, Backbone, LoadedBackbone};
 use crate::tokenizer::TextTokenizer;
 
-pub use crate::models::Task;
-pub use adapter_files::{
+pub use crate::io::peft::{
     adapter_config_summary_json, ADAPTER_LAYOUT, ADAPTER_MARKER, CONFIG_FILE as ADAPTER_CONFIG_FILE,
     WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE,
 };
+pub use crate::models::Task;
 pub use inference::{Classification, GenerateOptions, Generation};
 pub use options::ModelOptions;
 
