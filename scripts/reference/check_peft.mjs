@@ -17,7 +17,12 @@ const texts = [
 ];
 const file = join(mkdtempSync(join(tmpdir(), 'kronlora-peft-')), 'texts.json');
 writeFileSync(file, JSON.stringify(texts));
-const peft = JSON.parse(execFileSync(python, [new URL('./peft_logits.py', import.meta.url).pathname, modelDir, adapterDir, numLabels, file], { encoding: 'utf8' }).trim().split('\n').pop());
+const peft = JSON.parse(
+  execFileSync(python, [new URL('./peft_logits.py', import.meta.url).pathname, modelDir, adapterDir, numLabels, file], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .pop(),
+);
 const model = await loadModel(modelDir, { task: 'sequence-classification', numLabels: Number(numLabels) });
 await model.loadAdapter(adapterDir);
 const ours = await model.logits(texts);

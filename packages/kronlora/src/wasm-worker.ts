@@ -3,7 +3,21 @@
  * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
  * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
  */
-import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -37,7 +51,9 @@ let nextModel = 1;
 function readModelFiles(path: string): [string[], Uint8Array[]] {
   try {
     const names = statSync(path).isDirectory()
-      ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
+      ? readdirSync(path)
+          .filter((f) => /\.(json|safetensors)$/i.test(f))
+          .map((f) => join(path, f))
       : [path];
     return [names, names.map((n) => readFileSync(n))];
   } catch (error) {
