@@ -94,7 +94,7 @@ export function imdbSplit({ dir, train, test, seed = 42 }) {
   mkdirSync(dir, { recursive: true });
   const write = (name, rows) => {
     const path = join(dir, name);
-    writeFileSync(`${path}.tmp`, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileSync(`${path}.tmp`, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
     renameSync(`${path}.tmp`, path);
     return path;
   };

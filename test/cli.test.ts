@@ -22,7 +22,7 @@ function reviewsFile(name: string, n: number, seed: number): string {
     return JSON.stringify({ text, label: positive ? 'pos' : 'neg' });
   });
   const file = join(dir, name);
-  writeFileSync(file, lines.join('\n') + '\n');
+  writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }
 

@@ -207,12 +207,8 @@ describe.each(backends)('file safety on %s', (name) => {
   it('the CLI writes by the same rules, and eval finds the adapter in a training --out directory', () => {
     const root = tmp();
     const data = join(root, 'train.jsonl');
-    write(
-      data,
-      reviews(16)
-        .map((r) => JSON.stringify(r))
-        .join('\n') + '\n',
-    );
+    const records = reviews(16).map((r) => JSON.stringify(r));
+    write(data, `${records.join('\n')}\n`);
     const cli = (args: string[]) => {
       const r = spawnSync(process.execPath, [bin, ...args, '--backend', name], { encoding: 'utf8' });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr };

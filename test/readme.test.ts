@@ -64,6 +64,6 @@ describe('README examples', () => {
       .split('\n')
       .map((l) => l.trim());
     expect(printed).toHaveLength(expected.length);
-    expected.forEach((want, i) => want !== null && expect(printed[i]).toBe(want));
+    for (const [i, want] of expected.entries()) if (want !== null) expect(printed[i]).toBe(want);
   });
 });

@@ -155,7 +155,7 @@ function byteChars(): string[] {
       cs.push(256 + n++);
     }
   const byByte: string[] = new Array(256);
-  bs.forEach((b, i) => (byByte[b] = String.fromCodePoint(cs[i])));
+  for (const [i, b] of bs.entries()) byByte[b] = String.fromCodePoint(cs[i]);
   return byByte;
 }
 
@@ -244,7 +244,8 @@ export function ggufBytes(metadata: [string, GgufValue][], tensors: NamedArray[]
   while (parts.length % 32) parts.push(0);
   const out = new Uint8Array(parts.length + offset);
   out.set(parts);
-  tensors.forEach((t, i) => out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts.length + offsets[i]));
+  for (const [i, t] of tensors.entries())
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts.length + offsets[i]);
   return out;
 }
 

@@ -196,7 +196,7 @@ describe('training across backends', () => {
     }
     const [native, wasm] = results;
     expect(native.losses).toHaveLength(wasm.losses.length);
-    native.losses.forEach((l, i) => expect(Math.abs(l - wasm.losses[i])).toBeLessThan(1e-4));
+    for (const [i, l] of native.losses.entries()) expect(Math.abs(l - wasm.losses[i])).toBeLessThan(1e-4);
   });
 
   it('refuses other calls on a model while it trains (native)', async () => {

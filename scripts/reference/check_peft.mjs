@@ -27,5 +27,5 @@ const model = await loadModel(modelDir, { task: 'sequence-classification', numLa
 await model.loadAdapter(adapterDir);
 const ours = await model.logits(texts);
 let max = 0;
-ours.forEach((row, i) => row.forEach((v, j) => (max = Math.max(max, Math.abs(v - peft.logits[i][j])))));
+for (const [i, row] of ours.entries()) for (const [j, v] of row.entries()) max = Math.max(max, Math.abs(v - peft.logits[i][j]));
 console.log(JSON.stringify({ adapterDir, peft: peft.logits, kronlora: ours.map((r) => [...r]), maxAbsDiff: max }));

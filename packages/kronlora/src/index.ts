@@ -6,7 +6,7 @@
  */
 import { type BackendName, type Binding, defaultBinding, loadBackend } from './backend.js';
 import { call } from './errors.js';
-import { KronLoraLinear, LoraLinear, layersOn } from './layers.js';
+import { layersOn } from './layers.js';
 import { type LoadModelOptions, Model } from './model.js';
 import type { ModelFiles } from './backend.js';
 
