@@ -12,7 +12,6 @@ const ROWS = quick ? 256 : 2048;
 const SIZES = quick ? [256] : [768, 4096];
 const reps = (size, backend) => (quick ? 3 : size >= 4096 ? (backend === 'wasm' ? 3 : 9) : 41);
 
-
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -49,8 +48,15 @@ for (const name of ['native', 'wasm']) {
       }
     }
     for (const [k, layer] of Object.entries(variants)) {
-      results.push({ backend: name, size, rows: ROWS, layer: k, medianMs: median(times[k]), samplesMs: times[k],
-        trainableParameters: k === 'base' ? 0 : layer.numTrainableParameters });
+      results.push({
+        backend: name,
+        size,
+        rows: ROWS,
+        layer: k,
+        medianMs: median(times[k]),
+        samplesMs: times[k],
+        trainableParameters: k === 'base' ? 0 : layer.numTrainableParameters,
+      });
       layer.dispose();
     }
     console.error(`  done: ${name} ${size}×${size}`);
@@ -64,7 +70,9 @@ for (const size of SIZES) {
     const [k, l, base] = [find(b, size, 'kron-lora'), find(b, size, 'lora'), find(b, size, 'base')];
     if (k === undefined) continue;
     const wasmRatio = b === 'wasm' && find('native', size, 'kron-lora') ? (k / find('native', size, 'kron-lora')).toFixed(2) : '';
-    rowsOut.push(`| ${size}×${size} | ${b} | ${base.toFixed(1)} | ${l.toFixed(1)} | ${k.toFixed(1)} | ${(k / l).toFixed(3)} | ${wasmRatio} |`);
+    rowsOut.push(
+      `| ${size}×${size} | ${b} | ${base.toFixed(1)} | ${l.toFixed(1)} | ${k.toFixed(1)} | ${(k / l).toFixed(3)} | ${wasmRatio} |`,
+    );
   }
 }
 const table = [

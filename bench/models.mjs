@@ -46,9 +46,13 @@ console.log(JSON.stringify(out));
 
 const results = [];
 for (const backend of ['native', 'wasm']) {
-  for (const [what, path] of [['minilm', MINILM], ['smollm2', SMOLLM]]) {
+  for (const [what, path] of [
+    ['minilm', MINILM],
+    ['smollm2', SMOLLM],
+  ]) {
     const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', child], {
-      encoding: 'utf8', env: { ...process.env, BENCH_BACKEND: backend, BENCH_WHAT: what, BENCH_PATH: path },
+      encoding: 'utf8',
+      env: { ...process.env, BENCH_BACKEND: backend, BENCH_WHAT: what, BENCH_PATH: path },
     });
     results.push(JSON.parse(stdout.trim().split('\n').pop()));
     console.error(`  done: ${backend} ${what}`);
@@ -56,17 +60,26 @@ for (const backend of ['native', 'wasm']) {
 }
 
 const r = (b, w) => results.find((x) => x.backend === b && x.what === w);
-const lines = ['| model | backend | load (s) | RSS before (MiB) | RSS after load (MiB) | of it anonymous (MiB) | peak RSS (MiB) | generate (tokens/s) |', '|---|---|---|---|---|---|---|---|'];
+const lines = [
+  '| model | backend | load (s) | RSS before (MiB) | RSS after load (MiB) | of it anonymous (MiB) | peak RSS (MiB) | generate (tokens/s) |',
+  '|---|---|---|---|---|---|---|---|',
+];
 for (const w of ['minilm', 'smollm2']) {
   for (const b of ['native', 'wasm']) {
     const x = r(b, w);
-    lines.push(`| ${w === 'minilm' ? 'all-MiniLM-L6-v2' : 'SmolLM2-135M (GGUF Q4_1 → f32)'} | ${b} | ${(x.loadMs / 1000).toFixed(2)} | ${x.rssBeforeMiB.toFixed(0)} | ${x.rssMiB.toFixed(0)} | ${x.anonMiB.toFixed(0)} | ${x.peakMiB.toFixed(0)} | ${x.tokensPerSecond ? x.tokensPerSecond.toFixed(1) : '–'} |`);
+    lines.push(
+      `| ${w === 'minilm' ? 'all-MiniLM-L6-v2' : 'SmolLM2-135M (GGUF Q4_1 → f32)'} | ${b} | ${(x.loadMs / 1000).toFixed(2)} | ${x.rssBeforeMiB.toFixed(0)} | ${x.rssMiB.toFixed(0)} | ${x.anonMiB.toFixed(0)} | ${x.peakMiB.toFixed(0)} | ${x.tokensPerSecond ? x.tokensPerSecond.toFixed(1) : '–'} |`,
+    );
   }
 }
 const m = r('native', 'minilm');
 lines.push('', '| adapter on all linear layers of MiniLM | trainable | of total | % |', '|---|---|---|---|');
-lines.push(`| Kron-LoRA d_A1=2 d_A2=4 r=8 | ${m.kron.trainable.toLocaleString('en')} | ${m.kron.total.toLocaleString('en')} | ${m.kron.percentage.toFixed(3)} |`);
-lines.push(`| LoRA r=16 | ${m.lora.trainable.toLocaleString('en')} | ${m.lora.total.toLocaleString('en')} | ${m.lora.percentage.toFixed(3)} |`);
+lines.push(
+  `| Kron-LoRA d_A1=2 d_A2=4 r=8 | ${m.kron.trainable.toLocaleString('en')} | ${m.kron.total.toLocaleString('en')} | ${m.kron.percentage.toFixed(3)} |`,
+);
+lines.push(
+  `| LoRA r=16 | ${m.lora.trainable.toLocaleString('en')} | ${m.lora.total.toLocaleString('en')} | ${m.lora.percentage.toFixed(3)} |`,
+);
 console.log(lines.join('\n'));
 
 const dir = fileURLToPath(new URL('./results/', import.meta.url));

@@ -50,7 +50,9 @@ const isDemoFolder = (dir) => {
   }
 };
 if (existsSync(out) && (!statSync(out).isDirectory() || (readdirSync(out).length > 0 && !isDemoFolder(out)))) {
-  console.error(`kronlora demo: [ERR_WOULD_OVERWRITE] --out ${out} is neither an empty folder nor an earlier demo's output folder (no demo results.json); pass a new or empty folder`);
+  console.error(
+    `kronlora demo: [ERR_WOULD_OVERWRITE] --out ${out} is neither an empty folder nor an earlier demo's output folder (no demo results.json); pass a new or empty folder`,
+  );
   process.exit(1);
 }
 const writeAtomic = (file, text) => {
@@ -73,18 +75,38 @@ if (model) {
   data = imdbSplit({ dir: join(out, 'data'), ...sizes, seed: Number(a.seed) });
 }
 const train = {
-  data: data.train, validationSplit: 0, epochs: Number(a.epochs), batchSize: Number(a['batch-size']),
-  learningRate: Number(a.lr), ...(a['max-length'] ? { maxLength: Number(a['max-length']) } : {}), seed: Number(a.seed), warmupRatio: 0.06,
+  data: data.train,
+  validationSplit: 0,
+  epochs: Number(a.epochs),
+  batchSize: Number(a['batch-size']),
+  learningRate: Number(a.lr),
+  ...(a['max-length'] ? { maxLength: Number(a['max-length']) } : {}),
+  seed: Number(a.seed),
+  warmupRatio: 0.06,
 };
 const runs = [
   { label: 'Kron-LoRA', adapter: { type: 'kron-lora', rank: 8, alpha: 16, kronIn: 2, kronOut: 4, targetModules: 'all-linear' } },
   { label: 'LoRA', adapter: { type: 'lora', rank: 16, alpha: 32, targetModules: 'all-linear' } },
 ];
-console.error(`kronlora demo: ${a.model ? `${data.train} / ${data.test}` : `IMDB, ${sizes.train} train / ${sizes.test} test reviews`}, max length ${a['max-length'] ?? 128}, ${a.epochs} epoch(s), ${a.backend} backend`);
+console.error(
+  `kronlora demo: ${a.model ? `${data.train} / ${data.test}` : `IMDB, ${sizes.train} train / ${sizes.test} test reviews`}, max length ${a['max-length'] ?? 128}, ${a.epochs} epoch(s), ${a.backend} backend`,
+);
 const results = runs.map((r) => {
-  const run = { ...r, backend: a.backend, model, seed: Number(a.seed), train, test: data.test, outputDir: join(out, r.label.toLowerCase()), logEvery: 10 };
+  const run = {
+    ...r,
+    backend: a.backend,
+    model,
+    seed: Number(a.seed),
+    train,
+    test: data.test,
+    outputDir: join(out, r.label.toLowerCase()),
+    logEvery: 10,
+  };
   const stdout = execFileSync(process.execPath, [join(here, 'lib', 'train-one.mjs')], {
-    encoding: 'utf8', env: { ...process.env, RUN: JSON.stringify(run) }, stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26,
+    encoding: 'utf8',
+    env: { ...process.env, RUN: JSON.stringify(run) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    maxBuffer: 1 << 26,
   });
   return JSON.parse(stdout.trim().split('\n').pop());
 });
@@ -96,16 +118,38 @@ const rows = [
   ['', 'Kron-LoRA', 'LoRA', 'Kron-LoRA / LoRA'],
   ['trainable parameters (adapter + head)', fmt(kron.trainable), fmt(lora.trainable), ratio(kron.trainable, lora.trainable)],
   ['  of them adapter', fmt(kron.adapterParameters), fmt(lora.adapterParameters), ratio(kron.adapterParameters, lora.adapterParameters)],
-  ['test accuracy', kron.testAccuracy.toFixed(3), lora.testAccuracy.toFixed(3), `${kron.testAccuracy >= lora.testAccuracy ? '+' : ''}${(kron.testAccuracy - lora.testAccuracy).toFixed(3)}`],
-  ['training examples/s', kron.examplesPerSecond.toFixed(1), lora.examplesPerSecond.toFixed(1), ratio(kron.examplesPerSecond, lora.examplesPerSecond)],
+  [
+    'test accuracy',
+    kron.testAccuracy.toFixed(3),
+    lora.testAccuracy.toFixed(3),
+    `${kron.testAccuracy >= lora.testAccuracy ? '+' : ''}${(kron.testAccuracy - lora.testAccuracy).toFixed(3)}`,
+  ],
+  [
+    'training examples/s',
+    kron.examplesPerSecond.toFixed(1),
+    lora.examplesPerSecond.toFixed(1),
+    ratio(kron.examplesPerSecond, lora.examplesPerSecond),
+  ],
   ['peak memory (RSS, MiB)', kron.peakRssMiB.toFixed(0), lora.peakRssMiB.toFixed(0), ratio(kron.peakRssMiB, lora.peakRssMiB)],
-  ['adapter files (KiB)', (kron.adapterBytes / 1024).toFixed(0), (lora.adapterBytes / 1024).toFixed(0), ratio(kron.adapterBytes, lora.adapterBytes)],
+  [
+    'adapter files (KiB)',
+    (kron.adapterBytes / 1024).toFixed(0),
+    (lora.adapterBytes / 1024).toFixed(0),
+    ratio(kron.adapterBytes, lora.adapterBytes),
+  ],
 ];
-const table = [`| ${rows[0].join(' | ')} |`, `|${rows[0].map(() => '---').join('|')}|`, ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`)].join('\n');
+const table = [
+  `| ${rows[0].join(' | ')} |`,
+  `|${rows[0].map(() => '---').join('|')}|`,
+  ...rows.slice(1).map((r) => `| ${r.join(' | ')} |`),
+].join('\n');
 
 mkdirSync(out, { recursive: true });
 const chart = join(out, 'loss.svg');
-writeAtomic(chart, await lossChartSvg(results, `Training loss, ${a.model ? 'your data' : `IMDB (${sizes.train} reviews)`}: Kron-LoRA vs LoRA`));
+writeAtomic(
+  chart,
+  await lossChartSvg(results, `Training loss, ${a.model ? 'your data' : `IMDB (${sizes.train} reviews)`}: Kron-LoRA vs LoRA`),
+);
 writeAtomic(join(out, 'results.json'), JSON.stringify({ date: new Date().toISOString(), options: a, sizes, train, results }, null, 2));
 console.log(`\n${table}\n`);
 console.log(`output folder: ${out}`);

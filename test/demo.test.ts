@@ -11,16 +11,39 @@ import { tinyBertDir } from './tiny-models.js';
 it('the demo compares Kron-LoRA and LoRA and writes adapters, results and a chart', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kronlora-demo-'));
   const records = (n: number) =>
-    Array.from({ length: n }, (_, i) => JSON.stringify({ text: i % 2 ? 'bad plot , not fun' : 'a great , good film', label: i % 2 ? 'negative' : 'positive' })).join('\n');
+    Array.from({ length: n }, (_, i) =>
+      JSON.stringify({ text: i % 2 ? 'bad plot , not fun' : 'a great , good film', label: i % 2 ? 'negative' : 'positive' }),
+    ).join('\n');
   writeFileSync(join(dir, 'train.jsonl'), records(32));
   writeFileSync(join(dir, 'test.jsonl'), records(8));
   const out = join(dir, 'out');
   const stdout = execFileSync(
     process.execPath,
-    ['examples/demo.mjs', '--model', tinyBertDir(7), '--train-file', join(dir, 'train.jsonl'), '--test-file', join(dir, 'test.jsonl'), '--out', out, '--batch-size', '8', '--epochs', '2'],
+    [
+      'examples/demo.mjs',
+      '--model',
+      tinyBertDir(7),
+      '--train-file',
+      join(dir, 'train.jsonl'),
+      '--test-file',
+      join(dir, 'test.jsonl'),
+      '--out',
+      out,
+      '--batch-size',
+      '8',
+      '--epochs',
+      '2',
+    ],
     { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  for (const row of ['trainable parameters (adapter + head)', 'of them adapter', 'test accuracy', 'training examples/s', 'peak memory (RSS, MiB)', 'adapter files (KiB)']) {
+  for (const row of [
+    'trainable parameters (adapter + head)',
+    'of them adapter',
+    'test accuracy',
+    'training examples/s',
+    'peak memory (RSS, MiB)',
+    'adapter files (KiB)',
+  ]) {
     expect(stdout).toMatch(new RegExp(`\\|\\s+${row.replace(/[()+]/g, '\\$&')} \\| [\\d.,]+ \\| [\\d.,]+ \\| [+-]?[\\d.]+ \\|`));
   }
   expect(stdout).toContain(`output folder: ${out}`);

@@ -18,7 +18,10 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'kronlora-safety-'));
 
 function reviews(n: number): ClassificationRecord[] {
   return Array.from({ length: n }, (_, i) =>
-    i % 2 === 0 ? { text: ['good fun', 'great film', 'very good'][i % 3], label: 'pos' } : { text: ['bad plot', 'not a movie', 'bad'][i % 3], label: 'neg' });
+    i % 2 === 0
+      ? { text: ['good fun', 'great film', 'very good'][i % 3], label: 'pos' }
+      : { text: ['bad plot', 'not a movie', 'bad'][i % 3], label: 'neg' },
+  );
 }
 
 /** Every entry under `root`, links not followed: relative path → what it is and holds. */
@@ -43,7 +46,9 @@ function tree(root: string): Record<string, string> {
 /** What `after` added or changed relative to `before`, and what went. */
 function changes(before: Record<string, string>, after: Record<string, string>) {
   return {
-    changed: Object.keys(after).filter((k) => before[k] !== after[k]).sort(),
+    changed: Object.keys(after)
+      .filter((k) => before[k] !== after[k])
+      .sort(),
     gone: Object.keys(before).filter((k) => !(k in after)),
   };
 }
@@ -60,7 +65,10 @@ function peftAdapter(dir: string) {
 }
 
 async function rejection(promise: Promise<unknown>): Promise<KronLoraError> {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, 'expected a rejection').toBeInstanceOf(KronLoraError);
   return error as KronLoraError;
 }
@@ -99,7 +107,11 @@ describe.each(backends)('file safety on %s', (name) => {
     symlinkSync(join(root, 'elsewhere'), join(root, 'link'));
     peftAdapter(join(root, 'peft'));
     const untouched = tree(root);
-    for (const [target, says] of [['file.bin', 'is a file, not a directory'], ['link', 'is a symbolic link'], ['peft', 'adapter_config.json was not written by kronlora']]) {
+    for (const [target, says] of [
+      ['file.bin', 'is a file, not a directory'],
+      ['link', 'is a symbolic link'],
+      ['peft', 'adapter_config.json was not written by kronlora'],
+    ]) {
       const e = await rejection(model.saveAdapter(join(root, target)));
       expect([e.code, e.message], target).toEqual(['ERR_WOULD_OVERWRITE', expect.stringContaining(says)]);
       expect(e.message).not.toContain('\n');
@@ -119,7 +131,18 @@ describe.each(backends)('file safety on %s', (name) => {
     }
     const before = tree(root);
     // 2 steps (16 records, batches of 4 accumulated in pairs), a checkpoint after each, keep 1.
-    const options = { data: reviews(16), validationSplit: 0, epochs: 1, batchSize: 4, gradientAccumulation: 2, learningRate: 5e-3, seed: 2, checkpointEvery: 1, keepCheckpoints: 1, outputDir: out };
+    const options = {
+      data: reviews(16),
+      validationSplit: 0,
+      epochs: 1,
+      batchSize: 4,
+      gradientAccumulation: 2,
+      learningRate: 5e-3,
+      seed: 2,
+      checkpointEvery: 1,
+      keepCheckpoints: 1,
+      outputDir: out,
+    };
     const model = await classifier();
     const result = await model.train(options).result;
     expect([result.reason, result.step, result.checkpoint]).toEqual(['completed', 2, join(out, 'checkpoint-000002')]);
@@ -128,7 +151,11 @@ describe.each(backends)('file safety on %s', (name) => {
     const { changed, gone } = changes(before, after);
     expect(gone).toEqual([]);
     expect(changed.filter((p) => !p.startsWith('out/checkpoint-000002') && !p.startsWith('out/adapter'))).toEqual([]);
-    expect(readdirSync(out).filter((n) => n.startsWith('checkpoint-')).sort()).toEqual(['checkpoint-0', 'checkpoint-000002', 'checkpoint-000003', 'checkpoint-1000', 'checkpoint-500']);
+    expect(
+      readdirSync(out)
+        .filter((n) => n.startsWith('checkpoint-'))
+        .sort(),
+    ).toEqual(['checkpoint-0', 'checkpoint-000002', 'checkpoint-000003', 'checkpoint-1000', 'checkpoint-500']);
 
     const resumed = await (await classifier()).train({ ...options, resumeFrom: out }).result;
     expect(resumed.losses).toEqual(result.losses);
@@ -148,15 +175,28 @@ describe.each(backends)('file safety on %s', (name) => {
 
   it('refuses an edited checkpoint state before training, naming the file and field', async () => {
     const out = tmp();
-    const options = { data: reviews(16), validationSplit: 0, epochs: 2, batchSize: 4, gradientAccumulation: 2, learningRate: 5e-3, seed: 2, outputDir: out };
+    const options = {
+      data: reviews(16),
+      validationSplit: 0,
+      epochs: 2,
+      batchSize: 4,
+      gradientAccumulation: 2,
+      learningRate: 5e-3,
+      seed: 2,
+      outputDir: out,
+    };
     const controller = new AbortController();
     const run = (await classifier()).train({ ...options, signal: controller.signal });
     for await (const ev of run) if (ev.type === 'step' && ev.step === 2) controller.abort();
     const cut = await run.result;
     const statePath = join(cut.checkpoint!, 'trainer_state.json');
     const state = readFileSync(statePath, 'utf8');
-    for (const [field, value, says] of [['epoch', '1000000000000000', '`epoch` is 1000000000000000'], ['batch', '1000000000000000', '`batch` is 1000000000000000'],
-      ['totalSteps', '99', '`totalSteps` is 99'], ['step', '9223372036854775808', 'written at step']]) {
+    for (const [field, value, says] of [
+      ['epoch', '1000000000000000', '`epoch` is 1000000000000000'],
+      ['batch', '1000000000000000', '`batch` is 1000000000000000'],
+      ['totalSteps', '99', '`totalSteps` is 99'],
+      ['step', '9223372036854775808', 'written at step'],
+    ]) {
       writeFileSync(statePath, state.replace(new RegExp(`"${field}": \\d+`), `"${field}": ${value}`));
       const e = await rejection((await classifier()).train({ ...options, resumeFrom: out }).result);
       expect([e.code, e.message], field).toEqual(['ERR_INVALID_DATA', expect.stringContaining(says)]);
@@ -167,13 +207,31 @@ describe.each(backends)('file safety on %s', (name) => {
   it('the CLI writes by the same rules, and eval finds the adapter in a training --out directory', () => {
     const root = tmp();
     const data = join(root, 'train.jsonl');
-    write(data, reviews(16).map((r) => JSON.stringify(r)).join('\n') + '\n');
+    const records = reviews(16).map((r) => JSON.stringify(r));
+    write(data, `${records.join('\n')}\n`);
     const cli = (args: string[]) => {
       const r = spawnSync(process.execPath, [bin, ...args, '--backend', name], { encoding: 'utf8' });
       return { code: r.status, stdout: r.stdout, stderr: r.stderr };
     };
     const out = join(root, 'run');
-    const t = cli(['train', '--model', bertDir, '--data', data, '--epochs', '1', '--batch-size', '8', '--adapter', 'lora', '--rank', '4', '--out', out, '--json']);
+    const t = cli([
+      'train',
+      '--model',
+      bertDir,
+      '--data',
+      data,
+      '--epochs',
+      '1',
+      '--batch-size',
+      '8',
+      '--adapter',
+      'lora',
+      '--rank',
+      '4',
+      '--out',
+      out,
+      '--json',
+    ]);
     expect(t.code, t.stderr).toBe(0);
     const trained = JSON.parse(t.stdout.trim().split('\n').at(-1)!).result;
     for (const adapter of [out, join(out, 'adapter')]) {
@@ -184,13 +242,19 @@ describe.each(backends)('file safety on %s', (name) => {
     expect(trained.adapterDir).toBe(join(out, 'adapter'));
     expect(cli(['eval', '--help']).stdout).toMatch(/or the --out directory of\s+kronlora train/);
     const missing = cli(['eval', '--model', bertDir, '--adapter', root, '--data', data]);
-    expect([missing.code, missing.stderr]).toEqual([1, expect.stringContaining('holds no adapter_config.json (nor adapter/adapter_config.json)')]);
+    expect([missing.code, missing.stderr]).toEqual([
+      1,
+      expect.stringContaining('holds no adapter_config.json (nor adapter/adapter_config.json)'),
+    ]);
 
     // --out onto a file, or onto another tool's adapter: refused, nothing touched.
     write(join(root, 'file.txt'), 'keep me');
     peftAdapter(join(root, 'peft-run', 'adapter'));
     const before = tree(root);
-    for (const [target, says] of [['file.txt', 'is a file, not a directory'], ['peft-run', 'adapter_config.json was not written by kronlora']]) {
+    for (const [target, says] of [
+      ['file.txt', 'is a file, not a directory'],
+      ['peft-run', 'adapter_config.json was not written by kronlora'],
+    ]) {
       const r = cli(['train', '--model', bertDir, '--data', data, '--epochs', '1', '--out', join(root, target)]);
       expect([r.code, r.stderr], target).toEqual([1, expect.stringContaining(`[ERR_WOULD_OVERWRITE]`)]);
       expect(r.stderr).toContain(says);
@@ -206,7 +270,11 @@ describe('the demo', () => {
     write(join(root, 'mine', 'loss.svg'), '<svg/>');
     const before = tree(root);
     const demo = new URL('../examples/demo.mjs', import.meta.url).pathname;
-    const r = spawnSync(process.execPath, [demo, '--model', bertDir, '--train-file', 'x.jsonl', '--test-file', 'y.jsonl', '--out', join(root, 'mine')], { encoding: 'utf8' });
+    const r = spawnSync(
+      process.execPath,
+      [demo, '--model', bertDir, '--train-file', 'x.jsonl', '--test-file', 'y.jsonl', '--out', join(root, 'mine')],
+      { encoding: 'utf8' },
+    );
     expect([r.status, r.stderr]).toEqual([1, expect.stringContaining('[ERR_WOULD_OVERWRITE]')]);
     expect(tree(root)).toEqual(before);
   });

@@ -85,7 +85,12 @@ describe.each(backends)('Kron-LoRA and LoRA layers on %s', (name) => {
     const before = layer.forward(x, rows);
     layer.merge();
     expect(layer.merged).toBe(true);
-    expect(maxRelError(layer.weight()!.data, Array.from(weight, (w, i) => w + delta[i]))).toBeLessThan(1e-6);
+    expect(
+      maxRelError(
+        layer.weight()!.data,
+        Array.from(weight, (w, i) => w + delta[i]),
+      ),
+    ).toBeLessThan(1e-6);
     expect(maxRelError(layer.forward(x, rows), before)).toBeLessThan(1e-5);
     // Merged: only the input gradient, which equals the unmerged one.
     expect(Object.keys(layer.gradients(x, rows, new Float32Array(rows * 20).fill(1)))).toEqual(['x']);

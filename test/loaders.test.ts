@@ -13,7 +13,10 @@ const llamaFile = tinyLlamaGguf(4);
 const texts = ['the movie was great!', 'a bad plot, not fun.'];
 
 async function rejectsWith(promise: Promise<unknown>, code: string, parts: (string | RegExp)[]) {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, 'expected a rejection').toBeInstanceOf(KronLoraError);
   expect((error as KronLoraError).code).toBe(code);
   const message = (error as KronLoraError).message;
@@ -78,30 +81,50 @@ describe.each(backends)('loaders on %s refuse files they cannot read', (name) =>
   it('a safetensors tensor of a non-float dtype, named with the file path', async () => {
     const dir = bertCopy();
     const tensor = 'encoder.layer.0.attention.self.key.weight';
-    editHeader(join(dir, 'model.safetensors'), (h) => { h[tensor].dtype = 'I32'; });
+    editHeader(join(dir, 'model.safetensors'), (h) => {
+      h[tensor].dtype = 'I32';
+    });
     await rejectsWith(api.loadModel(dir), 'ERR_INVALID_MODEL', [join(dir, 'model.safetensors'), tensor, 'I32']);
   });
 
   it('config values out of range name config.json and the field', async () => {
-    for (const [field, value] of [['layer_norm_eps', -1], ['hidden_size', 0], ['vocab_size', 1e12]] as const) {
+    for (const [field, value] of [
+      ['layer_norm_eps', -1],
+      ['hidden_size', 0],
+      ['vocab_size', 1e12],
+    ] as const) {
       const dir = bertCopy();
-      editConfig(dir, (c) => { c[field] = value; });
+      editConfig(dir, (c) => {
+        c[field] = value;
+      });
       await rejectsWith(api.loadModel(dir), 'ERR_INVALID_MODEL', [join(dir, 'config.json'), `\`${field}\``]);
     }
   });
 
   it('a config with fewer layers than the checkpoint', async () => {
     const dir = bertCopy();
-    editConfig(dir, (c) => { c.num_hidden_layers = 1; });
-    await rejectsWith(api.loadModel(dir), 'ERR_INVALID_MODEL', [join(dir, 'model.safetensors'), 'encoder.layer.1.', 'num_hidden_layers` = 1']);
+    editConfig(dir, (c) => {
+      c.num_hidden_layers = 1;
+    });
+    await rejectsWith(api.loadModel(dir), 'ERR_INVALID_MODEL', [
+      join(dir, 'model.safetensors'),
+      'encoder.layer.1.',
+      'num_hidden_layers` = 1',
+    ]);
   });
 
   it('GGUF offsets, types and dims are checked; huge dims are reported as they are', async () => {
-    const offByOne = ggufWith('blk.0.ffn_up.weight', (b, at) => { b[at.offset] += 1; });
+    const offByOne = ggufWith('blk.0.ffn_up.weight', (b, at) => {
+      b[at.offset] += 1;
+    });
     await rejectsWith(api.loadModel(offByOne), 'ERR_INVALID_MODEL', [offByOne, 'blk.0.ffn_up.weight', 'general.alignment = 32']);
-    const f16 = ggufWith('blk.0.attn_q.weight', (b, at) => { b.writeUInt32LE(1, at.type); });
+    const f16 = ggufWith('blk.0.attn_q.weight', (b, at) => {
+      b.writeUInt32LE(1, at.type);
+    });
     await rejectsWith(api.loadModel(f16), 'ERR_INVALID_MODEL', [f16, 'blk.0.attn_q.weight', /offset/]);
-    const huge = ggufWith('output_norm.weight', (b, at) => { b.writeBigUInt64LE(1n << 40n, at.dims); });
+    const huge = ggufWith('output_norm.weight', (b, at) => {
+      b.writeBigUInt64LE(1n << 40n, at.dims);
+    });
     await rejectsWith(api.loadModel(huge), 'ERR_INVALID_MODEL', [huge, 'output_norm.weight', '[1099511627776]']);
   });
 
@@ -118,9 +141,27 @@ describe.each(backends)('loaders on %s refuse files they cannot read', (name) =>
       const fresh = await api.loadModel(bertDir, { task: 'sequence-classification', numLabels: 2 });
       return fresh.loadAdapter(saved);
     };
-    await rejectsWith(tryLoad((c) => { c.lora_alpha = 1e30; }), 'ERR_INVALID_MODEL', [join(saved, 'adapter_config.json'), '`lora_alpha`', '1e6']);
-    await rejectsWith(tryLoad((c) => { c.r = 2; }), 'ERR_INVALID_MODEL', ['`r` = 2', 'rank 4']);
-    await rejectsWith(tryLoad((c) => { c.target_modules = ['query']; }), 'ERR_INVALID_MODEL', ['target_modules', 'value']);
+    await rejectsWith(
+      tryLoad((c) => {
+        c.lora_alpha = 1e30;
+      }),
+      'ERR_INVALID_MODEL',
+      [join(saved, 'adapter_config.json'), '`lora_alpha`', '1e6'],
+    );
+    await rejectsWith(
+      tryLoad((c) => {
+        c.r = 2;
+      }),
+      'ERR_INVALID_MODEL',
+      ['`r` = 2', 'rank 4'],
+    );
+    await rejectsWith(
+      tryLoad((c) => {
+        c.target_modules = ['query'];
+      }),
+      'ERR_INVALID_MODEL',
+      ['target_modules', 'value'],
+    );
     expect(await tryLoad(() => {})).toEqual({ modules: 4 });
   });
 });

@@ -15,7 +15,10 @@ const texts = ['the movie was great!', 'a bad plot, not fun.', 'film'];
 const kronCount = (inp: number, out: number, r: number, a1: number, a2: number) => a1 * a2 + r * (inp / a1 + out / a2);
 
 async function rejectsWith(promise: Promise<unknown>, code: string, message: RegExp) {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, 'expected a rejection').toBeInstanceOf(KronLoraError);
   expect((error as KronLoraError).code).toBe(code);
   expect((error as KronLoraError).message).toMatch(message);
@@ -31,14 +34,28 @@ describe.each(backends)('pretrained models with adapters on %s', (name) => {
     const before = await model.embed(texts);
     expect(before).toHaveLength(3);
     expect(before[0]).toHaveLength(BERT.hidden);
-    const { modules } = await model.addAdapter('default', { type: 'kron-lora', rank: 4, alpha: 8, kronIn: 2, kronOut: 4, targetModules: 'all-linear' });
+    const { modules } = await model.addAdapter('default', {
+      type: 'kron-lora',
+      rank: 4,
+      alpha: 8,
+      kronIn: 2,
+      kronOut: 4,
+      targetModules: 'all-linear',
+    });
     expect(modules).toBe(6 * BERT.layers);
     expect(await model.embed(texts)).toEqual(before);
   });
 
   it('reports trainable parameters by the formula', async () => {
     const model = await api.loadModel(bertDir, { task: 'sequence-classification', numLabels: 3 });
-    await model.addAdapter('kron', { type: 'kron-lora', rank: 4, alpha: 8, kronIn: 2, kronOut: 4, targetModules: ['query', 'value', 'dense'] });
+    await model.addAdapter('kron', {
+      type: 'kron-lora',
+      rank: 4,
+      alpha: 8,
+      kronIn: 2,
+      kronOut: 4,
+      targetModules: ['query', 'value', 'dense'],
+    });
     const { hidden: h, ffn, layers } = BERT;
     // query, value, attention.output.dense, intermediate.dense, output.dense in every layer.
     const perLayer = 3 * kronCount(h, h, 4, 2, 4) + kronCount(h, ffn, 4, 2, 4) + kronCount(ffn, h, 4, 2, 4);
@@ -48,7 +65,13 @@ describe.each(backends)('pretrained models with adapters on %s', (name) => {
     expect(report.head).toBe(h * h + h + 3 * h + 3);
     expect(report.trainable).toBe(layers * perLayer + report.head);
     expect(report.percentage).toBeCloseTo((100 * report.trainable) / report.total, 10);
-    await model.addAdapter('lora', { type: 'lora', rank: 2, alpha: 4, targetModules: '.*attention\\.self\\.(query|key)', rankPattern: { 'layer\\.1\\.attention\\.self\\.key': 5 } });
+    await model.addAdapter('lora', {
+      type: 'lora',
+      rank: 2,
+      alpha: 4,
+      targetModules: '.*attention\\.self\\.(query|key)',
+      rankPattern: { 'layer\\.1\\.attention\\.self\\.key': 5 },
+    });
     const lora = model.trainableParameters().adapters.lora;
     expect(lora).toBe(2 * (h + h) * layers + 2 * (h + h) + 5 * (h + h));
   });
@@ -100,11 +123,21 @@ describe.each(backends)('pretrained models with adapters on %s', (name) => {
     await rejectsWith(api.loadModel(bertDir, { task: 'causal-lm' }), 'ERR_INVALID_OPTION', /BERT encoder has no causal-LM head/);
     await rejectsWith(api.loadModel(bertDir, { tsak: 'embedding' } as never), 'ERR_INVALID_OPTION', /unknown field `tsak`/);
     const model = await api.loadModel(bertDir);
-    await rejectsWith(model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, targetModules: ['q_proj'] }), 'ERR_INVALID_OPTION',
-      /matches no module of this model; its linear modules are named dense, key, query, value/);
-    await rejectsWith(model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, kronOut: 3, targetModules: 'all-linear' }), 'ERR_FACTORIZATION',
-      /layer `encoder.layer.0.attention.self.query`: kronOut = 3 does not divide outFeatures = 16/);
-    await rejectsWith(model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, targetModules: 'all-linear', rnak: 2 } as never), 'ERR_INVALID_OPTION', /unknown field `rnak`/);
+    await rejectsWith(
+      model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, targetModules: ['q_proj'] }),
+      'ERR_INVALID_OPTION',
+      /matches no module of this model; its linear modules are named dense, key, query, value/,
+    );
+    await rejectsWith(
+      model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, kronOut: 3, targetModules: 'all-linear' }),
+      'ERR_FACTORIZATION',
+      /layer `encoder.layer.0.attention.self.query`: kronOut = 3 does not divide outFeatures = 16/,
+    );
+    await rejectsWith(
+      model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, targetModules: 'all-linear', rnak: 2 } as never),
+      'ERR_INVALID_OPTION',
+      /unknown field `rnak`/,
+    );
     await rejectsWith(model.embed('text' as never), 'ERR_INVALID_ARG_TYPE', /array of strings/);
     await rejectsWith(model.embed([]), 'ERR_INVALID_OPTION', /texts is empty/);
     await rejectsWith(model.classify(texts), 'ERR_UNSUPPORTED', /no classification head/);
@@ -128,7 +161,9 @@ describe('models agree across backends', () => {
   });
 
   it('the WASM backend loads a model from file bytes (as in a browser)', async () => {
-    const files = Object.fromEntries(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => [f, new Uint8Array(readFileSync(join(bertDir, f)))]));
+    const files = Object.fromEntries(
+      ['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => [f, new Uint8Array(readFileSync(join(bertDir, f)))]),
+    );
     const fromBytes = await on('wasm').loadModel(files);
     const fromPath = await on('wasm').loadModel(bertDir);
     expect(await fromBytes.embed(texts)).toEqual(await fromPath.embed(texts));

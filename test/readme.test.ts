@@ -18,7 +18,9 @@ const blocks = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((m) =>
 // `data/` for small JSONL files and `runs/` for a temporary directory.
 const work = mkdtempSync(join(tmpdir(), 'kronlora-readme-'));
 const records = (n: number) =>
-  Array.from({ length: n }, (_, i) => JSON.stringify({ text: i % 2 ? 'a bad plot' : 'a great film', label: i % 2 ? 'negative' : 'positive' })).join('\n');
+  Array.from({ length: n }, (_, i) =>
+    JSON.stringify({ text: i % 2 ? 'a bad plot' : 'a great film', label: i % 2 ? 'negative' : 'positive' }),
+  ).join('\n');
 writeFileSync(join(work, 'train.jsonl'), records(16));
 writeFileSync(join(work, 'test.jsonl'), records(8));
 const commands = [...readme.matchAll(/```sh\n([\s\S]*?)```/g)]
@@ -57,8 +59,11 @@ describe('README examples', () => {
       .map((line) => /\/\/ → (.*?)(?:\s{2,}\(.*\))?$/.exec(line)?.[1].trim() ?? null);
     const env = { ...process.env, KRONLORA_BACKEND: 'native' };
     const out = execFileSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', env });
-    const printed = out.trim().split('\n').map((l) => l.trim());
+    const printed = out
+      .trim()
+      .split('\n')
+      .map((l) => l.trim());
     expect(printed).toHaveLength(expected.length);
-    expected.forEach((want, i) => want !== null && expect(printed[i]).toBe(want));
+    for (const [i, want] of expected.entries()) if (want !== null) expect(printed[i]).toBe(want);
   });
 });

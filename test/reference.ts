@@ -34,8 +34,13 @@ export function kron(a: ArrayLike<number>, b: ArrayLike<number>, p: number, q: n
 
 /** y = x·(W + ΔW)ᵀ + b */
 export function linear(
-  x: ArrayLike<number>, w: ArrayLike<number> | undefined, delta: ArrayLike<number>, b: ArrayLike<number> | undefined,
-  rows: number, inp: number, out: number,
+  x: ArrayLike<number>,
+  w: ArrayLike<number> | undefined,
+  delta: ArrayLike<number>,
+  b: ArrayLike<number> | undefined,
+  rows: number,
+  inp: number,
+  out: number,
 ): Float64Array {
   const y = new Float64Array(rows * out);
   for (let r = 0; r < rows; r++)

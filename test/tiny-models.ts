@@ -34,18 +34,52 @@ export function safetensorsBytes(tensors: NamedArray[]): Uint8Array {
 
 export const BERT = { vocab: 40, hidden: 16, layers: 2, heads: 4, ffn: 32, maxPositions: 32 };
 
-const BERT_WORDS = ['the', 'movie', 'was', 'great', 'bad', 'good', 'film', 'a', 'not', 'very', 'fun', 'plot', '##s', '##ing', '.', ',', '!'];
+const BERT_WORDS = [
+  'the',
+  'movie',
+  'was',
+  'great',
+  'bad',
+  'good',
+  'film',
+  'a',
+  'not',
+  'very',
+  'fun',
+  'plot',
+  '##s',
+  '##ing',
+  '.',
+  ',',
+  '!',
+];
 
 export function tinyBertDir(seed = 1): string {
   const dir = mkdtempSync(join(tmpdir(), 'kronlora-bert-'));
   const { vocab, hidden: h, layers, heads, ffn, maxPositions } = BERT;
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({
-    model_type: 'bert', vocab_size: vocab, hidden_size: h, num_hidden_layers: layers, num_attention_heads: heads,
-    intermediate_size: ffn, hidden_act: 'gelu', max_position_embeddings: maxPositions, type_vocab_size: 2, layer_norm_eps: 1e-12,
-  }));
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({
+      model_type: 'bert',
+      vocab_size: vocab,
+      hidden_size: h,
+      num_hidden_layers: layers,
+      num_attention_heads: heads,
+      intermediate_size: ffn,
+      hidden_act: 'gelu',
+      max_position_embeddings: maxPositions,
+      type_vocab_size: 2,
+      layer_norm_eps: 1e-12,
+    }),
+  );
   const next = rng(seed);
   const t = (name: string, shape: number[], scale = 0.3, offset = 0): NamedArray => ({
-    name, shape, data: randomArray(shape.reduce((a, b) => a * b, 1), next).map((v) => v * scale + offset),
+    name,
+    shape,
+    data: randomArray(
+      shape.reduce((a, b) => a * b, 1),
+      next,
+    ).map((v) => v * scale + offset),
   });
   const tensors = [
     t('embeddings.word_embeddings.weight', [vocab, h], 0.5),
@@ -56,27 +90,52 @@ export function tinyBertDir(seed = 1): string {
   ];
   for (let l = 0; l < layers; l++) {
     const p = `encoder.layer.${l}`;
-    for (const [m, out, inp] of [['attention.self.query', h, h], ['attention.self.key', h, h], ['attention.self.value', h, h],
-      ['attention.output.dense', h, h], ['intermediate.dense', ffn, h], ['output.dense', h, ffn]] as const) {
+    for (const [m, out, inp] of [
+      ['attention.self.query', h, h],
+      ['attention.self.key', h, h],
+      ['attention.self.value', h, h],
+      ['attention.output.dense', h, h],
+      ['intermediate.dense', ffn, h],
+      ['output.dense', h, ffn],
+    ] as const) {
       tensors.push(t(`${p}.${m}.weight`, [out, inp]), t(`${p}.${m}.bias`, [out], 0.1));
     }
-    for (const n of ['attention.output.LayerNorm', 'output.LayerNorm']) tensors.push(t(`${p}.${n}.weight`, [h], 0.1, 1), t(`${p}.${n}.bias`, [h], 0.1));
+    for (const n of ['attention.output.LayerNorm', 'output.LayerNorm'])
+      tensors.push(t(`${p}.${n}.weight`, [h], 0.1, 1), t(`${p}.${n}.bias`, [h], 0.1));
   }
   tensors.push(t('pooler.dense.weight', [h, h]), t('pooler.dense.bias', [h], 0.1));
   writeFileSync(join(dir, 'model.safetensors'), safetensorsBytes(tensors));
   const words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', ...BERT_WORDS];
   while (words.length < vocab) words.push(`[unused${words.length}]`);
-  const special = (id: number) => ({ id, content: words[id], single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify({
-    version: '1.0', truncation: null, padding: null,
-    added_tokens: [0, 1, 2, 3].map(special),
-    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
-    pre_tokenizer: { type: 'BertPreTokenizer' },
-    post_processor: { type: 'BertProcessing', sep: ['[SEP]', 3], cls: ['[CLS]', 2] },
-    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-    model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100,
-      vocab: Object.fromEntries(words.map((w, i) => [w, i])) },
-  }));
+  const special = (id: number) => ({
+    id,
+    content: words[id],
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  });
+  writeFileSync(
+    join(dir, 'tokenizer.json'),
+    JSON.stringify({
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: [0, 1, 2, 3].map(special),
+      normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
+      pre_tokenizer: { type: 'BertPreTokenizer' },
+      post_processor: { type: 'BertProcessing', sep: ['[SEP]', 3], cls: ['[CLS]', 2] },
+      decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+      model: {
+        type: 'WordPiece',
+        unk_token: '[UNK]',
+        continuing_subword_prefix: '##',
+        max_input_chars_per_word: 100,
+        vocab: Object.fromEntries(words.map((w, i) => [w, i])),
+      },
+    }),
+  );
   return dir;
 }
 
@@ -90,49 +149,103 @@ function byteChars(): string[] {
   for (let b = 174; b <= 255; b++) bs.push(b);
   const cs = [...bs];
   let n = 0;
-  for (let b = 0; b < 256; b++) if (!bs.includes(b)) { bs.push(b); cs.push(256 + n++); }
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
   const byByte: string[] = new Array(256);
-  bs.forEach((b, i) => (byByte[b] = String.fromCodePoint(cs[i])));
+  for (const [i, b] of bs.entries()) byByte[b] = String.fromCodePoint(cs[i]);
   return byByte;
 }
 
-type GgufValue = { type: 'u32'; value: number } | { type: 'i32'; value: number } | { type: 'f32'; value: number } | { type: 'string'; value: string } | { type: 'strings'; value: string[] } | { type: 'i32s'; value: number[] };
+type GgufValue =
+  | { type: 'u32'; value: number }
+  | { type: 'i32'; value: number }
+  | { type: 'f32'; value: number }
+  | { type: 'string'; value: string }
+  | { type: 'strings'; value: string[] }
+  | { type: 'i32s'; value: number[] };
 
 /** GGUF v3: header, metadata, tensor directory, 32-byte aligned F32 data (dims innermost first). */
 export function ggufBytes(metadata: [string, GgufValue][], tensors: NamedArray[]): Uint8Array {
   const parts: number[] = [];
   const enc = new TextEncoder();
   const buf = new DataView(new ArrayBuffer(8));
-  const u32 = (v: number) => { buf.setUint32(0, v, true); parts.push(...new Uint8Array(buf.buffer, 0, 4)); };
-  const i32 = (v: number) => { buf.setInt32(0, v, true); parts.push(...new Uint8Array(buf.buffer, 0, 4)); };
-  const u64 = (v: number) => { buf.setBigUint64(0, BigInt(v), true); parts.push(...new Uint8Array(buf.buffer, 0, 8)); };
-  const f32 = (v: number) => { buf.setFloat32(0, v, true); parts.push(...new Uint8Array(buf.buffer, 0, 4)); };
-  const str = (s: string) => { const b = enc.encode(s); u64(b.length); for (const x of b) parts.push(x); };
-  u32(0x46554747); u32(3); u64(tensors.length); u64(metadata.length);
+  const u32 = (v: number) => {
+    buf.setUint32(0, v, true);
+    parts.push(...new Uint8Array(buf.buffer, 0, 4));
+  };
+  const i32 = (v: number) => {
+    buf.setInt32(0, v, true);
+    parts.push(...new Uint8Array(buf.buffer, 0, 4));
+  };
+  const u64 = (v: number) => {
+    buf.setBigUint64(0, BigInt(v), true);
+    parts.push(...new Uint8Array(buf.buffer, 0, 8));
+  };
+  const f32 = (v: number) => {
+    buf.setFloat32(0, v, true);
+    parts.push(...new Uint8Array(buf.buffer, 0, 4));
+  };
+  const str = (s: string) => {
+    const b = enc.encode(s);
+    u64(b.length);
+    for (const x of b) parts.push(x);
+  };
+  u32(0x46554747);
+  u32(3);
+  u64(tensors.length);
+  u64(metadata.length);
   for (const [key, v] of metadata) {
     str(key);
     switch (v.type) {
-      case 'u32': u32(4); u32(v.value); break;
-      case 'i32': u32(5); i32(v.value); break;
-      case 'f32': u32(6); f32(v.value); break;
-      case 'string': u32(8); str(v.value); break;
-      case 'strings': u32(9); u32(8); u64(v.value.length); v.value.forEach(str); break;
-      case 'i32s': u32(9); u32(5); u64(v.value.length); v.value.forEach(i32); break;
+      case 'u32':
+        u32(4);
+        u32(v.value);
+        break;
+      case 'i32':
+        u32(5);
+        i32(v.value);
+        break;
+      case 'f32':
+        u32(6);
+        f32(v.value);
+        break;
+      case 'string':
+        u32(8);
+        str(v.value);
+        break;
+      case 'strings':
+        u32(9);
+        u32(8);
+        u64(v.value.length);
+        v.value.forEach(str);
+        break;
+      case 'i32s':
+        u32(9);
+        u32(5);
+        u64(v.value.length);
+        v.value.forEach(i32);
+        break;
     }
   }
   let offset = 0;
   const offsets: number[] = [];
   for (const t of tensors) {
-    str(t.name); u32(t.shape.length);
+    str(t.name);
+    u32(t.shape.length);
     for (const d of [...t.shape].reverse()) u64(d);
-    u32(0); u64(offset);
+    u32(0);
+    u64(offset);
     offsets.push(offset);
     offset += Math.ceil(t.data.byteLength / 32) * 32;
   }
   while (parts.length % 32) parts.push(0);
   const out = new Uint8Array(parts.length + offset);
   out.set(parts);
-  tensors.forEach((t, i) => out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts.length + offsets[i]));
+  for (const [i, t] of tensors.entries())
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts.length + offsets[i]);
   return out;
 }
 
@@ -147,33 +260,46 @@ export function tinyLlamaGguf(seed = 1, chatTemplate?: string): string {
   const eos = tokens.indexOf('<|endoftext|>');
   const next = rng(seed);
   const t = (name: string, shape: number[], scale = 0.3, offset = 0): NamedArray => ({
-    name, shape, data: randomArray(shape.reduce((a, b) => a * b, 1), next).map((v) => v * scale + offset),
+    name,
+    shape,
+    data: randomArray(
+      shape.reduce((a, b) => a * b, 1),
+      next,
+    ).map((v) => v * scale + offset),
   });
   const tensors = [t('token_embd.weight', [vocab, h], 1), t('output_norm.weight', [h], 0.1, 1)];
   for (let l = 0; l < layers; l++) {
     tensors.push(
-      t(`blk.${l}.attn_norm.weight`, [h], 0.1, 1), t(`blk.${l}.attn_q.weight`, [heads * hd, h], 0.4),
-      t(`blk.${l}.attn_k.weight`, [kvHeads * hd, h], 0.4), t(`blk.${l}.attn_v.weight`, [kvHeads * hd, h], 0.4),
-      t(`blk.${l}.attn_output.weight`, [h, heads * hd]), t(`blk.${l}.ffn_norm.weight`, [h], 0.1, 1),
-      t(`blk.${l}.ffn_gate.weight`, [ffn, h]), t(`blk.${l}.ffn_up.weight`, [ffn, h]), t(`blk.${l}.ffn_down.weight`, [h, ffn]),
+      t(`blk.${l}.attn_norm.weight`, [h], 0.1, 1),
+      t(`blk.${l}.attn_q.weight`, [heads * hd, h], 0.4),
+      t(`blk.${l}.attn_k.weight`, [kvHeads * hd, h], 0.4),
+      t(`blk.${l}.attn_v.weight`, [kvHeads * hd, h], 0.4),
+      t(`blk.${l}.attn_output.weight`, [h, heads * hd]),
+      t(`blk.${l}.ffn_norm.weight`, [h], 0.1, 1),
+      t(`blk.${l}.ffn_gate.weight`, [ffn, h]),
+      t(`blk.${l}.ffn_up.weight`, [ffn, h]),
+      t(`blk.${l}.ffn_down.weight`, [h, ffn]),
     );
   }
-  const bytes = ggufBytes([
-    ['general.architecture', { type: 'string', value: 'llama' }],
-    ['llama.block_count', { type: 'u32', value: layers }],
-    ['llama.embedding_length', { type: 'u32', value: h }],
-    ['llama.feed_forward_length', { type: 'u32', value: ffn }],
-    ['llama.attention.head_count', { type: 'u32', value: heads }],
-    ['llama.attention.head_count_kv', { type: 'u32', value: kvHeads }],
-    ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
-    ['llama.context_length', { type: 'u32', value: context }],
-    ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
-    ['tokenizer.ggml.tokens', { type: 'strings', value: tokens }],
-    ['tokenizer.ggml.merges', { type: 'strings', value: [`${g} t`, 'h e', `${g}t he`] }],
-    ['tokenizer.ggml.token_type', { type: 'i32s', value: tokens.map((tok) => (tok === '<|endoftext|>' ? 3 : 1)) }],
-    ['tokenizer.ggml.eos_token_id', { type: 'u32', value: eos }],
-    ...(chatTemplate === undefined ? [] : [['tokenizer.chat_template', { type: 'string', value: chatTemplate }] as [string, GgufValue]]),
-  ], tensors);
+  const bytes = ggufBytes(
+    [
+      ['general.architecture', { type: 'string', value: 'llama' }],
+      ['llama.block_count', { type: 'u32', value: layers }],
+      ['llama.embedding_length', { type: 'u32', value: h }],
+      ['llama.feed_forward_length', { type: 'u32', value: ffn }],
+      ['llama.attention.head_count', { type: 'u32', value: heads }],
+      ['llama.attention.head_count_kv', { type: 'u32', value: kvHeads }],
+      ['llama.attention.layer_norm_rms_epsilon', { type: 'f32', value: 1e-5 }],
+      ['llama.context_length', { type: 'u32', value: context }],
+      ['tokenizer.ggml.model', { type: 'string', value: 'gpt2' }],
+      ['tokenizer.ggml.tokens', { type: 'strings', value: tokens }],
+      ['tokenizer.ggml.merges', { type: 'strings', value: [`${g} t`, 'h e', `${g}t he`] }],
+      ['tokenizer.ggml.token_type', { type: 'i32s', value: tokens.map((tok) => (tok === '<|endoftext|>' ? 3 : 1)) }],
+      ['tokenizer.ggml.eos_token_id', { type: 'u32', value: eos }],
+      ...(chatTemplate === undefined ? [] : [['tokenizer.chat_template', { type: 'string', value: chatTemplate }] as [string, GgufValue]]),
+    ],
+    tensors,
+  );
   const dir = mkdtempSync(join(tmpdir(), 'kronlora-llama-'));
   mkdirSync(dir, { recursive: true });
   const file = join(dir, 'tiny-llama.gguf');

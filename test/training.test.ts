@@ -18,7 +18,9 @@ function reviews(n: number, seed: number): ClassificationRecord[] {
   const pick = <T>(xs: T[]) => xs[Math.floor(((next() + 1) / 2) * xs.length) % xs.length];
   return Array.from({ length: n }, (_, i) => {
     const positive = i % 2 === 0;
-    const words = Array.from({ length: 3 + (i % 4) }, () => pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']));
+    const words = Array.from({ length: 3 + (i % 4) }, () =>
+      pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']),
+    );
     return { text: words.join(' '), label: positive ? 'pos' : 'neg' };
   });
 }
@@ -26,7 +28,10 @@ function reviews(n: number, seed: number): ClassificationRecord[] {
 const tmp = () => mkdtempSync(join(tmpdir(), 'kronlora-train-'));
 
 async function rejection(promise: Promise<unknown>): Promise<KronLoraError> {
-  const error = await promise.then(() => undefined, (e: unknown) => e);
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(error, 'expected a rejection').toBeInstanceOf(KronLoraError);
   return error as KronLoraError;
 }
@@ -45,7 +50,14 @@ describe.each(backends)('training on %s', (name) => {
       let ticks = 0;
       const timer = setInterval(() => ticks++, 1);
       const started = performance.now();
-      const run = model.train({ data: reviews(64, 1), validationData: reviews(32, 2), epochs: 6, batchSize: 8, learningRate: 2e-2, seed: 3 });
+      const run = model.train({
+        data: reviews(64, 1),
+        validationData: reviews(32, 2),
+        epochs: 6,
+        batchSize: 8,
+        learningRate: 2e-2,
+        seed: 3,
+      });
       const events: TrainEvent[] = [];
       for await (const e of run) events.push(e);
       const result = await run.result;
@@ -86,7 +98,13 @@ describe.each(backends)('training on %s', (name) => {
     expect(cut.step).toBeGreaterThanOrEqual(3);
     expect(cut.step).toBeLessThan(whole.step);
     expect(cut.checkpoint).toBe(join(out, `checkpoint-${String(cut.step).padStart(6, '0')}`));
-    for (const f of ['trainer_state.json', 'trainable.safetensors', 'optimizer.safetensors', 'adapter_config.json', 'adapter_model.safetensors']) {
+    for (const f of [
+      'trainer_state.json',
+      'trainable.safetensors',
+      'optimizer.safetensors',
+      'adapter_config.json',
+      'adapter_model.safetensors',
+    ]) {
       expect(existsSync(join(cut.checkpoint!, f)), f).toBe(true);
     }
     const resumed = await (await classifier()).train({ ...options, outputDir: out, resumeFrom: out }).result;
@@ -124,7 +142,14 @@ describe.each(backends)('training on %s', (name) => {
     expect(e.message).toMatch(/unknown field `learningRat`/);
     expect(() => model.train({ data: 5 } as never)).toThrow(/data must be a path to a .jsonl file or an array of records/);
     // Errors surface in iteration too, after the events that came before them.
-    const run = model.train({ data: reviews(16, 1), validationSplit: 0, learningRate: 1e30, warmupRatio: 0, maxGradNorm: null, batchSize: 4 });
+    const run = model.train({
+      data: reviews(16, 1),
+      validationSplit: 0,
+      learningRate: 1e30,
+      warmupRatio: 0,
+      maxGradNorm: null,
+      batchSize: 4,
+    });
     const seen: string[] = [];
     const iterated = (async () => {
       for await (const ev of run) seen.push(ev.type);
@@ -144,8 +169,19 @@ describe.each(backends)('training on %s', (name) => {
     expect(before.perplexity).toBeCloseTo(Math.exp(before.loss), 6);
     const result = await model.train({ data, validationData: data, epochs: 15, batchSize: 2, learningRate: 2e-2, warmupRatio: 0 }).result;
     expect(result.metrics!.loss).toBeLessThan(before.loss * 0.7);
-    const mc = [{ question: 'a', choices: ['b', 'c'], answer: 1 }, { question: 'b', choices: ['c', 'a'], answer: 0 }];
-    const trained = await model.train({ task: 'multiple-choice', data: mc, validationData: mc, epochs: 15, batchSize: 2, learningRate: 2e-2, warmupRatio: 0 }).result;
+    const mc = [
+      { question: 'a', choices: ['b', 'c'], answer: 1 },
+      { question: 'b', choices: ['c', 'a'], answer: 0 },
+    ];
+    const trained = await model.train({
+      task: 'multiple-choice',
+      data: mc,
+      validationData: mc,
+      epochs: 15,
+      batchSize: 2,
+      learningRate: 2e-2,
+      warmupRatio: 0,
+    }).result;
     expect(trained.metrics!.accuracy).toBe(1);
   });
 });
@@ -160,7 +196,7 @@ describe('training across backends', () => {
     }
     const [native, wasm] = results;
     expect(native.losses).toHaveLength(wasm.losses.length);
-    native.losses.forEach((l, i) => expect(Math.abs(l - wasm.losses[i])).toBeLessThan(1e-4));
+    for (const [i, l] of native.losses.entries()) expect(Math.abs(l - wasm.losses[i])).toBeLessThan(1e-4);
   });
 
   it('refuses other calls on a model while it trains (native)', async () => {

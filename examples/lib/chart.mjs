@@ -17,9 +17,14 @@ export async function lossChartSvg(runs, title) {
       color: { field: 'run', type: 'nominal', title: null, legend: { orient: 'top-right' } },
     },
     layer: [
-      { mark: { type: 'line', opacity: 0.25, strokeWidth: 1 }, encoding: { y: { field: 'loss', type: 'quantitative', title: 'training loss' } } },
       {
-        transform: [{ window: [{ op: 'mean', field: 'loss', as: 'smoothed' }], frame: [-7, 7], groupby: ['run'], sort: [{ field: 'step' }] }],
+        mark: { type: 'line', opacity: 0.25, strokeWidth: 1 },
+        encoding: { y: { field: 'loss', type: 'quantitative', title: 'training loss' } },
+      },
+      {
+        transform: [
+          { window: [{ op: 'mean', field: 'loss', as: 'smoothed' }], frame: [-7, 7], groupby: ['run'], sort: [{ field: 'step' }] },
+        ],
         mark: { type: 'line', strokeWidth: 2.5 },
         encoding: { y: { field: 'smoothed', type: 'quantitative' } },
       },

@@ -27,20 +27,22 @@ const started = performance.now();
 const test = await model.evaluate(run.test, { batchSize: 32, maxLength: run.train.maxLength });
 const evalSeconds = (performance.now() - started) / 1000;
 const adapterBytes = readdirSync(result.adapterDir).reduce((n, f) => n + statSync(join(result.adapterDir, f)).size, 0);
-console.log(JSON.stringify({
-  label: run.label,
-  adapter: run.adapter,
-  trainable: params.trainable,
-  adapterParameters: params.adapters.default,
-  headParameters: params.head,
-  total: params.total,
-  testAccuracy: test.accuracy,
-  testLoss: test.loss,
-  trainSeconds: result.seconds,
-  examplesPerSecond: result.examplesPerSecond,
-  evalSeconds,
-  peakRssMiB: peakMiB(),
-  adapterDir: result.adapterDir,
-  adapterBytes,
-  steps,
-}));
+console.log(
+  JSON.stringify({
+    label: run.label,
+    adapter: run.adapter,
+    trainable: params.trainable,
+    adapterParameters: params.adapters.default,
+    headParameters: params.head,
+    total: params.total,
+    testAccuracy: test.accuracy,
+    testLoss: test.loss,
+    trainSeconds: result.seconds,
+    examplesPerSecond: result.examplesPerSecond,
+    evalSeconds,
+    peakRssMiB: peakMiB(),
+    adapterDir: result.adapterDir,
+    adapterBytes,
+    steps,
+  }),
+);

@@ -17,10 +17,15 @@ const texts = [
 ];
 const file = join(mkdtempSync(join(tmpdir(), 'kronlora-peft-')), 'texts.json');
 writeFileSync(file, JSON.stringify(texts));
-const peft = JSON.parse(execFileSync(python, [new URL('./peft_logits.py', import.meta.url).pathname, modelDir, adapterDir, numLabels, file], { encoding: 'utf8' }).trim().split('\n').pop());
+const peft = JSON.parse(
+  execFileSync(python, [new URL('./peft_logits.py', import.meta.url).pathname, modelDir, adapterDir, numLabels, file], { encoding: 'utf8' })
+    .trim()
+    .split('\n')
+    .pop(),
+);
 const model = await loadModel(modelDir, { task: 'sequence-classification', numLabels: Number(numLabels) });
 await model.loadAdapter(adapterDir);
 const ours = await model.logits(texts);
 let max = 0;
-ours.forEach((row, i) => row.forEach((v, j) => (max = Math.max(max, Math.abs(v - peft.logits[i][j])))));
+for (const [i, row] of ours.entries()) for (const [j, v] of row.entries()) max = Math.max(max, Math.abs(v - peft.logits[i][j]));
 console.log(JSON.stringify({ adapterDir, peft: peft.logits, kronlora: ours.map((r) => [...r]), maxAbsDiff: max }));

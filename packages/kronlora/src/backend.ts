@@ -1,48 +1,37 @@
 /**
  * Backend selection: the native addon (napi-rs) when it loads, the WASM build otherwise.
  * `KRONLORA_BACKEND=native|wasm` forces one. Both expose the same raw interface below.
+ *
+ * The bindings' types are the declarations their builds generate from the Rust signatures
+ * (napi-rs: native/native.d.ts, wasm-bindgen: wasm/kronlora_wasm.d.ts; scripts/build.sh writes
+ * both before tsc runs). The imports are type-only, so dist/ does not load them: when a binding's
+ * signature changes, tsc fails here until the TypeScript follows.
  */
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import type * as Native from '../native/native.js';
+import type * as Wasm from '../wasm/kronlora_wasm.js';
 import { KronLoraError, fromBackendError } from './errors.js';
 import { WasmHost } from './wasm-host.js';
+import type { WasmArgs, WasmMethod } from './wasm-worker.js';
 
 export type BackendName = 'native' | 'wasm';
 
 /** A tensor as the bindings pass it. */
-export interface RawNamedTensor {
-  name: string;
-  shape: number[];
-  data: Float32Array;
-}
+export type RawNamedTensor = Native.NamedTensor;
 
-/** What `NativeLayer` (napi) and `WasmLayer` (wasm-bindgen) both implement. */
-export interface RawLayer {
-  readonly inFeatures: number;
-  readonly outFeatures: number;
-  readonly numTrainableParameters: number;
-  readonly merged: boolean;
-  forward(x: Float32Array, rows: number): Float32Array;
-  gradients(x: Float32Array, rows: number, gradOutput: Float32Array): { parameters: RawNamedTensor[]; input: RawNamedTensor };
-  getParameters(): RawNamedTensor[];
-  setParameters(values: RawNamedTensor[]): void;
-  deltaWeight(): RawNamedTensor;
-  weight(): RawNamedTensor | null | undefined;
-  merge(): void;
-  unmerge(): void;
-  toLora(): { loraA: RawNamedTensor; loraB: RawNamedTensor; rank: number; alpha: number };
-  free?(): void;
-}
+/**
+ * What `NativeLayer` (napi) and `WasmLayer` (wasm-bindgen) both implement: napi's declaration,
+ * which `WasmLayer` is checked against where it is created (and `free()`, WASM's only).
+ */
+export type RawLayer = Native.NativeLayer & { free?(): void };
 
 export type AdapterType = 'kron-lora' | 'lora';
 
 /** Row-major rows × width floats. */
-export interface FloatRows {
-  data: Float32Array;
-  width: number;
-}
+export type FloatRows = Native.FloatRows;
 
 /** What both bindings' models offer, all asynchronous (native: libuv pool; WASM: a worker). */
 export interface RawModel {
@@ -81,12 +70,19 @@ export interface Binding {
   adapterConfigSummary(text: string, path: string): string;
 }
 
-type LayerClass = new (kind: string, json: string, weight?: Float32Array, bias?: Float32Array) => RawLayer;
-interface RawModule {
-  factorization(dim: number, factor: number): number[];
-  labelSummary(text: string, name: string): string;
-  adapterConfigSummary(text: string, path: string): string;
-}
+/**
+ * wasm-bindgen declares most results `any`, so assigning a `WasmLayer` to `RawLayer` checks the
+ * arguments but not the results, and would accept a method that takes fewer arguments than
+ * napi's. This names any method whose argument count differs between the two (tsc: "Type
+ * '"forward"' does not satisfy the constraint 'never'").
+ */
+type Arity<F> = F extends (...args: infer A) => unknown ? A['length'] : never;
+type SameType<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+type ArityMismatch<N, W> = {
+  [K in keyof N & keyof W]: SameType<Arity<N[K]>, Arity<W[K]>> extends true ? never : K;
+}[keyof N & keyof W];
+type AssertNever<T extends never> = T;
+type _LayerArityCheck = AssertNever<ArityMismatch<Native.NativeLayer, Wasm.WasmLayer>>;
 
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
@@ -96,19 +92,6 @@ function nativeTriple(): string {
   if (platform !== 'linux') return `${platform}-${arch}`;
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   return `linux-${arch}-${header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
-}
-
-interface NativeModel {
-  describe(): string;
-  addAdapter(name: string, json: string): number;
-  embed(texts: string[]): Promise<FloatRows>;
-  logits(texts: string[]): Promise<FloatRows>;
-  classify(texts: string[]): Promise<string>;
-  generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
-  train(optionsJson: string): RawTraining;
-  evaluate(dataJson: string, optionsJson: string): Promise<string>;
-  saveAdapter(dir: string, name?: string | null): Promise<void>;
-  loadAdapter(dir: string, name?: string | null): Promise<number>;
 }
 
 /** Await a backend promise, rethrowing its failure as a `KronLoraError`. */
@@ -123,11 +106,8 @@ async function settle<T>(promise: () => Promise<T>): Promise<T> {
 function loadNative(): Binding {
   const file = join(packageRoot, 'native', `kronlora.${nativeTriple()}.node`);
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
-  const mod = require(file) as RawModule & {
-    NativeLayer: LayerClass;
-    loadModel(path: string, json: string): Promise<NativeModel>;
-  };
-  const wrap = (m: NativeModel): RawModel => ({
+  const mod = require(file) as typeof Native;
+  const wrap = (m: Native.NativeModel): RawModel => ({
     describe: () => settle(async () => m.describe()),
     addAdapter: (name, json) => settle(async () => m.addAdapter(name, json)),
     embed: (texts) => settle(() => m.embed(texts)),
@@ -161,34 +141,38 @@ function loadNative(): Binding {
 function loadWasm(): Binding {
   const file = join(packageRoot, 'wasm', 'kronlora_wasm.js');
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
-  const mod = require(file) as RawModule & { WasmLayer: LayerClass };
+  const mod = require(file) as typeof Wasm;
   // Layers are small and synchronous here; models live in a worker thread.
   const host = new WasmHost(file);
   const wrap = (model: number): RawModel => {
-    const call = <T>(method: string, ...args: unknown[]) => host.request<T>({ op: 'call', model, method, args });
+    // `WasmModel`'s methods by name, with their declared arguments (less the storage, which the
+    // worker adds) and results.
+    const call = <M extends WasmMethod>(method: M, ...args: WasmArgs<M>) =>
+      host.request<ReturnType<Wasm.WasmModel[M]>>({ op: 'call', model, method, args });
     return {
-      describe: () => call<string>('describe'),
-      addAdapter: (name, json) => call<number>('addAdapter', name, json),
-      embed: (texts) => call<FloatRows>('embed', texts),
-      logits: (texts) => call<FloatRows>('logits', texts),
-      classify: (texts) => call<string>('classify', texts),
-      generate: (prompt, maxTokens, temperature, seed) => call<string>('generate', prompt, maxTokens, temperature, seed),
+      describe: () => call('describe'),
+      addAdapter: (name, json) => call('addAdapter', name, json),
+      embed: (texts) => call('embed', texts),
+      logits: (texts) => call('logits', texts),
+      classify: (texts) => call('classify', texts),
+      generate: (prompt, maxTokens, temperature, seed) => call('generate', prompt, maxTokens, temperature, seed),
       train: async (optionsJson) => wasmTraining(host, model, optionsJson),
-      evaluate: (data, json) => call<string>('evaluate', data, json),
-      saveAdapter: (dir, name) => call<void>('saveAdapter', dir, name ?? null),
-      loadAdapter: (dir, name) => call<number>('loadAdapter', dir, name ?? null),
+      evaluate: (data, json) => call('evaluate', data, json),
+      saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
+      loadAdapter: (dir, name) => call('loadAdapter', dir, name ?? null),
       dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
     };
   };
   return {
     name: 'wasm',
     createLayer: (kind, json, weight, bias) => new mod.WasmLayer(kind, json, weight, bias),
-    factorization: (dim, factor) => mod.factorization(dim, factor),
+    // A `Uint32Array` from wasm-bindgen.
+    factorization: (dim, factor) => Array.from(mod.factorization(dim, factor)),
     labelSummary: (text, name) => mod.labelSummary(text, name),
     adapterConfigSummary: (text, path) => mod.adapterConfigSummary(text, path),
     loadModel: async (source, optionsJson) => {
-      const message = typeof source === 'string' ? { op: 'load', path: source, optionsJson } : { op: 'load', files: source, optionsJson };
-      return wrap(await host.request<number>(message));
+      const files = typeof source === 'string' ? { path: source } : { files: source };
+      return wrap(await host.request<number>({ op: 'load', ...files, optionsJson }));
     },
   };
 }

@@ -6,7 +6,7 @@
  */
 import { type BackendName, type Binding, defaultBinding, loadBackend } from './backend.js';
 import { call } from './errors.js';
-import { KronLoraLinear, LoraLinear, layersOn } from './layers.js';
+import { layersOn } from './layers.js';
 import { type LoadModelOptions, Model } from './model.js';
 import type { ModelFiles } from './backend.js';
 
@@ -15,7 +15,16 @@ export type { BackendName } from './backend.js';
 export { KronLoraLinear, LoraLinear } from './layers.js';
 export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
 export { Model, loadModel } from './model.js';
-export type { AdapterConfig, Classification, GenerateOptions, Generation, LoadModelOptions, ModuleInfo, Task, TrainableParameters } from './model.js';
+export type {
+  AdapterConfig,
+  Classification,
+  GenerateOptions,
+  Generation,
+  LoadModelOptions,
+  ModuleInfo,
+  Task,
+  TrainableParameters,
+} from './model.js';
 export type { ModelFiles } from './backend.js';
 export { TrainingRun } from './training.js';
 export type {

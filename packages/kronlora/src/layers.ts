@@ -72,9 +72,7 @@ function checkRows(rows: unknown): number {
 
 /** JSON that keeps NaN and ±Infinity visible to the core's checks (JSON would turn them into null). */
 function optionsJson(options: object): string {
-  return JSON.stringify(options, (_key, value) =>
-    typeof value === 'number' && !Number.isFinite(value) ? String(value) : value,
-  );
+  return JSON.stringify(options, (_key, value) => (typeof value === 'number' && !Number.isFinite(value) ? String(value) : value));
 }
 
 /** The base class of both layer types; not exported as such. */

@@ -102,7 +102,8 @@ function checkData(field: string, data: unknown): void {
 }
 
 function checkName(options: { name?: string }): string | undefined {
-  if (typeof options !== 'object' || options === null) throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'options must be an object like { name }');
+  if (typeof options !== 'object' || options === null)
+    throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'options must be an object like { name }');
   const { name, ...unknown } = options;
   const extra = Object.keys(unknown);
   if (extra.length) throw new KronLoraError('ERR_INVALID_OPTION', `unknown option(s) ${extra.join(', ')}; use name`);
@@ -178,7 +179,10 @@ export class Model {
   async addAdapter(name: string, config: AdapterConfig): Promise<{ modules: number }> {
     if (typeof name !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'adapter name must be a string');
     if (typeof config !== 'object' || config === null) {
-      throw new KronLoraError('ERR_INVALID_ARG_TYPE', "adapter config must be an object like { type: 'kron-lora', rank, alpha, targetModules }");
+      throw new KronLoraError(
+        'ERR_INVALID_ARG_TYPE',
+        "adapter config must be an object like { type: 'kron-lora', rank, alpha, targetModules }",
+      );
     }
     const modules = await this.raw.addAdapter(name, toJson(config));
     await this.refresh();
@@ -210,7 +214,8 @@ export class Model {
     if (typeof prompt !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'prompt must be a string');
     const { maxTokens = 64, temperature = 0, seed = 0, ...unknown } = options;
     const extra = Object.keys(unknown);
-    if (extra.length) throw new KronLoraError('ERR_INVALID_OPTION', `unknown generate option(s) ${extra.join(', ')}; use maxTokens, temperature, seed`);
+    if (extra.length)
+      throw new KronLoraError('ERR_INVALID_OPTION', `unknown generate option(s) ${extra.join(', ')}; use maxTokens, temperature, seed`);
     if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 0xffffffff) {
       throw new KronLoraError('ERR_INVALID_OPTION', `maxTokens must be a positive integer, got ${maxTokens}`);
     }
@@ -243,7 +248,8 @@ export class Model {
   /** Loss and accuracy / perplexity on `data` (a `.jsonl` path or records). */
   async evaluate(data: DataSource, options: { task?: TrainTask; batchSize?: number; maxLength?: number } = {}): Promise<EvalMetrics> {
     checkData('data', data);
-    if (typeof options !== 'object' || options === null) throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'evaluate options must be an object');
+    if (typeof options !== 'object' || options === null)
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'evaluate options must be an object');
     return JSON.parse(await this.raw.evaluate(JSON.stringify(data), toJson(options)));
   }
 

@@ -11,10 +11,7 @@ export interface ClassificationRecord {
   label: number | string;
 }
 /** A causal-LM record: plain text (all scored), prompt + completion (completion scored), or chat (assistant turns scored). */
-export type CausalLmRecord =
-  | { text: string }
-  | { prompt: string; completion: string }
-  | { messages: { role: string; content: string }[] };
+export type CausalLmRecord = { text: string } | { prompt: string; completion: string } | { messages: { role: string; content: string }[] };
 /** A multiple-choice record, scored by the summed log-likelihood of each choice. */
 export interface MultipleChoiceRecord {
   question: string;
@@ -118,8 +115,28 @@ export interface TrainResult {
 }
 
 export type TrainEvent =
-  | { type: 'start'; task: TrainTask; totalSteps: number; epochs: number; trainExamples: number; validationExamples: number; trainableParameters: number; resumedFromStep: number | null }
-  | { type: 'step'; step: number; totalSteps: number; epoch: number; loss: number; learningRate: number; gradNorm: number; examplesPerSecond: number; tokensPerSecond: number; elapsedSeconds: number }
+  | {
+      type: 'start';
+      task: TrainTask;
+      totalSteps: number;
+      epochs: number;
+      trainExamples: number;
+      validationExamples: number;
+      trainableParameters: number;
+      resumedFromStep: number | null;
+    }
+  | {
+      type: 'step';
+      step: number;
+      totalSteps: number;
+      epoch: number;
+      loss: number;
+      learningRate: number;
+      gradNorm: number;
+      examplesPerSecond: number;
+      tokensPerSecond: number;
+      elapsedSeconds: number;
+    }
   | { type: 'eval'; step: number; epoch: number; metrics: EvalMetrics; isBest: boolean }
   | { type: 'checkpoint'; step: number; path: string }
   | ({ type: 'done' } & TrainResult);

@@ -4,6 +4,10 @@
  */
 import { Worker } from 'node:worker_threads';
 import { KronLoraError, fromBackendError } from './errors.js';
+import type { Request } from './wasm-worker.js';
+
+/** A request as sent: the worker's `Request` less the id added here. */
+type RequestBody = Request extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
 
 interface Reply {
   id: number;
@@ -77,12 +81,12 @@ export class WasmHost {
     this.pending.clear();
   }
 
-  request<T>(message: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<T> {
+  request<T>(message: RequestBody, transfer: ArrayBuffer[] = []): Promise<T> {
     return this.stream<T>(message, undefined, transfer);
   }
 
   /** A request whose worker side posts `{ id, event }` messages before its reply. */
-  stream<T>(message: Record<string, unknown>, onEvent?: (e: unknown) => void, transfer: ArrayBuffer[] = []): Promise<T> {
+  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: ArrayBuffer[] = []): Promise<T> {
     const worker = this.start();
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {

@@ -3,29 +3,30 @@
  * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
  * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
  */
-import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
+// wasm-bindgen's declarations of the module, generated from the Rust (type-only: see backend.ts).
+import type * as Wasm from '../wasm/kronlora_wasm.js';
 
-interface WasmModel {
-  describe(): string;
-  addAdapter(name: string, json: string): number;
-  embed(texts: string[]): unknown;
-  logits(texts: string[]): unknown;
-  classify(texts: string[]): string;
-  generate(prompt: string, maxTokens: number, temperature: number, seed: number): string;
-  train(optionsJson: string, storage: Storage, onEvent: (json: string) => void, shouldStop: () => boolean): string;
-  evaluate(dataJson: string, optionsJson: string, storage: Storage): string;
-  saveAdapter(dir: string, name: string | null, storage: Storage): void;
-  loadAdapter(dir: string, name: string | null, storage: Storage): number;
-  free(): void;
-}
-interface WasmModule {
-  WasmModel: { load(names: string[], contents: Uint8Array[], optionsJson: string): WasmModel };
-}
+type WasmModel = Wasm.WasmModel;
 
-const wasm = createRequire(import.meta.url)(workerData.modulePath as string) as WasmModule;
+const wasm = createRequire(import.meta.url)(workerData.modulePath as string) as typeof Wasm;
 const models = new Map<number, WasmModel>();
 let nextModel = 1;
 
@@ -37,7 +38,9 @@ let nextModel = 1;
 function readModelFiles(path: string): [string[], Uint8Array[]] {
   try {
     const names = statSync(path).isDirectory()
-      ? readdirSync(path).filter((f) => /\.(json|safetensors)$/i.test(f)).map((f) => join(path, f))
+      ? readdirSync(path)
+          .filter((f) => /\.(json|safetensors)$/i.test(f))
+          .map((f) => join(path, f))
       : [path];
     return [names, names.map((n) => readFileSync(n))];
   } catch (error) {
@@ -74,14 +77,20 @@ const storage = {
   removeFile: (path: string): void => unlinkSync(path),
   removeEmptyDir: (dir: string): void => rmdirSync(dir),
 };
-type Storage = typeof storage;
 
+/** The `WasmModel` methods the main thread calls by name (`train` and `free` have ops of their own). */
+export type WasmMethod = Exclude<keyof WasmModel, 'train' | 'free' | symbol>;
 /** Methods whose last argument is the storage (filled in here, not sent by the main thread). */
-const usesStorage = new Set(['evaluate', 'saveAdapter', 'loadAdapter']);
+type StorageMethod = 'evaluate' | 'saveAdapter' | 'loadAdapter';
+const usesStorage = new Set<WasmMethod>(['evaluate', 'saveAdapter', 'loadAdapter'] satisfies StorageMethod[]);
+type DropLast<T extends unknown[]> = T extends [...infer Head, unknown] ? Head : T;
+/** A method's arguments as the main thread sends them. */
+export type WasmArgs<M extends WasmMethod> = M extends StorageMethod ? DropLast<Parameters<WasmModel[M]>> : Parameters<WasmModel[M]>;
 
-type Request =
+/** A request to this worker; the main thread's side is `WasmHost`. */
+export type Request =
   | { id: number; op: 'load'; path?: string; files?: Record<string, Uint8Array>; optionsJson: string }
-  | { id: number; op: 'call'; model: number; method: keyof WasmModel; args: unknown[] }
+  | { id: number; op: 'call'; model: number; method: WasmMethod; args: unknown[] }
   | { id: number; op: 'free'; model: number }
   | { id: number; op: 'train'; model: number; optionsJson: string; flag: Int32Array };
 

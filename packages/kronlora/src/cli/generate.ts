@@ -30,9 +30,15 @@ Examples:
     const task = f.adapter ? savedAdapter(f, f.adapter).task : undefined;
     const model = await loadFor(f, task ?? 'causal-lm');
     if (f.adapter) await model.loadAdapter(f.adapter);
-    const g = await model.generate(f.prompt, { maxTokens: int('max-tokens', f.maxTokens), temperature: num('temperature', f.temperature), seed: num('seed', f.seed) });
+    const g = await model.generate(f.prompt, {
+      maxTokens: int('max-tokens', f.maxTokens),
+      temperature: num('temperature', f.temperature),
+      seed: num('seed', f.seed),
+    });
     if (f.json) {
-      io.out(JSON.stringify({ command: 'generate', model: f.model, adapter: f.adapter ?? null, backend: model.backend, prompt: f.prompt, ...g }));
+      io.out(
+        JSON.stringify({ command: 'generate', model: f.model, adapter: f.adapter ?? null, backend: model.backend, prompt: f.prompt, ...g }),
+      );
       return;
     }
     io.out(`${f.prompt}${g.text}`);

@@ -2,7 +2,18 @@
 import type { Command } from 'commander';
 import type { TrainTask } from '../training.js';
 import { type Io, count, duration, metricsLine } from './output.js';
-import { type AdapterFlags, type CommonFlags, adapterConfig, adapterDir, adapterOptions, checkFile, common, int, loadFor, savedAdapter } from './shared.js';
+import {
+  type AdapterFlags,
+  type CommonFlags,
+  adapterConfig,
+  adapterDir,
+  adapterOptions,
+  checkFile,
+  common,
+  int,
+  loadFor,
+  savedAdapter,
+} from './shared.js';
 
 interface InfoFlags extends CommonFlags, AdapterFlags {
   task?: string;
@@ -13,7 +24,7 @@ interface InfoFlags extends CommonFlags, AdapterFlags {
 export function infoCommand(root: Command, io: Io): void {
   const cmd = root.command('info').description('architecture, parameter counts, and where an adapter would go');
   common(cmd)
-    .option('--task <task>', 'embedding | sequence-classification | causal-lm (default: the model family\'s own)')
+    .option('--task <task>', "embedding | sequence-classification | causal-lm (default: the model family's own)")
     .option('--num-labels <n>', 'classes of a sequence-classification head', '2')
     .option('--modules', 'list every adapted module');
   adapterOptions(cmd).addHelpText(
@@ -35,8 +46,20 @@ Examples:
     const adapted = modules.filter((m) => m.adapters.includes('default'));
     const kinds = [...new Set(adapted.map((m) => m.name.split('.').at(-1)!))];
     if (f.json) {
-      io.out(JSON.stringify({ command: 'info', model: f.model, backend: model.backend, architecture: model.architecture, task: model.task, adapter,
-        baseParameters: base.total - base.trainable, trainableParameters: report, linearModules: modules.length, adaptedModules: adapted.map((m) => m.name) }));
+      io.out(
+        JSON.stringify({
+          command: 'info',
+          model: f.model,
+          backend: model.backend,
+          architecture: model.architecture,
+          task: model.task,
+          adapter,
+          baseParameters: base.total - base.trainable,
+          trainableParameters: report,
+          linearModules: modules.length,
+          adaptedModules: adapted.map((m) => m.name),
+        }),
+      );
       return;
     }
     io.out(`${f.model}`);
@@ -44,8 +67,12 @@ Examples:
     io.out(`  task           ${model.task}`);
     io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
     io.out(`  linear modules ${modules.length}`);
-    io.out(`  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${adapter.kronIn ? `, d_A1 ${adapter.kronIn}, d_A2 ${adapter.kronOut}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`);
-    io.out(`  trainable      ${count(report.trainable)} of ${count(report.total)} (${report.percentage.toFixed(3)} %): adapter ${count(report.adapters.default)}${report.head ? `, head ${count(report.head)}` : ''}`);
+    io.out(
+      `  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${adapter.kronIn ? `, d_A1 ${adapter.kronIn}, d_A2 ${adapter.kronOut}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`,
+    );
+    io.out(
+      `  trainable      ${count(report.trainable)} of ${count(report.total)} (${report.percentage.toFixed(3)} %): adapter ${count(report.adapters.default)}${report.head ? `, head ${count(report.head)}` : ''}`,
+    );
     if (f.modules) for (const m of adapted) io.out(`    ${m.name} [${m.outFeatures} × ${m.inFeatures}]`);
   });
 }
@@ -61,11 +88,14 @@ interface EvalFlags extends CommonFlags {
 export function evalCommand(root: Command, io: Io): void {
   const cmd = root.command('eval').description('evaluate a saved adapter on a JSONL dataset');
   common(cmd)
-    .requiredOption('--adapter <dir>', 'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used)')
+    .requiredOption(
+      '--adapter <dir>',
+      'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used)',
+    )
     .requiredOption('--data <file>', 'records, one JSON object per line')
-    .option('--task <task>', 'classification | causal-lm | multiple-choice (default: the adapter\'s)')
+    .option('--task <task>', "classification | causal-lm | multiple-choice (default: the adapter's)")
     .option('--batch-size <n>', 'examples per batch', '32')
-    .option('--max-length <n>', 'tokens per example at most (default: 128, or the model\'s context if shorter)')
+    .option('--max-length <n>', "tokens per example at most (default: 128, or the model's context if shorter)")
     .addHelpText(
       'after',
       `
@@ -83,12 +113,18 @@ Examples:
     // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
     if (!f.json) io.err(`  evaluating ${f.data} with ${adapter} (${model.backend} backend)…`);
     const started = performance.now();
-    const metrics = await model.evaluate(f.data, { ...(f.task ? { task: f.task } : {}), batchSize: int('batch-size', f.batchSize), ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}) });
+    const metrics = await model.evaluate(f.data, {
+      ...(f.task ? { task: f.task } : {}),
+      batchSize: int('batch-size', f.batchSize),
+      ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}),
+    });
     if (f.json) {
       io.out(JSON.stringify({ command: 'eval', model: f.model, adapter, backend: model.backend, modules, metrics }));
       return;
     }
     const seconds = (performance.now() - started) / 1000;
-    io.out(`${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)} · ${duration(seconds)} (${(metrics.examples / seconds).toFixed(1)} examples/s)`);
+    io.out(
+      `${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)} · ${duration(seconds)} (${(metrics.examples / seconds).toFixed(1)} examples/s)`,
+    );
   });
 }

@@ -31,7 +31,8 @@ Examples:
   evalCommand(root, io);
   infoCommand(root, io);
   generateCommand(root, io);
-  for (const cmd of root.commands) cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+  for (const cmd of root.commands)
+    cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   return root;
 }
 
@@ -54,4 +55,3 @@ export async function main(argv: string[], io: Io = processIo): Promise<number> 
     return 1;
   }
 }
-

@@ -80,7 +80,10 @@ export function adapterDir(dir: string): string {
   if (existsSync(join(dir, config))) return dir;
   if (existsSync(join(dir, 'adapter', config))) return join(dir, 'adapter');
   if (!existsSync(dir)) throw new KronLoraError('ERR_INVALID_OPTION', `--adapter ${dir}: no such file or directory`);
-  throw new KronLoraError('ERR_INVALID_OPTION', `--adapter ${dir} holds no ${config} (nor adapter/${config}); pass an adapter directory or the --out directory of kronlora train`);
+  throw new KronLoraError(
+    'ERR_INVALID_OPTION',
+    `--adapter ${dir} holds no ${config} (nor adapter/${config}); pass an adapter directory or the --out directory of kronlora train`,
+  );
 }
 
 /** What `adapter_config.json` says about the model it was trained for (read by the core). */
@@ -132,6 +135,7 @@ export function int(name: string, value: string | undefined): number | undefined
 export function num(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new KronLoraError('ERR_INVALID_OPTION', `--${name} must be a number, got "${value}"`);
+  if (value.trim() === '' || !Number.isFinite(n))
+    throw new KronLoraError('ERR_INVALID_OPTION', `--${name} must be a number, got "${value}"`);
   return n;
 }

@@ -5,7 +5,19 @@ import type { Task } from '../model.js';
 import type { TrainResult, TrainTask } from '../training.js';
 import { type Io, count, duration, metricsLine } from './output.js';
 import { trainingProgress } from './progress.js';
-import { type AdapterFlags, type CommonFlags, Interrupted, adapterConfig, adapterOptions, checkFile, common, int, loadFor, num, numLabelsOf } from './shared.js';
+import {
+  type AdapterFlags,
+  type CommonFlags,
+  Interrupted,
+  adapterConfig,
+  adapterOptions,
+  checkFile,
+  common,
+  int,
+  loadFor,
+  num,
+  numLabelsOf,
+} from './shared.js';
 
 interface TrainFlags extends CommonFlags, AdapterFlags {
   data: string;
@@ -22,7 +34,11 @@ interface TrainFlags extends CommonFlags, AdapterFlags {
   progress: boolean;
 }
 
-const modelTask: Record<TrainTask, Task> = { classification: 'sequence-classification', 'causal-lm': 'causal-lm', 'multiple-choice': 'causal-lm' };
+const modelTask: Record<TrainTask, Task> = {
+  classification: 'sequence-classification',
+  'causal-lm': 'causal-lm',
+  'multiple-choice': 'causal-lm',
+};
 
 export function trainCommand(root: Command, io: Io): void {
   const cmd = root.command('train').description('fine-tune a Kron-LoRA or LoRA adapter on a JSONL dataset');
@@ -33,7 +49,7 @@ export function trainCommand(root: Command, io: Io): void {
     .option('--epochs <n>', 'passes over the data', '1')
     .option('--batch-size <n>', 'examples per step', '16')
     .option('--lr <x>', 'peak learning rate (linear warmup over 6 %, then linear decay)', '1e-3')
-    .option('--max-length <n>', 'tokens per example at most (default: 128, or the model\'s context if shorter)')
+    .option('--max-length <n>', "tokens per example at most (default: 128, or the model's context if shorter)")
     .option('--seed <n>', 'seed of shuffling, the split, dropout and initialisation', '0')
     .option('--eval-every <n>', 'evaluate every n steps (default: each epoch)')
     .requiredOption('--out <dir>', 'output directory: checkpoints and the final adapter (out/adapter); nothing else in it is touched')
@@ -65,7 +81,9 @@ Examples:
     const out = resolve(f.out);
     if (!f.json) {
       io.out(`kronlora train · ${model.architecture} · ${model.backend} backend`);
-      io.out(`  ${adapter.type} adapter on ${report.adaptedModules.default} modules: ${count(report.trainable)} trainable of ${count(report.total)} (${report.percentage.toFixed(3)} %)`);
+      io.out(
+        `  ${adapter.type} adapter on ${report.adaptedModules.default} modules: ${count(report.trainable)} trainable of ${count(report.total)} (${report.percentage.toFixed(3)} %)`,
+      );
     }
     const run = model.train({
       data: f.data,
@@ -99,11 +117,16 @@ Examples:
       process.off('SIGINT', onSigint);
     }
     if (f.json) {
-      io.out(JSON.stringify({ command: 'train', model: f.model, backend: model.backend, task, adapter, trainableParameters: report, result }));
+      io.out(
+        JSON.stringify({ command: 'train', model: f.model, backend: model.backend, task, adapter, trainableParameters: report, result }),
+      );
     } else {
-      io.out(`  ${result.reason} after ${result.step}/${result.totalSteps} steps in ${duration(result.seconds)} (${result.examplesPerSecond.toFixed(1)} examples/s)`);
+      io.out(
+        `  ${result.reason} after ${result.step}/${result.totalSteps} steps in ${duration(result.seconds)} (${result.examplesPerSecond.toFixed(1)} examples/s)`,
+      );
       if (result.trainLoss !== null) io.out(`  last training loss ${result.trainLoss.toFixed(4)}`);
-      if (result.metrics) io.out(`  validation: ${metricsLine(result.metrics)}${result.bestStep ? ` (best, step ${result.bestStep})` : ''}`);
+      if (result.metrics)
+        io.out(`  validation: ${metricsLine(result.metrics)}${result.bestStep ? ` (best, step ${result.bestStep})` : ''}`);
       if (result.adapterDir) io.out(`  adapter: ${result.adapterDir}`);
     }
     if (result.reason === 'cancelled') {
