@@ -16,7 +16,7 @@ pub fn factorization(dim: usize, factor: i64) -> Result<(usize, usize)> {
             "factorization: factor must be a positive integer or -1 (unlimited), got {factor}"
         )));
     }
-    if factor > 0 && dim % factor as usize == 0 {
+    if factor > 0 && dim.is_multiple_of(factor as usize) {
         let (m, n) = (factor as usize, dim / factor as usize);
         return Ok(if m > n { (n, m) } else { (m, n) });
     }
@@ -25,7 +25,7 @@ pub fn factorization(dim: usize, factor: i64) -> Result<(usize, usize)> {
     let length = m + n;
     while m < n {
         let mut new_m = m + 1;
-        while dim % new_m != 0 {
+        while !dim.is_multiple_of(new_m) {
             new_m += 1;
         }
         let new_n = dim / new_m;
@@ -39,8 +39,8 @@ pub fn factorization(dim: usize, factor: i64) -> Result<(usize, usize)> {
 
 /// The nearest divisors of `dim` below and above `wanted` (either may be absent).
 fn nearest_divisors(dim: usize, wanted: usize) -> (Option<usize>, Option<usize>) {
-    let below = (1..wanted.min(dim + 1)).rev().find(|d| dim % d == 0);
-    let above = (wanted + 1..=dim).find(|d| dim % d == 0);
+    let below = (1..wanted.min(dim + 1)).rev().find(|d| dim.is_multiple_of(*d));
+    let above = (wanted + 1..=dim).find(|d| dim.is_multiple_of(*d));
     (below, above)
 }
 
@@ -59,7 +59,7 @@ pub fn resolve_kron_factor(
     default: usize,
 ) -> Result<usize> {
     match requested {
-        Some(f) if f >= 1 && f <= dim && dim % f == 0 => Ok(f),
+        Some(f) if f >= 1 && f <= dim && dim.is_multiple_of(f) => Ok(f),
         Some(f) => {
             let (below, above) = nearest_divisors(dim, f);
             let options: Vec<String> = [below, above].iter().flatten().map(|d| d.to_string()).collect();
@@ -70,7 +70,7 @@ pub fn resolve_kron_factor(
             )))
         }
         // The default is used as is where it divides; otherwise the closest smaller split.
-        None if default <= dim && dim % default == 0 => Ok(default),
+        None if default <= dim && dim.is_multiple_of(default) => Ok(default),
         None => Ok(factorization(dim, default as i64)?.0),
     }
 }

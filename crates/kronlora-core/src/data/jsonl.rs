@@ -84,7 +84,7 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
     }
     match task {
         RecordTask::Classification => {
-            only_keys(&obj, &["text", "label"], at)?;
+            only_keys(obj, &["text", "label"], at)?;
             let label = match obj.get("label") {
                 Some(Value::Number(n)) => match n.as_u64() {
                     Some(i) if i < MAX_NUM_LABELS as u64 => Label::Index(i as usize),
@@ -108,11 +108,11 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
                 }
                 None => return Err(Error::InvalidData(format!("{at}: `label` is missing"))),
             };
-            Ok(Record::Classification { text: string(&obj, "text", at)?, label })
+            Ok(Record::Classification { text: string(obj, "text", at)?, label })
         }
         RecordTask::CausalLm => {
             if obj.contains_key("messages") {
-                only_keys(&obj, &["messages"], at)?;
+                only_keys(obj, &["messages"], at)?;
                 let Some(Value::Array(list)) = obj.get("messages") else {
                     return Err(Error::InvalidData(format!(
                         "{at}: `messages` must be an array of {{ role, content }}"
@@ -136,18 +136,18 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
                     .collect::<Result<_>>()?;
                 Ok(Record::Chat { messages })
             } else if obj.contains_key("prompt") || obj.contains_key("completion") {
-                only_keys(&obj, &["prompt", "completion"], at)?;
+                only_keys(obj, &["prompt", "completion"], at)?;
                 Ok(Record::PromptCompletion {
-                    prompt: string(&obj, "prompt", at)?,
-                    completion: string(&obj, "completion", at)?,
+                    prompt: string(obj, "prompt", at)?,
+                    completion: string(obj, "completion", at)?,
                 })
             } else {
-                only_keys(&obj, &["text"], at)?;
-                Ok(Record::Text { text: string(&obj, "text", at)? })
+                only_keys(obj, &["text"], at)?;
+                Ok(Record::Text { text: string(obj, "text", at)? })
             }
         }
         RecordTask::MultipleChoice => {
-            only_keys(&obj, &["question", "choices", "answer"], at)?;
+            only_keys(obj, &["question", "choices", "answer"], at)?;
             let choices: Vec<String> = match obj.get("choices") {
                 Some(Value::Array(list)) if list.len() >= 2 => list
                     .iter()
@@ -176,7 +176,7 @@ fn record(task: RecordTask, value: &Value, at: &str) -> Result<Record> {
                     return Err(Error::InvalidData(format!("{at}: `answer` must be the index of the correct choice")))
                 }
             };
-            Ok(Record::MultipleChoice { question: string(&obj, "question", at)?, choices, answer })
+            Ok(Record::MultipleChoice { question: string(obj, "question", at)?, choices, answer })
         }
     }
 }

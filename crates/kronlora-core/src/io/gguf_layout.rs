@@ -237,7 +237,7 @@ pub fn check<R: Read + Seek>(reader: &mut R, path: &Path) -> Result<Vec<TensorEn
             )));
         }
         let end = data_start.checked_add(t.offset).and_then(|s| s.checked_add(bytes));
-        if end.map_or(true, |e| e > len) {
+        if end.is_none_or(|e| e > len) {
             return Err(w.bad(format!(
                 "{what}: its {bytes} bytes at offset {} of the data section run past the end of the file ({len} bytes; truncated?)",
                 t.offset

@@ -147,7 +147,7 @@ impl LlamaConfig {
         if let Some(kv) = self.num_key_value_heads {
             size(path, &field("num_key_value_heads"), kv)?;
         }
-        if self.num_attention_heads % self.kv_heads() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return bad(
                 "num_attention_heads",
                 format!(
@@ -160,7 +160,7 @@ impl LlamaConfig {
         }
         match self.head_dim {
             Some(hd) => size(path, &field("head_dim"), hd)?,
-            None if self.hidden_size % self.num_attention_heads != 0 => {
+            None if !self.hidden_size.is_multiple_of(self.num_attention_heads) => {
                 return bad(
                     "hidden_size",
                     format!(
@@ -173,7 +173,7 @@ impl LlamaConfig {
             }
             None => {}
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return bad("head_dim", format!("= {} must be even for rotary embeddings", self.head_dim()));
         }
         epsilon(path, &field("rms_norm_eps"), self.rms_norm_eps)?;
@@ -398,8 +398,6 @@ impl LlamaModel {
     }
 }
 
-/// HF's `apply_rotary_pos_emb`: `x·cos + rotate_half(x)·sin`, `x [b, heads, t, hd]`.
-
 impl Backbone for LlamaModel {
     fn family(&self) -> Family {
         Family::Decoder
@@ -468,6 +466,7 @@ impl Backbone for LlamaModel {
     }
 }
 
+/// HF's `apply_rotary_pos_emb`: `x·cos + rotate_half(x)·sin`, `x [b, heads, t, hd]`.
 fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let hd = x.dim(D::Minus1)?;
     let x1 = x.narrow(D::Minus1, 0, hd / 2)?;

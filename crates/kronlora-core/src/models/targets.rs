@@ -43,7 +43,8 @@ impl AdapterPlan {
     /// For each module `(path, is_output_head)`, the adapter config to give it, in model order.
     /// A plan that matches nothing is an error listing the module names that exist.
     pub fn resolve(&self, modules: &[(String, bool)]) -> Result<Vec<(String, AdapterConfig)>> {
-        let matches: Box<dyn Fn(&str, bool) -> bool> = match &self.targets {
+        type Matcher<'a> = Box<dyn Fn(&str, bool) -> bool + 'a>;
+        let matches: Matcher = match &self.targets {
             TargetModules::AllLinear => Box::new(|_, is_head| !is_head),
             TargetModules::Names(names) => {
                 if names.is_empty() {

@@ -431,7 +431,7 @@ pub fn train(
             state.step = step;
             state.batch += group.len();
             state.losses.push(step_loss);
-            if step % o.log_every == 0 || step == total_steps {
+            if step.is_multiple_of(o.log_every) || step == total_steps {
                 let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
                 observer.event(&TrainEvent::Step {
                     step,
@@ -453,7 +453,7 @@ pub fn train(
             }
             let epoch_end = state.batch == 0;
             let eval_now = match o.eval_every {
-                Some(n) => step % n == 0,
+                Some(n) => step.is_multiple_of(n),
                 None => epoch_end,
             };
             if eval_now {
@@ -464,7 +464,7 @@ pub fn train(
             let stop_early = o.early_stopping.as_ref().is_some_and(|e| state.evals_without_improvement >= e.patience);
             let cancelled = observer.should_stop();
             let checkpoint_now = match o.checkpoint_every {
-                Some(n) => step % n == 0,
+                Some(n) => step.is_multiple_of(n),
                 None => eval_now || epoch_end,
             };
             if checkpoint_now || cancelled || stop_early {

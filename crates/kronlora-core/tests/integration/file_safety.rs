@@ -254,7 +254,8 @@ fn crafted_checkpoint_states_are_refused_before_training() {
     let trainable = std::fs::read(checkpoint.join("trainable.safetensors")).unwrap();
     let optimizer = std::fs::read(checkpoint.join("optimizer.safetensors")).unwrap();
     let tensors = |bytes: &[u8]| read_safetensors_bytes(bytes, "x").unwrap().into_iter().collect::<Vec<_>>();
-    let rewrite = |bytes: &[u8], step: &str, edit: &dyn Fn(&mut Vec<(String, kronlora_core::TensorData)>)| {
+    type Edit<'a> = &'a dyn Fn(&mut Vec<(String, kronlora_core::TensorData)>);
+    let rewrite = |bytes: &[u8], step: &str, edit: Edit| {
         let mut t = tensors(bytes);
         edit(&mut t);
         safetensors_bytes(&t, &[("format", "pt"), ("step", step)]).unwrap()

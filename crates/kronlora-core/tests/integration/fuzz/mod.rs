@@ -16,6 +16,7 @@
 //! - `KRONLORA_FUZZ_ASSERT=NoInternal,Consistent`: assert exactly these (overrides the above),
 //!   e.g. to look past one kind of finding for the others;
 //! - `KRONLORA_FUZZ_VERBOSE=1`: print how each case ended.
+//!
 //! Failures are shrunk to a minimal input, printed with the seed that replays them, and
 //! persisted by proptest under `proptest-regressions/` next to the target's source.
 
