@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import type * as Native from '../native/native.js';
 import type * as Wasm from '../wasm/kronlora_wasm.js';
 import { KronLoraError, fromBackendError } from './errors.js';
+import { nodeStorage } from './node-storage.js';
 import { WasmHost } from './wasm-host.js';
 import type { WasmArgs, WasmMethod } from './wasm-worker.js';
 
@@ -40,7 +41,8 @@ export interface RawModel {
   embed(texts: string[]): Promise<FloatRows>;
   logits(texts: string[]): Promise<FloatRows>;
   classify(texts: string[]): Promise<string>;
-  generate(prompt: string, maxTokens: number, temperature: number, seed: number): Promise<string>;
+  /** `optionsJson`: `{ maxTokens?, temperature?, seed? }`, checked and defaulted by the core. */
+  generate(prompt: string, optionsJson: string): Promise<string>;
   /** Start training; events and the result come through the handle. */
   train(optionsJson: string): Promise<RawTraining>;
   evaluate(dataJson: string, optionsJson: string): Promise<string>;
@@ -64,10 +66,10 @@ export interface Binding {
   createLayer(kind: AdapterType, optionsJson: string, weight?: Float32Array, bias?: Float32Array): RawLayer;
   factorization(dim: number, factor: number): number[];
   loadModel(source: ModelFiles, optionsJson: string): Promise<RawModel>;
-  /** JSON `{ records, labels, numLabels }` of classification file contents. */
-  labelSummary(text: string, name: string): string;
-  /** JSON `{ task, numLabels, type, name }` of an `adapter_config.json`'s text. */
-  adapterConfigSummary(text: string, path: string): string;
+  /** JSON `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`). */
+  savedAdapter(dir: string): string;
+  /** JSON `{ task, modelOptions }`: how to load the model at `modelPath` to train it with `{ task?, data }`. */
+  trainingSetup(modelPath: string, optionsJson: string): string;
 }
 
 /**
@@ -113,7 +115,7 @@ function loadNative(): Binding {
     embed: (texts) => settle(() => m.embed(texts)),
     logits: (texts) => settle(() => m.logits(texts)),
     classify: (texts) => settle(() => m.classify(texts)),
-    generate: (prompt, maxTokens, temperature, seed) => settle(() => m.generate(prompt, maxTokens, temperature, seed)),
+    generate: (prompt, json) => settle(() => m.generate(prompt, json)),
     train: async (json) => {
       const run = await settle(async () => m.train(json));
       return { next: () => settle(() => run.next()), finish: () => settle(() => run.finish()), cancel: () => run.cancel() };
@@ -127,8 +129,8 @@ function loadNative(): Binding {
     name: 'native',
     createLayer: (kind, json, weight, bias) => new mod.NativeLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
-    labelSummary: (text, name) => mod.labelSummary(text, name),
-    adapterConfigSummary: (text, path) => mod.adapterConfigSummary(text, path),
+    savedAdapter: (dir) => mod.savedAdapter(dir),
+    trainingSetup: (modelPath, json) => mod.trainingSetup(modelPath, json),
     loadModel: async (source, json) => {
       if (typeof source !== 'string') {
         throw new KronLoraError('ERR_UNSUPPORTED', 'the native backend loads models from a path; file bytes are for the WASM backend');
@@ -155,7 +157,7 @@ function loadWasm(): Binding {
       embed: (texts) => call('embed', texts),
       logits: (texts) => call('logits', texts),
       classify: (texts) => call('classify', texts),
-      generate: (prompt, maxTokens, temperature, seed) => call('generate', prompt, maxTokens, temperature, seed),
+      generate: (prompt, json) => call('generate', prompt, json),
       train: async (optionsJson) => wasmTraining(host, model, optionsJson),
       evaluate: (data, json) => call('evaluate', data, json),
       saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
@@ -168,8 +170,9 @@ function loadWasm(): Binding {
     createLayer: (kind, json, weight, bias) => new mod.WasmLayer(kind, json, weight, bias),
     // A `Uint32Array` from wasm-bindgen.
     factorization: (dim, factor) => Array.from(mod.factorization(dim, factor)),
-    labelSummary: (text, name) => mod.labelSummary(text, name),
-    adapterConfigSummary: (text, path) => mod.adapterConfigSummary(text, path),
+    // These read a few small files on this thread, through the same storage as the worker.
+    savedAdapter: (dir) => mod.savedAdapter(dir, nodeStorage),
+    trainingSetup: (modelPath, json) => mod.trainingSetup(modelPath, json, nodeStorage),
     loadModel: async (source, optionsJson) => {
       const files = typeof source === 'string' ? { path: source } : { files: source };
       return wrap(await host.request<number>({ op: 'load', ...files, optionsJson }));

@@ -18,6 +18,8 @@ export { Model, loadModel } from './model.js';
 export type {
   AdapterConfig,
   Classification,
+  Device,
+  Family,
   GenerateOptions,
   Generation,
   LoadModelOptions,

@@ -2,6 +2,7 @@
  * `KronLoraLinear` and `LoraLinear`: a frozen linear layer with one adapter. All numerics run in
  * the Rust core; this file checks JavaScript argument types and converts results.
  */
+import type { Device } from './model.js';
 import { type AdapterType, type Binding, type RawLayer, type RawNamedTensor, defaultBinding } from './backend.js';
 import { KronLoraError, call } from './errors.js';
 
@@ -31,6 +32,8 @@ export interface LayerOptions {
   bias?: Float32Array;
   /** Name used in error messages. */
   name?: string;
+  /** Where the layer's tensors live (default `cpu`); see `LoadModelOptions.device`. */
+  device?: Device;
 }
 
 export interface KronLoraOptions extends LayerOptions {

@@ -15,7 +15,18 @@ export interface LoadModelOptions {
   numLabels?: number;
   /** Seed of the classification head's initialisation (default 0). */
   seed?: number;
+  /**
+   * Where the weights, adapters, batches and optimiser state live: `cpu` (default), `cuda`,
+   * `cuda:N`, or `auto` (a GPU when this build has CUDA and one is present, else the CPU).
+   */
+  device?: Device;
 }
+
+/** A compute device: `cpu`, `cuda` (the first GPU), `cuda:N`, or `auto`. */
+export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
+
+/** Encoders (BERT family) give hidden states; decoders (Llama family) are causal LMs. */
+export type Family = 'encoder' | 'decoder';
 
 export interface AdapterConfig {
   type: 'kron-lora' | 'lora';
@@ -124,7 +135,9 @@ function toJson(options: object): string {
 
 interface Description {
   architecture: string;
+  family: Family;
   task: Task;
+  device: string;
   report: TrainableParameters;
   modules: ModuleInfo[];
   labels: string[];
@@ -133,6 +146,10 @@ interface Description {
 export class Model {
   private report: TrainableParameters;
   private description: Description;
+  /** `encoder` (BERT family) or `decoder` (Llama family). */
+  readonly family: Family;
+  /** The device the model lives on, e.g. `cpu` or `cuda:0`. */
+  readonly device: string;
 
   private constructor(
     private readonly raw: RawModel,
@@ -143,6 +160,8 @@ export class Model {
     readonly backend: Binding['name'],
     description: Description,
   ) {
+    this.family = description.family;
+    this.device = description.device;
     this.description = description;
     this.report = description.report;
   }
@@ -212,18 +231,12 @@ export class Model {
   /** Continue `prompt` (causal LM): greedy by default, sampled with `temperature > 0`. */
   async generate(prompt: string, options: GenerateOptions = {}): Promise<Generation> {
     if (typeof prompt !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'prompt must be a string');
-    const { maxTokens = 64, temperature = 0, seed = 0, ...unknown } = options;
-    const extra = Object.keys(unknown);
-    if (extra.length)
-      throw new KronLoraError('ERR_INVALID_OPTION', `unknown generate option(s) ${extra.join(', ')}; use maxTokens, temperature, seed`);
-    if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 0xffffffff) {
-      throw new KronLoraError('ERR_INVALID_OPTION', `maxTokens must be a positive integer, got ${maxTokens}`);
+    if (typeof options !== 'object' || options === null) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'generate options must be an object like { maxTokens, temperature, seed }');
     }
-    if (typeof temperature !== 'number' || typeof seed !== 'number') {
-      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'temperature and seed must be numbers');
-    }
-    return JSON.parse(await this.raw.generate(prompt, maxTokens, temperature, seed));
+    return JSON.parse(await this.raw.generate(prompt, toJson(options)));
   }
+
 
   /**
    * Train the adapters (and the classification head) off the JS thread. Returns at once: iterate

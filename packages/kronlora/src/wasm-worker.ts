@@ -3,26 +3,13 @@
  * not block the JavaScript thread (WASM here has no threads of its own). Messages in:
  * `{ id, op, ... }`; out: `{ id, ok, value }` or `{ id, ok: false, message }`.
  */
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  renameSync,
-  rmdirSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 // wasm-bindgen's declarations of the module, generated from the Rust (type-only: see backend.ts).
 import type * as Wasm from '../wasm/kronlora_wasm.js';
+import { nodeStorage as storage } from './node-storage.js';
 
 type WasmModel = Wasm.WasmModel;
 
@@ -48,35 +35,6 @@ function readModelFiles(path: string): [string[], Uint8Array[]] {
   }
 }
 
-/**
- * The core's storage on Node's fs (WASM has none): data files, checkpoints and adapters. Only
- * primitives, as the native FsStorage has; what may be written, replaced or removed is decided in
- * the core (io/owned_dir.rs) for both backends.
- */
-const storage = {
-  read: (path: string): Uint8Array => readFileSync(path),
-  exists: (path: string): boolean => existsSync(path),
-  kind(path: string): 'missing' | 'file' | 'dir' | 'symlink' | 'other' {
-    const stat = lstatSync(path, { throwIfNoEntry: false });
-    if (!stat) return 'missing';
-    return stat.isSymbolicLink() ? 'symlink' : stat.isDirectory() ? 'dir' : stat.isFile() ? 'file' : 'other';
-  },
-  list: (dir: string): string[] => readdirSync(dir),
-  createDirAll: (dir: string): void => void mkdirSync(dir, { recursive: true }),
-  createDir: (dir: string): void => mkdirSync(dir),
-  writeNewFile(path: string, bytes: Uint8Array): void {
-    const fd = openSync(path, 'wx');
-    try {
-      for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-  },
-  rename: (from: string, to: string): void => renameSync(from, to),
-  removeFile: (path: string): void => unlinkSync(path),
-  removeEmptyDir: (dir: string): void => rmdirSync(dir),
-};
 
 /** The `WasmModel` methods the main thread calls by name (`train` and `free` have ops of their own). */
 export type WasmMethod = Exclude<keyof WasmModel, 'train' | 'free' | symbol>;

@@ -27,9 +27,9 @@ Examples:
   kronlora generate --model smollm2.gguf --adapter runs/chat/adapter --prompt "Hi" --temperature 0.7 --json`,
     );
   cmd.action(async (f: GenerateFlags) => {
-    const task = f.adapter ? savedAdapter(f, f.adapter).task : undefined;
-    const model = await loadFor(f, task ?? 'causal-lm');
-    if (f.adapter) await model.loadAdapter(f.adapter);
+    const saved = f.adapter ? savedAdapter(f, f.adapter) : undefined;
+    const model = await loadFor(f, saved?.task);
+    if (saved) await model.loadAdapter(saved.dir);
     const g = await model.generate(f.prompt, {
       maxTokens: int('max-tokens', f.maxTokens),
       temperature: num('temperature', f.temperature),

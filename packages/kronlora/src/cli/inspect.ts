@@ -6,8 +6,7 @@ import {
   type AdapterFlags,
   type CommonFlags,
   adapterConfig,
-  adapterDir,
-  adapterOptions,
+    adapterOptions,
   checkFile,
   common,
   int,
@@ -25,7 +24,7 @@ export function infoCommand(root: Command, io: Io): void {
   const cmd = root.command('info').description('architecture, parameter counts, and where an adapter would go');
   common(cmd)
     .option('--task <task>', "embedding | sequence-classification | causal-lm (default: the model family's own)")
-    .option('--num-labels <n>', 'classes of a sequence-classification head', '2')
+    .option('--num-labels <n>', 'classes of a sequence-classification head (default 2)')
     .option('--modules', 'list every adapted module');
   adapterOptions(cmd).addHelpText(
     'after',
@@ -106,8 +105,8 @@ Examples:
     );
   cmd.action(async (f: EvalFlags) => {
     checkFile('data', f.data);
-    const adapter = adapterDir(f.adapter);
-    const saved = savedAdapter(f, adapter);
+    const saved = savedAdapter(f, f.adapter);
+    const adapter = saved.dir;
     const model = await loadFor(f, saved.task, saved.numLabels);
     const { modules } = await model.loadAdapter(adapter);
     // Evaluation reports no progress of its own: say what is running (stderr, not in --json).

@@ -2,10 +2,10 @@
  * What the commands share: their common flags, number parsing, picking the backend, loading the model for a task, building the
  * adapter config from flags, and reading what a saved adapter directory says about itself.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { backend, withBackend } from '../index.js';
-import type { AdapterConfig, Model, Task } from '../model.js';
+import type { AdapterConfig, LoadModelOptions, Model, Task } from '../model.js';
+import type { TrainTask } from '../training.js';
 import { KronLoraError, call } from '../errors.js';
 import { type Binding, defaultBinding, loadBackend } from '../backend.js';
 import { type Command, Option } from 'commander';
@@ -13,6 +13,7 @@ import { type Command, Option } from 'commander';
 export interface CommonFlags {
   model: string;
   backend?: 'native' | 'wasm';
+  device?: string;
   json?: boolean;
   debug?: boolean;
 }
@@ -43,17 +44,21 @@ function targets(value: string): string | string[] {
   return value;
 }
 
+/**
+ * The adapter config the flags describe. The CLI's own defaults are the rank (8 for Kron-LoRA,
+ * 16 for LoRA) and alpha = 2 × rank; everything else (the Kronecker factors, what fits which
+ * adapter type) is the core's to default and check.
+ */
 export function adapterConfig(f: AdapterFlags): AdapterConfig {
-  const kron = f.adapter === 'kron-lora';
-  const rank = int('rank', f.rank) ?? (kron ? 8 : 16);
-  if (!kron && (f.kronIn !== undefined || f.kronOut !== undefined)) {
-    throw new KronLoraError('ERR_INVALID_OPTION', '--kron-in / --kron-out apply to --adapter kron-lora only');
-  }
+  const rank = int('rank', f.rank) ?? (f.adapter === 'kron-lora' ? 8 : 16);
+  const kronIn = int('kron-in', f.kronIn);
+  const kronOut = int('kron-out', f.kronOut);
   return {
     type: f.adapter,
     rank,
     alpha: num('alpha', f.alpha) ?? 2 * rank,
-    ...(kron ? { kronIn: int('kron-in', f.kronIn) ?? 2, kronOut: int('kron-out', f.kronOut) ?? 4 } : {}),
+    ...(kronIn !== undefined ? { kronIn } : {}),
+    ...(kronOut !== undefined ? { kronOut } : {}),
     targetModules: targets(f.targets),
     dropout: num('dropout', f.dropout) ?? 0,
   };
@@ -64,40 +69,29 @@ function binding(flags: CommonFlags): Binding {
   return flags.backend ? loadBackend(flags.backend) : defaultBinding();
 }
 
-/** How many classes a classification file needs (the core parses and counts its labels). */
-export function numLabelsOf(flags: CommonFlags, path: string): number {
-  const summary = call(() => binding(flags).labelSummary(readFileSync(path, 'utf8'), path));
-  return (JSON.parse(summary) as { numLabels: number }).numLabels;
+/** What the adapter at `dir` (or `dir/adapter`, a training run's output) was trained for. */
+export function savedAdapter(flags: CommonFlags, dir: string): { dir: string; task?: Task; numLabels?: number } {
+  const saved = JSON.parse(call(() => binding(flags).savedAdapter(dir)));
+  return { dir: saved.dir, task: saved.task ?? undefined, numLabels: saved.numLabels ?? undefined };
 }
 
 /**
- * The adapter directory `--adapter` names: the directory itself when it holds an adapter, else
- * its `adapter/` (what `kronlora train --out <dir>` writes there), so the folder a user named
- * for training works too.
+ * How to train the model at `--model`: the training task (`--task`, else the model family's)
+ * and the load options for it (a classifier's head sized by the labels in `data`); the core decides.
  */
-export function adapterDir(dir: string): string {
-  const config = 'adapter_config.json';
-  if (existsSync(join(dir, config))) return dir;
-  if (existsSync(join(dir, 'adapter', config))) return join(dir, 'adapter');
-  if (!existsSync(dir)) throw new KronLoraError('ERR_INVALID_OPTION', `--adapter ${dir}: no such file or directory`);
-  throw new KronLoraError(
-    'ERR_INVALID_OPTION',
-    `--adapter ${dir} holds no ${config} (nor adapter/${config}); pass an adapter directory or the --out directory of kronlora train`,
-  );
+export function trainingSetup(flags: CommonFlags, task: string | undefined, data: string): { task: TrainTask; modelOptions: LoadModelOptions } {
+  return JSON.parse(call(() => binding(flags).trainingSetup(flags.model, JSON.stringify({ task, data }))));
 }
 
-/** What `adapter_config.json` says about the model it was trained for (read by the core). */
-export function savedAdapter(flags: CommonFlags, dir: string): { task?: Task; numLabels?: number } {
-  const file = join(dir, 'adapter_config.json');
-  checkFile('adapter', file);
-  const { task, numLabels } = JSON.parse(call(() => binding(flags).adapterConfigSummary(readFileSync(file, 'utf8'), file)));
-  return { task: task ?? undefined, numLabels: numLabels ?? undefined };
-}
-
-export async function loadFor(flags: CommonFlags, task: Task | undefined, numLabels?: number): Promise<Model> {
+/** Load `--model` (on `--device`) with `options`. */
+export async function loadModelFor(flags: CommonFlags, options: LoadModelOptions): Promise<Model> {
   checkFile('model', flags.model);
-  const options = task === 'sequence-classification' ? { task, numLabels: numLabels ?? 2 } : task ? { task } : {};
-  return api(flags).loadModel(flags.model, options);
+  return api(flags).loadModel(flags.model, { ...options, ...(flags.device ? { device: flags.device as LoadModelOptions['device'] } : {}) });
+}
+
+/** Load `--model` for `task` (the family's own when absent). */
+export function loadFor(flags: CommonFlags, task: Task | undefined, numLabels?: number): Promise<Model> {
+  return loadModelFor(flags, { ...(task ? { task } : {}), ...(numLabels !== undefined ? { numLabels } : {}) });
 }
 
 /** Options every command that builds an adapter takes. */
@@ -116,6 +110,7 @@ export function common(cmd: Command): Command {
   return cmd
     .requiredOption('--model <path>', 'Hugging Face model directory or .gguf file')
     .addOption(new Option('--backend <name>', 'native addon or WASM (default: native when it loads)').choices(['native', 'wasm']))
+    .option('--device <device>', 'cpu (default), cuda, cuda:N or auto')
     .option('--json', 'print one JSON object with the result instead of text')
     .option('--debug', 'print stack traces on errors');
 }

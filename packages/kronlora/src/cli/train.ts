@@ -1,7 +1,6 @@
 /** `kronlora train`: fine-tune an adapter (and head) on a JSONL file; Ctrl-C checkpoints. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { Task } from '../model.js';
 import type { TrainResult, TrainTask } from '../training.js';
 import { type Io, count, duration, metricsLine } from './output.js';
 import { trainingProgress } from './progress.js';
@@ -14,9 +13,9 @@ import {
   checkFile,
   common,
   int,
-  loadFor,
+  loadModelFor,
   num,
-  numLabelsOf,
+  trainingSetup,
 } from './shared.js';
 
 interface TrainFlags extends CommonFlags, AdapterFlags {
@@ -33,12 +32,6 @@ interface TrainFlags extends CommonFlags, AdapterFlags {
   resume?: string;
   progress: boolean;
 }
-
-const modelTask: Record<TrainTask, Task> = {
-  classification: 'sequence-classification',
-  'causal-lm': 'causal-lm',
-  'multiple-choice': 'causal-lm',
-};
 
 export function trainCommand(root: Command, io: Io): void {
   const cmd = root.command('train').description('fine-tune a Kron-LoRA or LoRA adapter on a JSONL dataset');
@@ -70,12 +63,11 @@ Examples:
   cmd.action(async (f: TrainFlags) => {
     checkFile('data', f.data);
     if (f.validation) checkFile('validation', f.validation);
-    if (f.task && !(f.task in modelTask)) throw new Error(`--task must be classification, causal-lm or multiple-choice, got "${f.task}"`);
+    checkFile('model', f.model);
     const adapter = adapterConfig(f);
-    const isGguf = f.model.toLowerCase().endsWith('.gguf');
-    const task: TrainTask = f.task ?? (isGguf ? 'causal-lm' : 'classification');
-    const numLabels = task === 'classification' ? numLabelsOf(f, f.data) : undefined;
-    const model = await loadFor(f, modelTask[task], numLabels);
+    const setup = trainingSetup(f, f.task, f.data);
+    const task = setup.task;
+    const model = await loadModelFor(f, setup.modelOptions);
     await model.addAdapter('default', adapter);
     const report = model.trainableParameters();
     const out = resolve(f.out);
