@@ -237,7 +237,6 @@ export class Model {
     return JSON.parse(await this.raw.generate(prompt, toJson(options)));
   }
 
-
   /**
    * Train the adapters (and the classification head) off the JS thread. Returns at once: iterate
    * the run for events, await `run.result` for the outcome (it rejects with a `KronLoraError`

@@ -35,7 +35,6 @@ function readModelFiles(path: string): [string[], Uint8Array[]] {
   }
 }
 
-
 /** The `WasmModel` methods the main thread calls by name (`train` and `free` have ops of their own). */
 export type WasmMethod = Exclude<keyof WasmModel, 'train' | 'free' | symbol>;
 /** Methods whose last argument is the storage (filled in here, not sent by the main thread). */

@@ -20,7 +20,9 @@ pub use model::{
 pub use train::{evaluate_json, event_json, train_json, training_setup_json};
 
 pub use crate::error::{Error, Result};
-pub use crate::io::{EntryKind, FsStorage, ModelSource, Storage};
+#[cfg(not(target_arch = "wasm32"))]
+pub use crate::io::FsStorage;
+pub use crate::io::{EntryKind, ModelSource, Storage};
 pub use crate::models::adapted_linear::AdaptedLinear;
 pub use crate::pretrained::PretrainedModel;
 pub use crate::tensor_data::TensorData;

@@ -6,7 +6,7 @@ import {
   type AdapterFlags,
   type CommonFlags,
   adapterConfig,
-    adapterOptions,
+  adapterOptions,
   checkFile,
   common,
   int,

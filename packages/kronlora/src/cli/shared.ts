@@ -79,7 +79,11 @@ export function savedAdapter(flags: CommonFlags, dir: string): { dir: string; ta
  * How to train the model at `--model`: the training task (`--task`, else the model family's)
  * and the load options for it (a classifier's head sized by the labels in `data`); the core decides.
  */
-export function trainingSetup(flags: CommonFlags, task: string | undefined, data: string): { task: TrainTask; modelOptions: LoadModelOptions } {
+export function trainingSetup(
+  flags: CommonFlags,
+  task: string | undefined,
+  data: string,
+): { task: TrainTask; modelOptions: LoadModelOptions } {
   return JSON.parse(call(() => binding(flags).trainingSetup(flags.model, JSON.stringify({ task, data }))));
 }
 
