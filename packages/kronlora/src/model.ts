@@ -72,6 +72,8 @@ export interface ModuleInfo {
   outFeatures: number;
   /** Names of the adapters on it. */
   adapters: string[];
+  /** Each adapter's shape here, by name: its rank, and Kron-LoRA's resolved `d_A1` / `d_A2`. */
+  factors: Record<string, { rank: number; kronIn?: number; kronOut?: number }>;
 }
 
 export interface Classification {

@@ -90,6 +90,9 @@ impl Adapter for KronLora {
     fn scale(&self) -> f64 {
         self.scale
     }
+    fn kron_factors(&self) -> Option<(usize, usize)> {
+        Some((self.shape.d_a1, self.shape.d_a2))
+    }
     fn rank(&self) -> usize {
         self.shape.rank
     }

@@ -99,6 +99,10 @@ pub trait Adapter: Send + Sync {
     fn scale(&self) -> f64;
     /// The rank `r` of the low-rank factors (Kron-LoRA: of the inner `B1·B2`).
     fn rank(&self) -> usize;
+    /// Kron-LoRA's outer factors `(d_A1, d_A2)` as this layer resolved them; None for LoRA.
+    fn kron_factors(&self) -> Option<(usize, usize)> {
+        None
+    }
     /// `Δy = s · x · ΔWᵀ` for `x [.., in]` (leading dims folded into rows), without building `ΔW`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
     /// The full update `s · ΔW`, `[out, in]` (for merging and inspection, not training).

@@ -81,6 +81,19 @@ pub struct ModuleDescription {
     pub in_features: usize,
     pub out_features: usize,
     pub adapters: Vec<String>,
+    /// Each adapter's shape here, by adapter name: its rank, and Kron-LoRA's `(d_A1, d_A2)`.
+    pub factors: std::collections::BTreeMap<String, AdapterFactors>,
+}
+
+/// One adapter's shape on one module, as the layer resolved it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AdapterFactors {
+    pub rank: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kron_in: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kron_out: Option<usize>,
 }
 
 /// How messages and `describe` name a device: `cpu`, `cuda:0`, `metal:0`.
@@ -249,6 +262,13 @@ impl PretrainedModel {
                 in_features: p.in_features(),
                 out_features: p.out_features(),
                 adapters: p.adapters().map(|(n, _)| n.to_string()).collect(),
+                factors: p
+                    .adapters()
+                    .map(|(n, a)| {
+                        let (kron_in, kron_out) = a.kron_factors().unzip();
+                        (n.to_string(), AdapterFactors { rank: a.rank(), kron_in, kron_out })
+                    })
+                    .collect(),
             })
             .collect();
         ModelDescription {

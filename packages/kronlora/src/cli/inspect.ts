@@ -44,6 +44,15 @@ Examples:
     const modules = model.modules();
     const adapted = modules.filter((m) => m.adapters.includes('default'));
     const kinds = [...new Set(adapted.map((m) => m.name.split('.').at(-1)!))];
+    // The Kronecker factors each module got (the core's defaults, or a divisor where they do not fit).
+    const shapes = [
+      ...new Set(
+        adapted
+          .map((m) => m.factors.default)
+          .filter((f) => f.kronIn)
+          .map((f) => `d_A1 ${f.kronIn}, d_A2 ${f.kronOut}`),
+      ),
+    ];
     if (f.json) {
       io.out(
         JSON.stringify({
@@ -67,7 +76,7 @@ Examples:
     io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
     io.out(`  linear modules ${modules.length}`);
     io.out(
-      `  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${adapter.kronIn ? `, d_A1 ${adapter.kronIn}, d_A2 ${adapter.kronOut}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`,
+      `  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${shapes.length ? `, ${shapes.join(' / ')}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`,
     );
     io.out(
       `  trainable      ${count(report.trainable)} of ${count(report.total)} (${report.percentage.toFixed(3)} %): adapter ${count(report.adapters.default)}${report.head ? `, head ${count(report.head)}` : ''}`,
