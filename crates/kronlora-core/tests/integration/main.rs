@@ -6,6 +6,7 @@ mod reference;
 mod tiny;
 
 mod bert;
+mod cli_setup;
 mod device;
 mod file_safety;
 mod fused;
