@@ -6,12 +6,12 @@
 use web_time::Instant;
 
 use candle_core::{Tensor, Var};
-use serde::Serialize;
 
 use super::checkpoint::{
     check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar,
     Checkpoint, ResumePlan, TrainerState,
 };
+use super::events::{TrainEvent, TrainObserver, TrainResult};
 use super::options::{data_spec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
@@ -20,80 +20,6 @@ use crate::error::{Error, Result};
 use crate::io::{join, Storage};
 use crate::pretrained::{Backbone, PretrainedModel};
 use crate::TensorData;
-
-/// What a run reports as it goes (serialised with `type` as the tag for JavaScript).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum TrainEvent {
-    #[serde(rename_all = "camelCase")]
-    Start {
-        task: String,
-        total_steps: u64,
-        epochs: usize,
-        train_examples: usize,
-        validation_examples: usize,
-        trainable_parameters: usize,
-        resumed_from_step: Option<u64>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Step {
-        step: u64,
-        total_steps: u64,
-        epoch: usize,
-        loss: f64,
-        learning_rate: f64,
-        grad_norm: f64,
-        examples_per_second: f64,
-        tokens_per_second: f64,
-        elapsed_seconds: f64,
-    },
-    #[serde(rename_all = "camelCase")]
-    Eval { step: u64, epoch: usize, metrics: EvalMetrics, is_best: bool },
-    #[serde(rename_all = "camelCase")]
-    Checkpoint { step: u64, path: String },
-    #[serde(rename_all = "camelCase")]
-    Done(TrainResult),
-}
-
-impl TrainEvent {
-    /// The event as the JSON both bindings hand to JavaScript.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
-    }
-}
-
-/// The outcome of `train`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TrainResult {
-    /// "completed", "early-stopped", "max-steps" or "cancelled".
-    pub reason: String,
-    pub step: u64,
-    pub total_steps: u64,
-    pub epoch: usize,
-    /// Mean loss of the last optimiser step.
-    pub train_loss: Option<f64>,
-    /// Validation metrics of the weights the model holds at the end.
-    pub metrics: Option<EvalMetrics>,
-    pub best_step: Option<u64>,
-    /// Mean training loss of every optimiser step of the run, resumed steps included.
-    pub losses: Vec<f64>,
-    /// The latest checkpoint written (None without `outputDir`).
-    pub checkpoint: Option<String>,
-    /// Where the final adapter was saved (`outputDir/adapter`).
-    pub adapter_dir: Option<String>,
-    pub seconds: f64,
-    pub examples_per_second: f64,
-}
-
-/// Receives events and is asked, after each optimiser step, whether to stop.
-pub trait TrainObserver {
-    fn event(&mut self, event: &TrainEvent);
-    fn should_stop(&mut self) -> bool {
-        false
-    }
-}
 
 /// Trainable tensors with stable names (adapter parameters in model order, then the head).
 pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
