@@ -1,6 +1,6 @@
 //! What a training run tells its caller: the events it reports as it goes, why it stopped, and
 //! its result. Both bindings hand these to JavaScript as JSON, so their serialised form is an
-//! interface: field names and values must not change.
+//! interface: field names and the stop reasons' strings must not change.
 
 use serde::Serialize;
 
@@ -48,12 +48,28 @@ impl TrainEvent {
     }
 }
 
+/// Why a run ended. Serialised as the strings the TypeScript type `TrainResult.reason` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StopReason {
+    /// Every epoch ran.
+    #[serde(rename = "completed")]
+    Completed,
+    /// Early stopping's patience ran out.
+    #[serde(rename = "early-stopped")]
+    EarlyStopped,
+    /// `maxSteps` optimiser steps were taken before the epochs ran out.
+    #[serde(rename = "max-steps")]
+    MaxSteps,
+    /// The observer asked to stop (while the data was read, or after an optimiser step).
+    #[serde(rename = "cancelled")]
+    Cancelled,
+}
+
 /// The outcome of `train`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainResult {
-    /// "completed", "early-stopped", "max-steps" or "cancelled".
-    pub reason: String,
+    pub reason: StopReason,
     pub step: u64,
     pub total_steps: u64,
     pub epoch: usize,
@@ -85,9 +101,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stop_reasons_serialise_as_the_strings_javascript_expects() {
+        for (reason, want) in [
+            (StopReason::Completed, "completed"),
+            (StopReason::EarlyStopped, "early-stopped"),
+            (StopReason::MaxSteps, "max-steps"),
+            (StopReason::Cancelled, "cancelled"),
+        ] {
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{want}\""));
+        }
+    }
+
+    #[test]
     fn a_result_serialises_as_before() {
         let result = TrainResult {
-            reason: "early-stopped".into(),
+            reason: StopReason::EarlyStopped,
             step: 6,
             total_steps: 8,
             epoch: 3,

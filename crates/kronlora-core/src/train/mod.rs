@@ -14,7 +14,7 @@ mod trainer;
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use checkpoint::{find_checkpoint, read_checkpoint, Checkpoint, TrainerState, STATE_FILE};
 pub use clip::{clip_grad_norm, clip_grads, grad_norm};
-pub use events::{TrainEvent, TrainObserver, TrainResult};
+pub use events::{StopReason, TrainEvent, TrainObserver, TrainResult};
 pub use loss::{cross_entropy, log_softmax};
 pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -11,7 +11,7 @@ use super::checkpoint::{
     check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar,
     Checkpoint, ResumePlan, TrainerState,
 };
-use super::events::{TrainEvent, TrainObserver, TrainResult};
+use super::events::{StopReason, TrainEvent, TrainObserver, TrainResult};
 use super::options::{data_spec, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
@@ -134,7 +134,7 @@ pub fn train(
     let Some((train, validation)) = prepare_data(model, &o, task, storage, observer)? else {
         // Cancelled while the data was being read: nothing was trained or written.
         let result = TrainResult {
-            reason: "cancelled".into(),
+            reason: StopReason::Cancelled,
             step: 0,
             total_steps: 0,
             epoch: 0,
@@ -300,7 +300,7 @@ pub fn train(
         Ok(Some(metrics))
     };
 
-    let mut reason = "completed";
+    let mut reason = StopReason::Completed;
     let mut last_metrics: Option<(u64, EvalMetrics)> = None;
     let (mut window_examples, mut window_tokens, mut window_start) = (0usize, 0usize, Instant::now());
     let mut run_examples = 0usize;
@@ -308,7 +308,7 @@ pub fn train(
         let batches = bucketed_batches(&lengths, o.batch_size, o.seed.wrapping_add(state.epoch as u64));
         while state.batch < batches.len() {
             if state.step >= total_steps {
-                reason = "max-steps";
+                reason = StopReason::MaxSteps;
                 break 'epochs;
             }
             let group = &batches[state.batch..(state.batch + o.gradient_accumulation).min(batches.len())];
@@ -403,11 +403,11 @@ pub fn train(
                 }
             }
             if cancelled {
-                reason = "cancelled";
+                reason = StopReason::Cancelled;
                 break 'epochs;
             }
             if stop_early {
-                reason = "early-stopped";
+                reason = StopReason::EarlyStopped;
                 break 'epochs;
             }
             if state.batch == 0 {
@@ -418,13 +418,16 @@ pub fn train(
         state.epoch += 1;
         state.batch = 0;
     }
-    if reason == "completed"
+    if reason == StopReason::Completed
         && o.max_steps.is_some_and(|m| state.step >= m)
         && state.step < o.epochs as u64 * steps_per_epoch
     {
-        reason = "max-steps";
+        reason = StopReason::MaxSteps;
     }
-    if reason != "cancelled" && validation.is_some() && last_metrics.as_ref().is_none_or(|(s, _)| *s != state.step) {
+    if reason != StopReason::Cancelled
+        && validation.is_some()
+        && last_metrics.as_ref().is_none_or(|(s, _)| *s != state.step)
+    {
         if let Some(m) = evaluate(&mut state, &mut best_parameters, observer)? {
             last_metrics = Some((state.step, m));
         }
@@ -440,7 +443,7 @@ pub fn train(
     let mut metrics = last_metrics.map(|(_, m)| m);
     let mut best_step = state.best.as_ref().map(|b| b.step);
     let load_best = o.load_best_at_end.unwrap_or(validation.is_some());
-    if reason != "cancelled" && load_best {
+    if reason != StopReason::Cancelled && load_best {
         if let (Some(best), Some(b)) = (&best_parameters, &state.best) {
             restore(&vars, best)?;
             metrics = Some(b.metrics.clone());
@@ -449,7 +452,7 @@ pub fn train(
         best_step = best_step.filter(|_| load_best);
     }
     let adapter_dir = match (&o.output_dir, reason) {
-        (Some(out), r) if r != "cancelled" && model.adapter_infos().len() == 1 => {
+        (Some(out), r) if r != StopReason::Cancelled && model.adapter_infos().len() == 1 => {
             let dir = join(out, "adapter");
             model.save_adapter(storage, &dir, None)?;
             Some(dir)
@@ -458,7 +461,7 @@ pub fn train(
     };
     let seconds = run_started.elapsed().as_secs_f64();
     let result = TrainResult {
-        reason: reason.to_string(),
+        reason,
         step: state.step,
         total_steps,
         epoch: state.epoch.min(o.epochs),

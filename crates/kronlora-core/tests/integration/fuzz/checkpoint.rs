@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{read_checkpoint, train, trainable_named, TrainEvent, TrainObserver};
+use kronlora_core::train::{read_checkpoint, train, trainable_named, StopReason, TrainEvent, TrainObserver};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -58,7 +58,7 @@ fn written() -> &'static BTreeMap<String, Vec<u8>> {
     FILES.get_or_init(|| {
         let storage = MemoryStorage::default();
         let result = train(&mut model(), &options(false), &storage, &mut StopAfterFirstStep(false)).unwrap();
-        assert_eq!((result.reason.as_str(), result.checkpoint.as_deref()), ("cancelled", Some(CHECKPOINT)));
+        assert_eq!((result.reason, result.checkpoint.as_deref()), (StopReason::Cancelled, Some(CHECKPOINT)));
         storage.files()
     })
 }
@@ -104,7 +104,8 @@ fn checkpoint_case(mutations: &Vec<CheckpointMutation>) -> CaseResult {
     let result = train(&mut m, &options(true), &storage, &mut Quiet)?;
     // The run this checkpoint came from takes 4 steps: resumed, it completes them all, and its
     // loss history has one loss per step.
-    if result.reason == "completed" && (result.step != result.total_steps || result.losses.len() as u64 != result.step)
+    if result.reason == StopReason::Completed
+        && (result.step != result.total_steps || result.losses.len() as u64 != result.step)
     {
         problems.push((
             Property::Consistent,
