@@ -18,7 +18,7 @@ use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
 use crate::error::{Error, Result};
 use crate::io::{join, Storage};
-use crate::pretrained::{Backbone, PretrainedModel};
+use crate::pretrained::PretrainedModel;
 use crate::TensorData;
 
 /// Trainable tensors with stable names (adapter parameters in model order, then the head).
@@ -36,13 +36,6 @@ pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
     out
 }
 
-fn set_dropout(model: &PretrainedModel, seed: Option<u64>) {
-    match &model.backbone {
-        Backbone::Bert(m) => m.dropout_seed.set(seed),
-        Backbone::Llama(m) => m.dropout_seed.set(seed),
-    }
-}
-
 /// splitmix64: a well-mixed seed per (run seed, epoch, micro-batch) for dropout masks.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -55,10 +48,10 @@ fn snapshot(vars: &[(String, Var)]) -> Result<Vec<TensorData>> {
     vars.iter().map(|(_, v)| TensorData::from_tensor(v.as_tensor())).collect()
 }
 
+/// Set each tensor to its saved value, on the device the tensor lives on.
 fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
-    let device = crate::default_device();
     for ((_, v), t) in vars.iter().zip(values) {
-        v.set(&t.to_tensor(&device)?)?;
+        v.set(&t.to_tensor(v.device())?)?;
     }
     Ok(())
 }
@@ -273,7 +266,7 @@ pub fn train(
                     observer: &mut dyn TrainObserver|
      -> Result<Option<EvalMetrics>> {
         let Some(v) = &validation else { return Ok(None) };
-        set_dropout(model, None);
+        model.set_dropout_seed(None);
         let metrics = crate::grad_mode::no_grad(|| v.evaluate(model, o.eval_batch_size))?;
         let value = metrics.get(metric).ok_or_else(|| {
             Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"", metric.name(), task.name()))
@@ -316,9 +309,10 @@ pub fn train(
             let mut accumulated: Vec<Option<Tensor>> = vec![None; vars.len()];
             let mut step_loss = 0f64;
             for (j, indices) in group.iter().enumerate() {
-                set_dropout(model, Some(mix(o.seed ^ mix(((state.epoch as u64) << 32) ^ (state.batch + j) as u64))));
+                model
+                    .set_dropout_seed(Some(mix(o.seed ^ mix(((state.epoch as u64) << 32) ^ (state.batch + j) as u64))));
                 let batch = train.loss(model, indices);
-                set_dropout(model, None);
+                model.set_dropout_seed(None);
                 let batch = batch?;
                 let loss = (batch.loss / group.len() as f64)?;
                 let value = loss.to_scalar::<f32>()? as f64;
@@ -517,6 +511,6 @@ pub fn evaluate_model(
     let mut labels = model.labels.clone();
     let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"), &mut || false)?
         .expect("never asked to stop");
-    set_dropout(model, None);
+    model.set_dropout_seed(None);
     crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
 }
