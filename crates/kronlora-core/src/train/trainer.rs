@@ -495,7 +495,7 @@ impl<'a> Trainer<'a> {
     /// previous one.
     fn log_step(&mut self, stats: &StepStats) {
         let step = self.state.step;
-        if step % self.options.log_every != 0 && step != self.total_steps {
+        if !step.is_multiple_of(self.options.log_every) && step != self.total_steps {
             return;
         }
         let seconds = self.window.started.elapsed().as_secs_f64().max(1e-9);
@@ -520,7 +520,7 @@ impl<'a> Trainer<'a> {
         let o = self.options;
         let step = self.state.step;
         let eval_now = match o.eval_every {
-            Some(n) => step % n == 0,
+            Some(n) => step.is_multiple_of(n),
             None => epoch_end,
         };
         if eval_now {
@@ -529,7 +529,7 @@ impl<'a> Trainer<'a> {
         let stop_early = o.early_stopping.as_ref().is_some_and(|e| self.state.evals_without_improvement >= e.patience);
         let cancelled = self.observer.should_stop();
         let checkpoint_now = match o.checkpoint_every {
-            Some(n) => step % n == 0,
+            Some(n) => step.is_multiple_of(n),
             None => eval_now || epoch_end,
         };
         if checkpoint_now || cancelled || stop_early {
