@@ -6,10 +6,11 @@
 
 mod adapter;
 mod device;
-pub(crate) mod fields;
+mod fields;
 mod layer;
 mod model;
 mod train;
+mod train_options;
 
 pub use adapter::adapter_plan;
 pub use device::{device, device_named};
@@ -18,6 +19,7 @@ pub use model::{
     add_adapter, classify_json, describe_json, generate_json, generate_options, load_model, model_options,
 };
 pub use train::{evaluate_json, event_json, train_json, training_setup_json};
+pub use train_options::{data_spec, eval_options, train_options};
 
 pub use crate::error::{Error, Result};
 #[cfg(not(target_arch = "wasm32"))]

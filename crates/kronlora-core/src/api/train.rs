@@ -4,6 +4,8 @@
 use serde_json::{json, Value};
 
 use super::fields::{invalid, json_error};
+use super::model::to_json;
+use super::train_options::{data_spec, eval_options, parse_task, train_options};
 use crate::error::{Error, Result};
 use crate::io::{join, read_text, EntryKind, Storage};
 use crate::models::{family_of_model_type, model_type_of, Family, Task};
@@ -18,7 +20,7 @@ pub fn train_json(
     storage: &dyn Storage,
     observer: &mut dyn TrainObserver,
 ) -> Result<String> {
-    crate::train::train_json(model, options_json, storage, observer)
+    to_json(&crate::train::train(model, &train_options(options_json)?, storage, observer)?)
 }
 
 /// `evaluate(data, options)` with `data_json` a path or records; the metrics as JSON.
@@ -28,7 +30,10 @@ pub fn evaluate_json(
     options_json: &str,
     storage: &dyn Storage,
 ) -> Result<String> {
-    crate::train::evaluate_json(model, data_json, options_json, storage)
+    let options = eval_options(options_json)?;
+    let data: Value =
+        crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
+    to_json(&crate::train::evaluate_model(model, &data_spec("data", &data)?, &options, storage)?)
 }
 
 /// A training event as the JSON both bindings hand to JavaScript (`type` is the tag).
@@ -68,12 +73,10 @@ pub fn training_setup_json(storage: &dyn Storage, model_path: &str, options_json
     }
     let raw: Raw = serde_json::from_str(options_json).map_err(|e| json_error("training setup", e))?;
     let family = family_at(storage, model_path)?;
-    let task = match raw.task.as_ref().filter(|v| !v.is_null()) {
+    let task = match parse_task(raw.task.as_ref())? {
+        Some(task) => task,
         None if family == Family::Encoder => TrainTask::Classification,
         None => TrainTask::CausalLm,
-        Some(v) => v.as_str().and_then(TrainTask::from_name).ok_or_else(|| {
-            invalid(format!("option `task` must be \"classification\", \"causal-lm\" or \"multiple-choice\", got {v}"))
-        })?,
     };
     let model_task = match task {
         TrainTask::Classification => Task::SequenceClassification,

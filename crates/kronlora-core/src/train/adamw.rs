@@ -41,7 +41,8 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new(params: Vec<Var>, config: AdamWConfig) -> Result<Self> {
-        let zeros = |p: &Var| p.as_tensor().zeros_like()?.to_dtype(DType::F32);
+        // Moments in float32 on the parameter's own device: the update never moves data.
+        let zeros = |p: &Var| Tensor::zeros(p.dims(), DType::F32, p.device());
         let m = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
         let v = params.iter().map(zeros).collect::<candle_core::Result<Vec<_>>>()?;
         Ok(AdamW { config, params, m, v, step: 0 })
@@ -100,7 +101,6 @@ impl AdamW {
                 self.params.len()
             )));
         }
-        let device = self.params.first().map(|p| p.device().clone()).unwrap_or(candle_core::Device::Cpu);
         let mut m = Vec::with_capacity(self.params.len());
         let mut v = Vec::with_capacity(self.params.len());
         for (i, p) in self.params.iter().enumerate() {
@@ -114,7 +114,7 @@ impl AdamW {
                         p.dims()
                     )));
                 }
-                out.push(t.to_tensor(&device)?);
+                out.push(t.to_tensor(p.device())?);
             }
         }
         (self.m, self.v, self.step) = (m, v, state.step);

@@ -4,6 +4,7 @@
 mod adamw;
 mod checkpoint;
 mod clip;
+mod events;
 mod loss;
 mod options;
 mod schedule;
@@ -13,10 +14,9 @@ mod trainer;
 pub use adamw::{AdamW, AdamWConfig, AdamWState};
 pub use checkpoint::{find_checkpoint, read_checkpoint, Checkpoint, TrainerState, STATE_FILE};
 pub use clip::{clip_grad_norm, clip_grads, grad_norm};
+pub use events::{StopReason, TrainEvent, TrainObserver, TrainResult};
 pub use loss::{cross_entropy, log_softmax};
 pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};
 pub use task_data::{label_summary_json, EvalMetrics, TaskData};
-pub use trainer::{
-    evaluate_json, evaluate_model, train, train_json, trainable_named, TrainEvent, TrainObserver, TrainResult,
-};
+pub use trainer::{evaluate_model, train, trainable_named};

@@ -264,10 +264,11 @@ impl TaskData {
 
     /// The training loss of the examples `indices` (mean over examples or scored tokens).
     pub fn loss(&self, model: &PretrainedModel, indices: &[usize]) -> Result<BatchLoss> {
-        let device = model.device().clone();
+        // Batches go where the model's weights are.
+        let device = model.device();
         match self {
             TaskData::Classification(x) => {
-                let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, &device)?;
+                let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, device)?;
                 let logits = model.classification_logits(&batch.ids, &batch.mask)?;
                 Ok(BatchLoss { loss: cross_entropy(&logits, &batch.labels)?, tokens: batch.tokens })
             }
@@ -275,7 +276,7 @@ impl TaskData {
                 let batch = lm_batch(
                     &indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(),
                     model.tokenizer.pad_token_id,
-                    &device,
+                    device,
                 )?;
                 Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
             }
@@ -284,7 +285,7 @@ impl TaskData {
                 let batch = lm_batch(
                     &indices.iter().map(|&i| &x[i].choices[x[i].answer]).collect::<Vec<_>>(),
                     model.tokenizer.pad_token_id,
-                    &device,
+                    device,
                 )?;
                 Ok(BatchLoss { loss: lm_log_likelihood(model, &batch)?.1, tokens: batch.tokens })
             }
@@ -293,7 +294,7 @@ impl TaskData {
 
     /// Loss and the task's metric over the whole set, without gradients or dropout.
     pub fn evaluate(&self, model: &PretrainedModel, batch_size: usize) -> Result<EvalMetrics> {
-        let device = model.device().clone();
+        let device = model.device();
         let n = self.len();
         if n == 0 {
             return Err(Error::InvalidData("the evaluation set is empty".into()));
@@ -303,7 +304,7 @@ impl TaskData {
             TaskData::Classification(x) => {
                 let (mut loss, mut correct) = (0f64, 0usize);
                 for indices in order.chunks(batch_size.max(1)) {
-                    let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, &device)?;
+                    let batch = classification_batch(x, indices, model.tokenizer.pad_token_id, device)?;
                     let logits = model.classification_logits(&batch.ids, &batch.mask)?.detach();
                     loss += cross_entropy(&logits, &batch.labels)?.to_scalar::<f32>()? as f64 * indices.len() as f64;
                     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
@@ -322,7 +323,7 @@ impl TaskData {
                     let batch = lm_batch(
                         &indices.iter().map(|&i| &x[i]).collect::<Vec<_>>(),
                         model.tokenizer.pad_token_id,
-                        &device,
+                        device,
                     )?;
                     let (per_row, _) = lm_log_likelihood(model, &batch)?;
                     total -= per_row.detach().to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?;
@@ -340,7 +341,7 @@ impl TaskData {
                     let batch = lm_batch(
                         &chunk.iter().map(|(_, c)| *c).collect::<Vec<_>>(),
                         model.tokenizer.pad_token_id,
-                        &device,
+                        device,
                     )?;
                     let (per_row, _) = lm_log_likelihood(model, &batch)?;
                     for ((q, _), s) in chunk.iter().zip(per_row.detach().to_vec1::<f32>()?) {

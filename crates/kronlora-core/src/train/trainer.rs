@@ -2,17 +2,21 @@
 //! schedule, gradient accumulation and clipping, adapter dropout, periodic evaluation with
 //! early stopping and the best weights kept, atomic checkpoints, exact resume, cancellation,
 //! and a stop on any non-finite loss or gradient (parameters and checkpoints stay as they were).
+//!
+//! `train` checks the run, reads its data, and hands the rest to a `Trainer`: one value that
+//! holds what the loop needs (model, options, data, optimiser, position), with one method per
+//! part of a step.
 
 use web_time::Instant;
 
 use candle_core::{Tensor, Var};
-use serde::Serialize;
 
 use super::checkpoint::{
     check_output_dir, checkpoint_dir, find_checkpoint, read_checkpoint, rotate_checkpoints, save_checkpoint, BestSoFar,
     Checkpoint, ResumePlan, TrainerState,
 };
-use super::options::{data_spec, Metric, TrainOptions, TrainTask};
+use super::events::{StopReason, TrainEvent, TrainObserver, TrainResult};
+use super::options::{DataSpec, EvalOptions, Metric, TrainOptions, TrainTask};
 use super::task_data::{check_task, default_task, encode, read_records, EvalMetrics, TaskData};
 use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
@@ -20,80 +24,6 @@ use crate::error::{Error, Result};
 use crate::io::{join, Storage};
 use crate::pretrained::PretrainedModel;
 use crate::TensorData;
-
-/// What a run reports as it goes (serialised with `type` as the tag for JavaScript).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum TrainEvent {
-    #[serde(rename_all = "camelCase")]
-    Start {
-        task: String,
-        total_steps: u64,
-        epochs: usize,
-        train_examples: usize,
-        validation_examples: usize,
-        trainable_parameters: usize,
-        resumed_from_step: Option<u64>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Step {
-        step: u64,
-        total_steps: u64,
-        epoch: usize,
-        loss: f64,
-        learning_rate: f64,
-        grad_norm: f64,
-        examples_per_second: f64,
-        tokens_per_second: f64,
-        elapsed_seconds: f64,
-    },
-    #[serde(rename_all = "camelCase")]
-    Eval { step: u64, epoch: usize, metrics: EvalMetrics, is_best: bool },
-    #[serde(rename_all = "camelCase")]
-    Checkpoint { step: u64, path: String },
-    #[serde(rename_all = "camelCase")]
-    Done(TrainResult),
-}
-
-impl TrainEvent {
-    /// The event as the JSON both bindings hand to JavaScript.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"type\":\"error\",\"message\":\"cannot serialise an event: {e}\"}}"))
-    }
-}
-
-/// The outcome of `train`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct TrainResult {
-    /// "completed", "early-stopped", "max-steps" or "cancelled".
-    pub reason: String,
-    pub step: u64,
-    pub total_steps: u64,
-    pub epoch: usize,
-    /// Mean loss of the last optimiser step.
-    pub train_loss: Option<f64>,
-    /// Validation metrics of the weights the model holds at the end.
-    pub metrics: Option<EvalMetrics>,
-    pub best_step: Option<u64>,
-    /// Mean training loss of every optimiser step of the run, resumed steps included.
-    pub losses: Vec<f64>,
-    /// The latest checkpoint written (None without `outputDir`).
-    pub checkpoint: Option<String>,
-    /// Where the final adapter was saved (`outputDir/adapter`).
-    pub adapter_dir: Option<String>,
-    pub seconds: f64,
-    pub examples_per_second: f64,
-}
-
-/// Receives events and is asked, after each optimiser step, whether to stop.
-pub trait TrainObserver {
-    fn event(&mut self, event: &TrainEvent);
-    fn should_stop(&mut self) -> bool {
-        false
-    }
-}
 
 /// Trainable tensors with stable names (adapter parameters in model order, then the head).
 pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
@@ -110,37 +40,67 @@ pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
     out
 }
 
-fn set_dropout(model: &PretrainedModel, seed: Option<u64>) {
-    model.set_dropout_seed(seed)
+/// Train the model's adapters (and head) as `options` say, reading data and writing
+/// checkpoints through `storage`; events go to `observer`.
+pub fn train(
+    model: &mut PretrainedModel,
+    options: &TrainOptions,
+    storage: &dyn Storage,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainResult> {
+    let (task, vars) = check_run(model, options)?;
+    let prepare_started = Instant::now();
+    let Some(data) = prepare_data(model, options, task, storage, observer)? else {
+        // Cancelled while the data was being read: nothing was trained or written.
+        let result = cancelled_while_preparing(prepare_started.elapsed().as_secs_f64());
+        observer.event(&TrainEvent::Done(result.clone()));
+        return Ok(result);
+    };
+    let mut trainer = Trainer::new(model, options, task, vars, data, storage, observer)?;
+    trainer.resume()?;
+    trainer.check_output_dir()?;
+    trainer.run()
 }
 
-/// splitmix64: a well-mixed seed per (run seed, epoch, micro-batch) for dropout masks.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn snapshot(vars: &[(String, Var)]) -> Result<Vec<TensorData>> {
-    vars.iter().map(|(_, v)| TensorData::from_tensor(v.as_tensor())).collect()
-}
-
-fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
-    for ((_, v), t) in vars.iter().zip(values) {
-        v.set(&t.to_tensor(v.device())?)?;
+/// Refuse, before any data is read, a run that cannot train: a task the model does not do, no
+/// trainable tensors, a metric the task does not compute. Returns the task and the tensors.
+fn check_run(model: &PretrainedModel, o: &TrainOptions) -> Result<(TrainTask, Vec<(String, Var)>)> {
+    let task = o.task.unwrap_or_else(|| default_task(model));
+    check_task(model, task)?;
+    let vars = trainable_named(model);
+    if vars.is_empty() {
+        return Err(Error::InvalidState("the model has no adapter to train: add one or load one first".into()));
     }
-    Ok(())
+    let computed = match o.metric {
+        Metric::Loss => true,
+        Metric::Accuracy => task != TrainTask::CausalLm,
+        Metric::Perplexity => task == TrainTask::CausalLm,
+    };
+    if !computed {
+        return Err(Error::InvalidOption(format!(
+            "metric \"{}\" is not computed for task \"{}\"; use \"loss\"",
+            o.metric.name(),
+            task.name()
+        )));
+    }
+    Ok((task, vars))
+}
+
+/// The tokenised data of a run: what it trains on and what it evaluates on.
+struct RunData {
+    train: TaskData,
+    validation: Option<TaskData>,
 }
 
 /// Read, tokenise and split the data of a run; `None` when the observer asked to stop meanwhile.
+/// Training data decides the label names of a classification model (`model.labels`).
 fn prepare_data(
     model: &mut PretrainedModel,
     o: &TrainOptions,
     task: TrainTask,
     storage: &dyn Storage,
     observer: &mut dyn TrainObserver,
-) -> Result<Option<(TaskData, Option<TaskData>)>> {
+) -> Result<Option<RunData>> {
     let records = read_records(&o.data, task, storage, "training data")?;
     let (train_records, validation_records) = match &o.validation_data {
         Some(spec) => (records, Some(read_records(spec, task, storage, "validation data")?)),
@@ -167,423 +127,573 @@ fn prepare_data(
         }
         None => None,
     };
+    // Only now: a run cancelled while reading leaves the model as it was.
     model.labels = labels;
-    Ok(Some((train, validation)))
+    Ok(Some(RunData { train, validation }))
 }
 
-/// Train the model's adapters (and head) as `options_json` says, reading data and writing
-/// checkpoints through `storage`; events go to `observer`.
-pub fn train(
-    model: &mut PretrainedModel,
-    options_json: &str,
-    storage: &dyn Storage,
-    observer: &mut dyn TrainObserver,
-) -> Result<TrainResult> {
-    let o = TrainOptions::from_json(options_json)?;
-    let task = o.task.unwrap_or_else(|| default_task(model));
-    check_task(model, task)?;
-    let vars = trainable_named(model);
-    if vars.is_empty() {
-        return Err(Error::InvalidState(
-            "nothing to train: the model has no adapter to train: add one or load one first".into(),
-        ));
-    }
-    let computed = match o.metric {
-        Metric::Loss => true,
-        Metric::Accuracy => task != TrainTask::CausalLm,
-        Metric::Perplexity => task == TrainTask::CausalLm,
-    };
-    if !computed {
-        return Err(Error::InvalidOption(format!(
-            "metric \"{}\" is not computed for task \"{}\"; use \"loss\"",
-            o.metric.name(),
-            task.name()
-        )));
-    }
-    let prepare_started = Instant::now();
-    let Some((train, validation)) = prepare_data(model, &o, task, storage, observer)? else {
-        // Cancelled while the data was being read: nothing was trained or written.
-        let result = TrainResult {
-            reason: "cancelled".into(),
-            step: 0,
-            total_steps: 0,
-            epoch: 0,
-            train_loss: None,
-            metrics: None,
-            best_step: None,
-            losses: Vec::new(),
-            checkpoint: None,
-            adapter_dir: None,
-            seconds: prepare_started.elapsed().as_secs_f64(),
-            examples_per_second: 0.0,
-        };
-        observer.event(&TrainEvent::Done(result.clone()));
-        return Ok(result);
-    };
-    if validation.is_none() && (o.early_stopping.is_some() || o.eval_every.is_some()) {
-        return Err(Error::InvalidOption(
-            "earlyStopping and evalEvery need validation data: give validationData, or a validationSplit above 0 with at least 2 records".into(),
-        ));
-    }
-    let model: &PretrainedModel = model;
-    let run_started = Instant::now();
-
-    let lengths = train.lengths();
-    let micro_per_epoch = train.len().div_ceil(o.batch_size);
-    let steps_per_epoch = micro_per_epoch.div_ceil(o.gradient_accumulation) as u64;
-    let total_steps = (o.epochs as u64 * steps_per_epoch).min(o.max_steps.unwrap_or(u64::MAX));
-    let schedule = LrSchedule {
-        kind: o.schedule,
-        base_lr: o.learning_rate,
-        warmup_steps: o.warmup_steps.unwrap_or((o.warmup_ratio * total_steps as f64).round() as u64),
-        total_steps,
-    };
-    let var_list: Vec<Var> = vars.iter().map(|(_, v)| v.clone()).collect();
-    let mut optimizer = AdamW::new(var_list, AdamWConfig { weight_decay: o.weight_decay, ..AdamWConfig::default() })?;
-    let names: Vec<String> = vars.iter().map(|(n, _)| n.clone()).collect();
-    let fingerprint = o.fingerprint();
-    let data_fingerprint = train.fingerprint();
-
-    let mut state = TrainerState {
-        format: 1,
+/// The result of a run cancelled before its first step, while its data was read.
+fn cancelled_while_preparing(seconds: f64) -> TrainResult {
+    TrainResult {
+        reason: StopReason::Cancelled,
         step: 0,
-        total_steps,
+        total_steps: 0,
         epoch: 0,
-        batch: 0,
-        options: fingerprint.clone(),
-        data: data_fingerprint.clone(),
-        task: task.name().to_string(),
-        parameters: names.clone(),
-        labels: model.labels.names.clone(),
-        best: None,
-        evals_without_improvement: 0,
+        train_loss: None,
+        metrics: None,
+        best_step: None,
         losses: Vec::new(),
-    };
-    let mut best_parameters: Option<Vec<TensorData>> = None;
-    let mut resumed_from = None;
-    if let Some(from) = &o.resume_from {
-        let dir = find_checkpoint(storage, from)?;
-        let c = read_checkpoint(storage, &dir)?;
+        checkpoint: None,
+        adapter_dir: None,
+        seconds,
+        examples_per_second: 0.0,
+    }
+}
+
+/// splitmix64: a well-mixed seed per (run seed, epoch, micro-batch) for dropout masks.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn snapshot(vars: &[(String, Var)]) -> Result<Vec<TensorData>> {
+    vars.iter().map(|(_, v)| TensorData::from_tensor(v.as_tensor())).collect()
+}
+
+/// Set each tensor to its saved value, on the device the tensor lives on.
+fn restore(vars: &[(String, Var)], values: &[TensorData]) -> Result<()> {
+    for ((_, v), t) in vars.iter().zip(values) {
+        v.set(&t.to_tensor(v.device())?)?;
+    }
+    Ok(())
+}
+
+/// Add a micro-batch's gradients to the running sums (`vars[i]`'s into `sums[i]`); tensors the
+/// micro-batch did not reach keep their sum.
+fn accumulate(
+    sums: &mut [Option<Tensor>],
+    vars: &[(String, Var)],
+    grads: &candle_core::backprop::GradStore,
+) -> Result<()> {
+    for (sum, (_, v)) in sums.iter_mut().zip(vars) {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            // Detached, so the running sum does not keep this micro-batch's graph alive.
+            let g = g.detach();
+            *sum = Some(match sum.take() {
+                Some(s) => (s + g)?,
+                None => g,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What one optimiser step reports.
+struct StepStats {
+    /// Mean loss over the step's micro-batches.
+    loss: f64,
+    /// The gradient norm before clipping.
+    grad_norm: f64,
+    learning_rate: f64,
+}
+
+/// Examples and tokens seen since the last step event, for its throughput figures.
+struct Window {
+    examples: usize,
+    tokens: usize,
+    started: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window { examples: 0, tokens: 0, started: Instant::now() }
+    }
+}
+
+/// One training run, from its prepared data to its result.
+struct Trainer<'a> {
+    /// Shared from here on: training changes the adapters' tensors (`Var`s), not the model.
+    model: &'a PretrainedModel,
+    options: &'a TrainOptions,
+    storage: &'a dyn Storage,
+    observer: &'a mut dyn TrainObserver,
+    task: TrainTask,
+    data: RunData,
+    /// The trainable tensors with their names, in the order of the optimiser and of checkpoints.
+    vars: Vec<(String, Var)>,
+    optimizer: AdamW,
+    schedule: LrSchedule,
+    /// Sequence lengths of the training data, for length-bucketed batches.
+    lengths: Vec<usize>,
+    micro_batches_per_epoch: usize,
+    steps_per_epoch: u64,
+    /// Optimiser steps of the whole run (`maxSteps` included).
+    total_steps: u64,
+    /// Position, losses and best evaluation so far: what a checkpoint saves beside the tensors.
+    state: TrainerState,
+    /// The tensors of the best evaluation so far.
+    best_parameters: Option<Vec<TensorData>>,
+    resumed_from: Option<u64>,
+    /// The latest checkpoint written, named in errors and in the result.
+    last_checkpoint: Option<String>,
+    /// The latest evaluation and the step it came after.
+    last_metrics: Option<(u64, EvalMetrics)>,
+    window: Window,
+    /// Examples trained on in this run (resumed steps not included).
+    run_examples: usize,
+    started: Instant,
+}
+
+impl<'a> Trainer<'a> {
+    /// A run at its start: no step taken, nothing evaluated or written.
+    fn new(
+        model: &'a PretrainedModel,
+        options: &'a TrainOptions,
+        task: TrainTask,
+        vars: Vec<(String, Var)>,
+        data: RunData,
+        storage: &'a dyn Storage,
+        observer: &'a mut dyn TrainObserver,
+    ) -> Result<Self> {
+        let o = options;
+        if data.validation.is_none() && (o.early_stopping.is_some() || o.eval_every.is_some()) {
+            return Err(Error::InvalidOption(
+                "earlyStopping and evalEvery need validation data: give validationData, or a validationSplit above 0 with at least 2 records".into(),
+            ));
+        }
+        let started = Instant::now();
+        let micro_batches_per_epoch = data.train.len().div_ceil(o.batch_size);
+        let steps_per_epoch = micro_batches_per_epoch.div_ceil(o.gradient_accumulation) as u64;
+        let total_steps = (o.epochs as u64 * steps_per_epoch).min(o.max_steps.unwrap_or(u64::MAX));
+        let schedule = LrSchedule {
+            kind: o.schedule,
+            base_lr: o.learning_rate,
+            warmup_steps: o.warmup_steps.unwrap_or((o.warmup_ratio * total_steps as f64).round() as u64),
+            total_steps,
+        };
+        let optimizer = AdamW::new(
+            vars.iter().map(|(_, v)| v.clone()).collect(),
+            AdamWConfig { weight_decay: o.weight_decay, ..AdamWConfig::default() },
+        )?;
+        // What identifies the run; a checkpoint to resume from must carry the same.
+        let state = TrainerState {
+            format: 1,
+            step: 0,
+            total_steps,
+            epoch: 0,
+            batch: 0,
+            options: o.fingerprint(),
+            data: data.train.fingerprint(),
+            task: task.name().to_string(),
+            parameters: vars.iter().map(|(n, _)| n.clone()).collect(),
+            labels: model.labels.names.clone(),
+            best: None,
+            evals_without_improvement: 0,
+            losses: Vec::new(),
+        };
+        Ok(Trainer {
+            model,
+            options,
+            storage,
+            observer,
+            task,
+            lengths: data.train.lengths(),
+            data,
+            vars,
+            optimizer,
+            schedule,
+            micro_batches_per_epoch,
+            steps_per_epoch,
+            total_steps,
+            state,
+            best_parameters: None,
+            resumed_from: None,
+            last_checkpoint: None,
+            last_metrics: None,
+            window: Window::new(),
+            run_examples: 0,
+            started,
+        })
+    }
+
+    /// Continue from `resumeFrom`: tensors, optimiser moments, best weights and position as the
+    /// checkpoint saved them. Refused unless the checkpoint was written by this same run
+    /// (adapters, options, data), so the resumed run ends exactly as an uninterrupted one.
+    fn resume(&mut self) -> Result<()> {
+        let Some(from) = &self.options.resume_from else { return Ok(()) };
+        let dir = find_checkpoint(self.storage, from)?;
+        let c = read_checkpoint(self.storage, &dir)?;
         let mismatch = |what: &str| {
             Error::InvalidOption(format!("resumeFrom {dir}: the checkpoint was written with different {what}; resume with the same settings and data"))
         };
-        if c.state.parameters != names {
+        // The fresh state holds this run's adapters, options and data fingerprints.
+        let run = &self.state;
+        if c.state.parameters != run.parameters {
             return Err(mismatch("adapters (their names, modules or parameters)"));
         }
-        if c.state.options != fingerprint {
+        if c.state.options != run.options {
             return Err(mismatch(&format!("training options ({} there)", c.state.options)));
         }
-        if c.state.data != data_fingerprint || c.state.task != task.name() {
+        if c.state.data != run.data || c.state.task != run.task {
             return Err(mismatch("training data"));
         }
         let plan = ResumePlan {
-            total_steps,
-            epochs: o.epochs,
-            micro_batches_per_epoch: micro_per_epoch,
-            gradient_accumulation: o.gradient_accumulation,
-            labels: &model.labels.names,
-            shapes: vars.iter().map(|(_, v)| v.dims().to_vec()).collect(),
+            total_steps: self.total_steps,
+            epochs: self.options.epochs,
+            micro_batches_per_epoch: self.micro_batches_per_epoch,
+            gradient_accumulation: self.options.gradient_accumulation,
+            labels: &self.model.labels.names,
+            shapes: self.vars.iter().map(|(_, v)| v.dims().to_vec()).collect(),
         };
         c.check_against(&dir, &plan)?;
-        restore(&vars, &c.parameters)?;
-        optimizer.load_state(&c.optimizer)?;
-        best_parameters = c.best_parameters;
-        resumed_from = Some(c.state.step);
-        state = c.state;
+        restore(&self.vars, &c.parameters)?;
+        self.optimizer.load_state(&c.optimizer)?;
+        self.best_parameters = c.best_parameters;
+        self.resumed_from = Some(c.state.step);
+        self.state = c.state;
+        Ok(())
     }
 
-    // Refused now, not after steps were taken, when a checkpoint or the final adapter would
-    // replace something kronlora did not write.
-    if let Some(out) = &o.output_dir {
-        check_output_dir(storage, out, state.step..=total_steps, model.adapter_infos().len() == 1)?;
+    /// Refused now, not after steps were taken, when a checkpoint or the final adapter would
+    /// replace something kronlora did not write.
+    fn check_output_dir(&self) -> Result<()> {
+        match &self.options.output_dir {
+            Some(out) => check_output_dir(self.storage, out, self.state.step..=self.total_steps, self.single_adapter()),
+            None => Ok(()),
+        }
     }
 
-    observer.event(&TrainEvent::Start {
-        task: task.name().into(),
-        total_steps,
-        epochs: o.epochs,
-        train_examples: train.len(),
-        validation_examples: validation.as_ref().map_or(0, |v| v.len()),
-        trainable_parameters: vars.iter().map(|(_, v)| v.elem_count()).sum(),
-        resumed_from_step: resumed_from,
-    });
-
-    let adapter_files = |model: &PretrainedModel| -> Result<Vec<(String, Vec<u8>)>> {
-        if model.adapter_infos().len() == 1 {
-            model.adapter_files(None)
-        } else {
-            Ok(Vec::new())
-        }
-    };
-    let mut last_checkpoint: Option<String> = None;
-    let write_checkpoint = |state: &TrainerState,
-                            best: &Option<Vec<TensorData>>,
-                            optimizer: &AdamW,
-                            observer: &mut dyn TrainObserver|
-     -> Result<Option<String>> {
-        let Some(out) = &o.output_dir else { return Ok(None) };
-        let c = Checkpoint {
-            state: state.clone(),
-            parameters: snapshot(&vars)?,
-            best_parameters: best.clone(),
-            optimizer: optimizer.state()?,
-        };
-        let dir = save_checkpoint(storage, out, &c, adapter_files(model)?)?;
-        // Older checkpoints beyond `keepCheckpoints` go once the new one is in place.
-        if o.keep_checkpoints > 0 {
-            rotate_checkpoints(storage, out, &dir, o.keep_checkpoints)?;
-        }
-        observer.event(&TrainEvent::Checkpoint { step: state.step, path: dir.clone() });
-        Ok(Some(dir))
-    };
-
-    let metric = o.metric;
-    let evaluate = |state: &mut TrainerState,
-                    best: &mut Option<Vec<TensorData>>,
-                    observer: &mut dyn TrainObserver|
-     -> Result<Option<EvalMetrics>> {
-        let Some(v) = &validation else { return Ok(None) };
-        set_dropout(model, None);
-        let metrics = crate::grad_mode::no_grad(|| v.evaluate(model, o.eval_batch_size))?;
-        let value = metrics.get(metric).ok_or_else(|| {
-            Error::InvalidOption(format!("metric \"{}\" is not computed for task \"{}\"", metric.name(), task.name()))
-        })?;
-        let min_delta = o.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
-        let improved = match &state.best {
-            None => value.is_finite(),
-            Some(b) if metric.higher_is_better() => value > b.value + min_delta,
-            Some(b) => value < b.value - min_delta,
-        };
-        if improved {
-            state.best = Some(BestSoFar { step: state.step, value, metrics: metrics.clone() });
-            state.evals_without_improvement = 0;
-            *best = Some(snapshot(&vars)?);
-        } else {
-            state.evals_without_improvement += 1;
-        }
-        observer.event(&TrainEvent::Eval {
-            step: state.step,
-            epoch: state.epoch,
-            metrics: metrics.clone(),
-            is_best: improved,
+    /// Train to the end (all epochs, `maxSteps`, early stopping or cancellation), then finish.
+    fn run(mut self) -> Result<TrainResult> {
+        self.observer.event(&TrainEvent::Start {
+            task: self.task.name().into(),
+            total_steps: self.total_steps,
+            epochs: self.options.epochs,
+            train_examples: self.data.train.len(),
+            validation_examples: self.data.validation.as_ref().map_or(0, |v| v.len()),
+            trainable_parameters: self.vars.iter().map(|(_, v)| v.elem_count()).sum(),
+            resumed_from_step: self.resumed_from,
         });
-        Ok(Some(metrics))
-    };
+        // Throughput counts from here, not from before the resume.
+        self.window = Window::new();
+        let reason = self.train_epochs()?;
+        self.finish(reason)
+    }
 
-    let mut reason = "completed";
-    let mut last_metrics: Option<(u64, EvalMetrics)> = None;
-    let (mut window_examples, mut window_tokens, mut window_start) = (0usize, 0usize, Instant::now());
-    let mut run_examples = 0usize;
-    'epochs: while state.epoch < o.epochs {
-        let batches = bucketed_batches(&lengths, o.batch_size, o.seed.wrapping_add(state.epoch as u64));
-        while state.batch < batches.len() {
-            if state.step >= total_steps {
-                reason = "max-steps";
-                break 'epochs;
+    /// Epochs from the saved position on, until the run stops.
+    fn train_epochs(&mut self) -> Result<StopReason> {
+        while self.state.epoch < self.options.epochs {
+            if let Some(reason) = self.train_epoch()? {
+                return Ok(reason);
             }
-            let group = &batches[state.batch..(state.batch + o.gradient_accumulation).min(batches.len())];
-            let step = state.step + 1;
-            let mut accumulated: Vec<Option<Tensor>> = vec![None; vars.len()];
-            let mut step_loss = 0f64;
-            for (j, indices) in group.iter().enumerate() {
-                set_dropout(model, Some(mix(o.seed ^ mix(((state.epoch as u64) << 32) ^ (state.batch + j) as u64))));
-                let batch = train.loss(model, indices);
-                set_dropout(model, None);
-                let batch = batch?;
-                let loss = (batch.loss / group.len() as f64)?;
-                let value = loss.to_scalar::<f32>()? as f64;
-                if !value.is_finite() {
-                    return Err(Error::NonFinite(format!(
-                        "step {step}: the training loss is {value}; lower the learning rate or check the data. Parameters are those after step {}{}",
-                        step - 1,
-                        last_checkpoint.as_ref().map_or(String::new(), |c| format!("; the last good checkpoint is {c}"))
-                    )));
-                }
-                let grads = loss.backward()?;
-                for (acc, (_, v)) in accumulated.iter_mut().zip(&vars) {
-                    if let Some(g) = grads.get(v.as_tensor()) {
-                        // Detached, so the running sum does not keep this micro-batch's graph alive.
-                        let g = g.detach();
-                        *acc = Some(match acc.take() {
-                            Some(a) => (a + g)?,
-                            None => g,
-                        });
-                    }
-                }
-                step_loss += value;
-                window_examples += indices.len();
-                run_examples += indices.len();
-                window_tokens += batch.tokens;
+        }
+        // The epochs ran out; if `maxSteps` was reached short of all their steps, it is what ended the run.
+        let max_steps_reached = self.options.max_steps.is_some_and(|m| self.state.step >= m);
+        let epochs_steps = self.options.epochs as u64 * self.steps_per_epoch;
+        Ok(if max_steps_reached && self.state.step < epochs_steps {
+            StopReason::MaxSteps
+        } else {
+            StopReason::Completed
+        })
+    }
+
+    /// The rest of the current epoch, from `state.batch` on: optimiser steps over groups of
+    /// `gradientAccumulation` micro-batches, each followed by what is due after it. Some reason
+    /// when the run stops within the epoch.
+    fn train_epoch(&mut self) -> Result<Option<StopReason>> {
+        // Seeded by epoch, so a resumed run sees the same batches in the same order.
+        let batches = bucketed_batches(
+            &self.lengths,
+            self.options.batch_size,
+            self.options.seed.wrapping_add(self.state.epoch as u64),
+        );
+        while self.state.batch < batches.len() {
+            if self.state.step >= self.total_steps {
+                return Ok(Some(StopReason::MaxSteps));
             }
-            let norm = match o.max_grad_norm {
-                Some(max) => clip_grads(&mut accumulated, max)?,
-                None => grad_norm(&accumulated)?,
-            };
-            if !norm.is_finite() {
-                return Err(Error::NonFinite(format!(
-                    "step {step}: the gradient norm is {norm}; lower the learning rate. Parameters are those after step {}{}",
-                    step - 1,
-                    last_checkpoint.as_ref().map_or(String::new(), |c| format!("; the last good checkpoint is {c}"))
-                )));
+            let end = (self.state.batch + self.options.gradient_accumulation).min(batches.len());
+            let stats = self.optimizer_step(&batches[self.state.batch..end])?;
+            self.log_step(&stats);
+            let epoch_end = self.state.batch >= batches.len();
+            if epoch_end {
+                // The position is the start of the next epoch.
+                self.state.epoch += 1;
+                self.state.batch = 0;
             }
-            let lr = schedule.lr(state.step);
-            optimizer.step_with(&accumulated, lr)?;
-            state.step = step;
-            state.batch += group.len();
-            state.losses.push(step_loss);
-            if step.is_multiple_of(o.log_every) || step == total_steps {
-                let seconds = window_start.elapsed().as_secs_f64().max(1e-9);
-                observer.event(&TrainEvent::Step {
-                    step,
-                    total_steps,
-                    epoch: state.epoch,
-                    loss: step_loss,
-                    learning_rate: lr,
-                    grad_norm: norm,
-                    examples_per_second: window_examples as f64 / seconds,
-                    tokens_per_second: window_tokens as f64 / seconds,
-                    elapsed_seconds: run_started.elapsed().as_secs_f64(),
-                });
-                (window_examples, window_tokens, window_start) = (0, 0, Instant::now());
+            if let Some(reason) = self.after_step(epoch_end)? {
+                return Ok(Some(reason));
             }
-            if state.batch >= batches.len() {
-                // The epoch is done: the position is the start of the next one.
-                state.epoch += 1;
-                state.batch = 0;
-            }
-            let epoch_end = state.batch == 0;
-            let eval_now = match o.eval_every {
-                Some(n) => step.is_multiple_of(n),
-                None => epoch_end,
-            };
-            if eval_now {
-                if let Some(m) = evaluate(&mut state, &mut best_parameters, observer)? {
-                    last_metrics = Some((step, m));
-                }
-            }
-            let stop_early = o.early_stopping.as_ref().is_some_and(|e| state.evals_without_improvement >= e.patience);
-            let cancelled = observer.should_stop();
-            let checkpoint_now = match o.checkpoint_every {
-                Some(n) => step.is_multiple_of(n),
-                None => eval_now || epoch_end,
-            };
-            if checkpoint_now || cancelled || stop_early {
-                if let Some(dir) = write_checkpoint(&state, &best_parameters, &optimizer, observer)? {
-                    last_checkpoint = Some(dir);
-                }
-            }
-            if cancelled {
-                reason = "cancelled";
-                break 'epochs;
-            }
-            if stop_early {
-                reason = "early-stopped";
-                break 'epochs;
-            }
-            if state.batch == 0 {
-                continue 'epochs;
+            if epoch_end {
+                return Ok(None);
             }
         }
         // An epoch with no batches left (resumed exactly at its end).
-        state.epoch += 1;
-        state.batch = 0;
+        self.state.epoch += 1;
+        self.state.batch = 0;
+        Ok(None)
     }
-    if reason == "completed"
-        && o.max_steps.is_some_and(|m| state.step >= m)
-        && state.step < o.epochs as u64 * steps_per_epoch
-    {
-        reason = "max-steps";
-    }
-    if reason != "cancelled" && validation.is_some() && last_metrics.as_ref().is_none_or(|(s, _)| *s != state.step) {
-        if let Some(m) = evaluate(&mut state, &mut best_parameters, observer)? {
-            last_metrics = Some((state.step, m));
-        }
-        if last_checkpoint
-            .as_ref()
-            .is_none_or(|c| *c != checkpoint_dir(o.output_dir.as_deref().unwrap_or(""), state.step))
-        {
-            if let Some(dir) = write_checkpoint(&state, &best_parameters, &optimizer, observer)? {
-                last_checkpoint = Some(dir);
+
+    /// One optimiser step over the micro-batches `group` (the next ones of the epoch): their
+    /// gradients summed, the sum clipped, AdamW applied, and the position moved past them.
+    /// A non-finite loss or gradient norm stops the run before any tensor changes.
+    fn optimizer_step(&mut self, group: &[Vec<usize>]) -> Result<StepStats> {
+        let o = self.options;
+        let mut gradients: Vec<Option<Tensor>> = vec![None; self.vars.len()];
+        let mut step_loss = 0f64;
+        for (j, indices) in group.iter().enumerate() {
+            // Dropout masks depend on the position only, so a resumed run draws the same ones.
+            let position = ((self.state.epoch as u64) << 32) ^ (self.state.batch + j) as u64;
+            self.model.set_dropout_seed(Some(mix(o.seed ^ mix(position))));
+            let batch = self.data.train.loss(self.model, indices);
+            self.model.set_dropout_seed(None);
+            let batch = batch?;
+            // Scaled so the summed gradients are those of the mean over the group.
+            let loss = (batch.loss / group.len() as f64)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                return Err(self
+                    .non_finite(&format!("the training loss is {value}; lower the learning rate or check the data")));
             }
+            accumulate(&mut gradients, &self.vars, &loss.backward()?)?;
+            step_loss += value;
+            self.window.examples += indices.len();
+            self.run_examples += indices.len();
+            self.window.tokens += batch.tokens;
+        }
+        let norm = match o.max_grad_norm {
+            Some(max) => clip_grads(&mut gradients, max)?,
+            None => grad_norm(&gradients)?,
+        };
+        if !norm.is_finite() {
+            return Err(self.non_finite(&format!("the gradient norm is {norm}; lower the learning rate")));
+        }
+        let lr = self.schedule.lr(self.state.step);
+        self.optimizer.step_with(&gradients, lr)?;
+        self.state.step += 1;
+        self.state.batch += group.len();
+        self.state.losses.push(step_loss);
+        Ok(StepStats { loss: step_loss, grad_norm: norm, learning_rate: lr })
+    }
+
+    /// The error for a non-finite value met during the coming step: it says which parameters
+    /// the model holds (those of the step before) and the last good checkpoint.
+    fn non_finite(&self, problem: &str) -> Error {
+        Error::NonFinite(format!(
+            "step {}: {problem}. Parameters are those after step {}{}",
+            self.state.step + 1,
+            self.state.step,
+            self.last_checkpoint.as_ref().map_or(String::new(), |c| format!("; the last good checkpoint is {c}"))
+        ))
+    }
+
+    /// A step event every `logEvery` steps and at the last step, with the throughput since the
+    /// previous one.
+    fn log_step(&mut self, stats: &StepStats) {
+        let step = self.state.step;
+        if !step.is_multiple_of(self.options.log_every) && step != self.total_steps {
+            return;
+        }
+        let seconds = self.window.started.elapsed().as_secs_f64().max(1e-9);
+        self.observer.event(&TrainEvent::Step {
+            step,
+            total_steps: self.total_steps,
+            epoch: self.state.epoch,
+            loss: stats.loss,
+            learning_rate: stats.learning_rate,
+            grad_norm: stats.grad_norm,
+            examples_per_second: self.window.examples as f64 / seconds,
+            tokens_per_second: self.window.tokens as f64 / seconds,
+            elapsed_seconds: self.started.elapsed().as_secs_f64(),
+        });
+        self.window = Window::new();
+    }
+
+    /// What is due after an optimiser step (`epoch_end`: it ended an epoch): an evaluation, then
+    /// a checkpoint, which a stop always gets so the run can resume. Some reason when the run
+    /// stops here: the observer's cancellation, or early stopping.
+    fn after_step(&mut self, epoch_end: bool) -> Result<Option<StopReason>> {
+        let o = self.options;
+        let step = self.state.step;
+        let eval_now = match o.eval_every {
+            Some(n) => step.is_multiple_of(n),
+            None => epoch_end,
+        };
+        if eval_now {
+            self.evaluate()?;
+        }
+        let stop_early = o.early_stopping.as_ref().is_some_and(|e| self.state.evals_without_improvement >= e.patience);
+        let cancelled = self.observer.should_stop();
+        let checkpoint_now = match o.checkpoint_every {
+            Some(n) => step.is_multiple_of(n),
+            None => eval_now || epoch_end,
+        };
+        if checkpoint_now || cancelled || stop_early {
+            self.write_checkpoint()?;
+        }
+        Ok(if cancelled {
+            Some(StopReason::Cancelled)
+        } else if stop_early {
+            Some(StopReason::EarlyStopped)
+        } else {
+            None
+        })
+    }
+
+    /// Evaluate on the validation data (nothing without it), without dropout or gradients;
+    /// an improvement on the best so far keeps these tensors as the best.
+    fn evaluate(&mut self) -> Result<()> {
+        let Some(validation) = &self.data.validation else { return Ok(()) };
+        let (model, metric) = (self.model, self.options.metric);
+        model.set_dropout_seed(None);
+        let metrics = crate::grad_mode::no_grad(|| validation.evaluate(model, self.options.eval_batch_size))?;
+        let value = metrics.get(metric).ok_or_else(|| {
+            Error::InvalidOption(format!(
+                "metric \"{}\" is not computed for task \"{}\"",
+                metric.name(),
+                self.task.name()
+            ))
+        })?;
+        let improved = self.improves_on_best(value);
+        if improved {
+            self.state.best = Some(BestSoFar { step: self.state.step, value, metrics: metrics.clone() });
+            self.state.evals_without_improvement = 0;
+            self.best_parameters = Some(snapshot(&self.vars)?);
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        self.observer.event(&TrainEvent::Eval {
+            step: self.state.step,
+            epoch: self.state.epoch,
+            metrics: metrics.clone(),
+            is_best: improved,
+        });
+        self.last_metrics = Some((self.state.step, metrics));
+        Ok(())
+    }
+
+    /// Whether `value` of the watched metric beats the best so far by more than early
+    /// stopping's `minDelta` (the first finite value always does).
+    fn improves_on_best(&self, value: f64) -> bool {
+        let metric = self.options.metric;
+        let min_delta = self.options.early_stopping.as_ref().map_or(0.0, |e| e.min_delta);
+        match &self.state.best {
+            None => value.is_finite(),
+            Some(b) if metric.higher_is_better() => value > b.value + min_delta,
+            Some(b) => value < b.value - min_delta,
         }
     }
-    let mut metrics = last_metrics.map(|(_, m)| m);
-    let mut best_step = state.best.as_ref().map(|b| b.step);
-    let load_best = o.load_best_at_end.unwrap_or(validation.is_some());
-    if reason != "cancelled" && load_best {
-        if let (Some(best), Some(b)) = (&best_parameters, &state.best) {
-            restore(&vars, best)?;
-            metrics = Some(b.metrics.clone());
-        }
-    } else {
-        best_step = best_step.filter(|_| load_best);
+
+    /// Whether the model has exactly one adapter: only then do checkpoints carry its PEFT files
+    /// and does the run save `outputDir/adapter` (a PEFT adapter directory holds one adapter).
+    fn single_adapter(&self) -> bool {
+        self.model.adapter_infos().len() == 1
     }
-    let adapter_dir = match (&o.output_dir, reason) {
-        (Some(out), r) if r != "cancelled" && model.adapter_infos().len() == 1 => {
-            let dir = join(out, "adapter");
-            model.save_adapter(storage, &dir, None)?;
-            Some(dir)
+
+    /// A checkpoint of the current position in `outputDir` (nothing without one), then
+    /// checkpoints beyond `keepCheckpoints` removed.
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let Some(out) = &self.options.output_dir else { return Ok(()) };
+        let c = Checkpoint {
+            state: self.state.clone(),
+            parameters: snapshot(&self.vars)?,
+            best_parameters: self.best_parameters.clone(),
+            optimizer: self.optimizer.state()?,
+        };
+        let adapter_files = if self.single_adapter() { self.model.adapter_files(None)? } else { Vec::new() };
+        let dir = save_checkpoint(self.storage, out, &c, adapter_files)?;
+        // Older checkpoints beyond `keepCheckpoints` go once the new one is in place.
+        if self.options.keep_checkpoints > 0 {
+            rotate_checkpoints(self.storage, out, &dir, self.options.keep_checkpoints)?;
         }
-        _ => None,
-    };
-    let seconds = run_started.elapsed().as_secs_f64();
-    let result = TrainResult {
-        reason: reason.to_string(),
-        step: state.step,
-        total_steps,
-        epoch: state.epoch.min(o.epochs),
-        train_loss: state.losses.last().copied(),
-        metrics,
-        best_step,
-        losses: state.losses.clone(),
-        checkpoint: last_checkpoint.clone(),
-        adapter_dir,
-        seconds,
-        examples_per_second: run_examples as f64 / seconds.max(1e-9),
-    };
-    observer.event(&TrainEvent::Done(result.clone()));
-    Ok(result)
+        self.observer.event(&TrainEvent::Checkpoint { step: self.state.step, path: dir.clone() });
+        self.last_checkpoint = Some(dir);
+        Ok(())
+    }
+
+    /// End the run: the last step evaluated and checkpointed, the best tensors back, the final
+    /// adapter saved, and the result reported (also as the done event).
+    fn finish(mut self, reason: StopReason) -> Result<TrainResult> {
+        // A cancelled run ends as it stands, as the checkpoint written at the stop saved it: no last
+        // evaluation, no best tensors put back, no final adapter.
+        let cancelled = reason == StopReason::Cancelled;
+        if !cancelled {
+            self.evaluate_last_step()?;
+        }
+        let load_best = self.options.load_best_at_end.unwrap_or(self.data.validation.is_some());
+        let metrics = if !cancelled && load_best { self.load_best()? } else { None };
+        let metrics = metrics.or_else(|| self.last_metrics.take().map(|(_, m)| m));
+        let adapter_dir = if cancelled { None } else { self.save_final_adapter()? };
+        let seconds = self.started.elapsed().as_secs_f64();
+        let result = TrainResult {
+            reason,
+            step: self.state.step,
+            total_steps: self.total_steps,
+            epoch: self.state.epoch.min(self.options.epochs),
+            train_loss: self.state.losses.last().copied(),
+            metrics,
+            best_step: self.state.best.as_ref().map(|b| b.step).filter(|_| load_best),
+            losses: self.state.losses.clone(),
+            checkpoint: self.last_checkpoint.clone(),
+            adapter_dir,
+            seconds,
+            examples_per_second: self.run_examples as f64 / seconds.max(1e-9),
+        };
+        self.observer.event(&TrainEvent::Done(result.clone()));
+        Ok(result)
+    }
+
+    /// Evaluate the last step when the loop did not (with validation data), and checkpoint it
+    /// with that evaluation unless its checkpoint is already written.
+    fn evaluate_last_step(&mut self) -> Result<()> {
+        let evaluated = self.last_metrics.as_ref().is_some_and(|(step, _)| *step == self.state.step);
+        if self.data.validation.is_none() || evaluated {
+            return Ok(());
+        }
+        self.evaluate()?;
+        let this_step = checkpoint_dir(self.options.output_dir.as_deref().unwrap_or(""), self.state.step);
+        if self.last_checkpoint.as_ref().is_none_or(|c| *c != this_step) {
+            self.write_checkpoint()?;
+        }
+        Ok(())
+    }
+
+    /// Put back the tensors of the best evaluation, if there was one; its metrics.
+    fn load_best(&self) -> Result<Option<EvalMetrics>> {
+        let (Some(best), Some(b)) = (&self.best_parameters, &self.state.best) else { return Ok(None) };
+        restore(&self.vars, best)?;
+        Ok(Some(b.metrics.clone()))
+    }
+
+    /// Save the adapter to `outputDir/adapter` when there is an output directory and one adapter;
+    /// where it went.
+    fn save_final_adapter(&self) -> Result<Option<String>> {
+        match &self.options.output_dir {
+            Some(out) if self.single_adapter() => {
+                let dir = join(out, "adapter");
+                self.model.save_adapter(self.storage, &dir, None)?;
+                Ok(Some(dir))
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
-/// `train` with the result as JSON (what the bindings return).
-pub fn train_json(
-    model: &mut PretrainedModel,
-    options_json: &str,
-    storage: &dyn Storage,
-    observer: &mut dyn TrainObserver,
-) -> Result<String> {
-    let result = train(model, options_json, storage, observer)?;
-    serde_json::to_string(&result).map_err(|e| Error::InvalidState(format!("cannot serialise the result: {e}")))
-}
-
-/// `evaluate_model` with the metrics as JSON.
-pub fn evaluate_json(
-    model: &PretrainedModel,
-    data_json: &str,
-    options_json: &str,
-    storage: &dyn Storage,
-) -> Result<String> {
-    let metrics = evaluate_model(model, data_json, options_json, storage)?;
-    serde_json::to_string(&metrics).map_err(|e| Error::InvalidState(format!("cannot serialise the metrics: {e}")))
-}
-
-/// Evaluate `model` on `data_json` (a path or records) with `EvalOptions` JSON.
+/// Evaluate `model` on the records `data` names with `options`.
 pub fn evaluate_model(
     model: &PretrainedModel,
-    data_json: &str,
-    options_json: &str,
+    data: &DataSpec,
+    options: &EvalOptions,
     storage: &dyn Storage,
 ) -> Result<EvalMetrics> {
-    let o = super::EvalOptions::from_json(options_json)?;
-    let task = o.task.unwrap_or_else(|| default_task(model));
+    let task = options.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
-    let data: serde_json::Value =
-        crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
-    let spec = data_spec("data", &data)?;
-    let records = read_records(&spec, task, storage, "evaluation data")?;
+    let records = read_records(data, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();
-    let encoded = encode(model, task, &records, o.max_length, &mut labels, false, &spec.name("data"), &mut || false)?
-        .expect("never asked to stop");
-    set_dropout(model, None);
-    crate::grad_mode::no_grad(|| encoded.evaluate(model, o.batch_size))
+    let encoded =
+        encode(model, task, &records, options.max_length, &mut labels, false, &data.name("data"), &mut || false)?
+            .expect("never asked to stop");
+    model.set_dropout_seed(None);
+    crate::grad_mode::no_grad(|| encoded.evaluate(model, options.batch_size))
 }

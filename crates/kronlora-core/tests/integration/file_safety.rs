@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kronlora_core::io::{read_safetensors_bytes, safetensors_bytes, FsStorage};
-use kronlora_core::train::TrainEvent;
+use kronlora_core::train::{StopReason, TrainEvent};
 use serde_json::{json, Value};
 
 use crate::tiny::temp_dir;
@@ -176,7 +176,7 @@ fn checkpoint_rotation_and_resume_touch_only_kronloras_own_checkpoints() {
 
     let mut m = model(&dir, LORA);
     let result = run(&mut m, options(1), &mut Recorder::default()).unwrap();
-    assert_eq!((result.reason.as_str(), result.step), ("completed", 2));
+    assert_eq!((result.reason, result.step), (StopReason::Completed, 2));
     let checkpoint = result.checkpoint.clone().unwrap();
     assert_eq!(checkpoint, s(&out.join("checkpoint-000002")));
     assert!(Path::new(&checkpoint).join("trainer_state.json").is_file(), "result.checkpoint must exist");
@@ -243,7 +243,7 @@ fn checkpoint_for_crafting(name: &str) -> (PathBuf, PathBuf, Value) {
                           "learningRate": 5e-3, "seed": 2, "outputDir": s(&out) });
     let mut rec = Recorder { stop_after: Some(2), ..Default::default() };
     let cut = run(&mut model(&dir, KRON), options.clone(), &mut rec).unwrap();
-    assert_eq!((cut.reason.as_str(), cut.step), ("cancelled", 2));
+    assert_eq!((cut.reason, cut.step), (StopReason::Cancelled, 2));
     (dir, PathBuf::from(cut.checkpoint.unwrap()), options)
 }
 

@@ -3,13 +3,14 @@
 //! choice is scored by summed log-likelihood (checked against a naive computation), and the
 //! loss falls.
 
+use crate::json_api::{evaluate_model, train};
 use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 use candle_core::{Device, Tensor};
 use kronlora_core::api;
 use kronlora_core::data::{encode_lm_record, Record};
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{evaluate_model, train, TrainEvent, TrainObserver};
+use kronlora_core::train::{TrainEvent, TrainObserver};
 use serde_json::json;
 
 struct Quiet;

@@ -2,6 +2,7 @@
 //! binary, and linking candle into ten of them (with the release profile's LTO, shared with
 //! the addon build) dominated `npm test`'s build time.
 
+mod json_api;
 mod reference;
 mod tiny;
 

@@ -3,12 +3,13 @@
 //! cancellation and early stopping, names the step of a non-finite loss, reports malformed
 //! data by file and line, and saved adapters reload to identical outputs.
 
+use crate::json_api::{evaluate_model, train};
 use crate::reference::Lcg;
 use crate::tiny::{temp_dir, tiny_bert_tensors, write_model, CONFIG};
 use kronlora_core::api;
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{evaluate_model, train, trainable_named, TrainEvent, TrainObserver, TrainResult};
+use kronlora_core::train::{trainable_named, StopReason, TrainEvent, TrainObserver, TrainResult};
 use serde_json::{json, Value};
 
 pub(crate) const KRON: &str =
@@ -92,7 +93,7 @@ fn kron_lora_and_lora_both_learn_and_only_adapters_and_head_change() {
         let options = json!({ "data": dataset(64, 1), "validationData": dataset(32, 2), "epochs": 6, "batchSize": 8, "learningRate": 5e-3, "seed": 3 });
         let mut rec = Recorder::default();
         let result = run(&mut m, options, &mut rec).unwrap();
-        assert_eq!((result.reason.as_str(), result.step, result.total_steps), ("completed", 48, 48));
+        assert_eq!((result.reason, result.step, result.total_steps), (StopReason::Completed, 48, 48));
         let losses = &result.losses;
         let early: f64 = losses[..5].iter().sum::<f64>() / 5.0;
         let late: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
@@ -143,7 +144,7 @@ fn interrupted_and_resumed_equals_uninterrupted() {
     let mut first = model(&dir, adapter);
     let mut rec = Recorder { stop_after: Some(5), ..Default::default() };
     let cut = run(&mut first, options(&out), &mut rec).unwrap();
-    assert_eq!((cut.reason.as_str(), cut.step), ("cancelled", 5));
+    assert_eq!((cut.reason, cut.step), (StopReason::Cancelled, 5));
     let checkpoint = cut.checkpoint.clone().expect("a checkpoint on cancel");
     assert!(checkpoint.ends_with("checkpoint-000005"), "{checkpoint}");
     for f in [
@@ -246,7 +247,7 @@ fn early_stopping_keeps_the_best_weights() {
     let options = json!({ "data": dataset(48, 1), "validationData": dataset(16, 2), "epochs": 10, "batchSize": 8, "learningRate": 5e-3,
                           "evalEvery": 2, "earlyStopping": { "patience": 2, "minDelta": 2 } });
     let result = run(&mut m, options, &mut rec).unwrap();
-    assert_eq!((result.reason.as_str(), result.step, result.best_step), ("early-stopped", 6, Some(2)));
+    assert_eq!((result.reason, result.step, result.best_step), (StopReason::EarlyStopped, 6, Some(2)));
     let evals: Vec<&TrainEvent> = rec.events.iter().filter(|e| matches!(e, TrainEvent::Eval { .. })).collect();
     assert_eq!(evals.len(), 3);
     let TrainEvent::Eval { metrics: first, is_best: true, .. } = evals[0] else { panic!("{:?}", evals[0]) };

@@ -4,6 +4,7 @@
 //! allocate gigabytes (numLabels, rank) and over-long records are refused with the limit; and
 //! data files get precise messages (BOM, NaN, duplicate keys, label locations, lone surrogates).
 
+use crate::json_api::{evaluate_model, train};
 use kronlora_core::api;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -13,7 +14,7 @@ use candle_core::quantized::gguf_file;
 use kronlora_core::data::{parse_records, Label, Record, RecordTask};
 use kronlora_core::io::{FsStorage, ModelSource};
 use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{evaluate_model, train, TrainEvent, TrainObserver};
+use kronlora_core::train::{StopReason, TrainEvent, TrainObserver};
 use kronlora_core::Error;
 use serde_json::json;
 
@@ -109,7 +110,7 @@ fn hostile_chat_templates_end_in_invalid_model_and_leave_the_model_usable() {
         let plain = json!([{ "prompt": "a", "completion": " the b" }]);
         let result =
             train(&mut model, &json!({ "data": plain, "epochs": 1 }).to_string(), &FsStorage, &mut Quiet).unwrap();
-        assert_eq!(result.reason, "completed");
+        assert_eq!(result.reason, StopReason::Completed);
     }
 }
 
@@ -160,7 +161,7 @@ fn cancellation_is_checked_between_records_while_encoding() {
     let result =
         train(&mut model, &json!({ "data": chat_data(50), "epochs": 1 }).to_string(), &FsStorage, &mut observer)
             .unwrap();
-    assert_eq!((result.reason.as_str(), result.step, observer.steps), ("cancelled", 0, 0));
+    assert_eq!((result.reason, result.step, observer.steps), (StopReason::Cancelled, 0, 0));
     assert_eq!(observer.asked, 6, "asked before each record until it said stop");
     assert!(result.adapter_dir.is_none() && result.checkpoint.is_none());
 }
@@ -298,5 +299,5 @@ fn label_errors_name_the_record_and_the_model_labels() {
 
     // Records from JavaScript may hold lone surrogates (JSON.stringify writes them as escapes).
     let options = "{\"data\":[{\"text\":\"w4 \\ud800\",\"label\":\"neg\"},{\"text\":\"w9\",\"label\":\"pos\"}],\"epochs\":1,\"validationSplit\":0}";
-    assert_eq!(train(&mut m, options, &FsStorage, &mut Quiet).unwrap().reason, "completed");
+    assert_eq!(train(&mut m, options, &FsStorage, &mut Quiet).unwrap().reason, StopReason::Completed);
 }

@@ -2,12 +2,13 @@
 //! real run on the tiny BERT and cancelled after one step, mutated, through `read_checkpoint`
 //! and a resumed `train`.
 
+use crate::json_api::train;
 use kronlora_core::api;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use kronlora_core::pretrained::PretrainedModel;
-use kronlora_core::train::{read_checkpoint, train, trainable_named, TrainEvent, TrainObserver};
+use kronlora_core::train::{read_checkpoint, trainable_named, StopReason, TrainEvent, TrainObserver};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -59,7 +60,7 @@ fn written() -> &'static BTreeMap<String, Vec<u8>> {
     FILES.get_or_init(|| {
         let storage = MemoryStorage::default();
         let result = train(&mut model(), &options(false), &storage, &mut StopAfterFirstStep(false)).unwrap();
-        assert_eq!((result.reason.as_str(), result.checkpoint.as_deref()), ("cancelled", Some(CHECKPOINT)));
+        assert_eq!((result.reason, result.checkpoint.as_deref()), (StopReason::Cancelled, Some(CHECKPOINT)));
         storage.files()
     })
 }
@@ -105,7 +106,8 @@ fn checkpoint_case(mutations: &Vec<CheckpointMutation>) -> CaseResult {
     let result = train(&mut m, &options(true), &storage, &mut Quiet)?;
     // The run this checkpoint came from takes 4 steps: resumed, it completes them all, and its
     // loss history has one loss per step.
-    if result.reason == "completed" && (result.step != result.total_steps || result.losses.len() as u64 != result.step)
+    if result.reason == StopReason::Completed
+        && (result.step != result.total_steps || result.losses.len() as u64 != result.step)
     {
         problems.push((
             Property::Consistent,

@@ -4,10 +4,11 @@
 //! tiny BERT classifier or the tiny GGUF Llama; classification files through
 //! `label_summary_json` too.
 
+use crate::json_api::evaluate_model;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use kronlora_core::train::{evaluate_model, label_summary_json};
+use kronlora_core::train::label_summary_json;
 
 use super::memory_storage::MemoryStorage;
 use super::mutate::{apply_bytes, apply_json, byte_mutation, json_mutation, ByteMutation, JsonMutation};
