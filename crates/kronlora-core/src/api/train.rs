@@ -94,9 +94,7 @@ pub fn training_setup_json(storage: &dyn Storage, model_path: &str, options_json
         let Some(Value::String(data)) = raw.data.as_ref() else {
             return Err(invalid("option `data` is required: the path of the classification data".into()));
         };
-        let summary: Value = serde_json::from_str(&crate::train::label_summary_json(&read_text(storage, data)?, data)?)
-            .map_err(|e| Error::InvalidState(format!("label summary: {e}")))?;
-        model_options["numLabels"] = summary["numLabels"].clone();
+        model_options["numLabels"] = json!(crate::train::label_summary(&read_text(storage, data)?, data)?.num_labels);
     }
     Ok(json!({ "task": task.name(), "modelOptions": model_options }).to_string())
 }

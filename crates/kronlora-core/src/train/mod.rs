@@ -18,5 +18,5 @@ pub use events::{StopReason, TrainEvent, TrainObserver, TrainResult};
 pub use loss::{cross_entropy, log_softmax};
 pub use options::{DataSpec, EarlyStopping, EvalOptions, Metric, TrainOptions, TrainTask};
 pub use schedule::{LrSchedule, ScheduleKind};
-pub use task_data::{label_summary_json, EvalMetrics, TaskData};
+pub use task_data::{label_summary, label_summary_json, EvalMetrics, TaskData};
 pub use trainer::{evaluate_model, train, trainable_named};

@@ -83,15 +83,20 @@ fn parse_file_text(task: TrainTask, text: &str, name: &str) -> Result<Placed> {
     parse_placed_records(record_task(task), text, name, jsonl)
 }
 
-/// `{ records, labels, numLabels }` of a classification file's contents (`name` for errors):
-/// what a caller needs to size a classification head before loading the model.
-pub fn label_summary_json(text: &str, name: &str) -> Result<String> {
+/// The labels of a classification file's contents (`name` for errors): what a caller needs to
+/// size a classification head before loading the model.
+pub fn label_summary(text: &str, name: &str) -> Result<LabelSummary> {
     let records = parse_file_text(TrainTask::Classification, text, name)?;
-    let summary = LabelSummary::of(records.iter().filter_map(|(r, _)| match r {
+    Ok(LabelSummary::of(records.iter().filter_map(|(r, _)| match r {
         Record::Classification { label, .. } => Some(label),
         _ => None,
-    }));
-    serde_json::to_string(&summary).map_err(|e| Error::InvalidState(format!("cannot serialise the summary: {e}")))
+    })))
+}
+
+/// `label_summary` as JSON `{ records, labels, numLabels }`.
+pub fn label_summary_json(text: &str, name: &str) -> Result<String> {
+    serde_json::to_string(&label_summary(text, name)?)
+        .map_err(|e| Error::InvalidState(format!("cannot serialise the summary: {e}")))
 }
 
 /// The task a model trains by default.
