@@ -11,12 +11,13 @@ use serde::Deserialize;
 use super::backbone::{Backbone, Family, Task};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::head::HeadStyle;
-use super::nn::{layer_norm, softmax_last_dim};
+use super::nn::{attention, gelu_erf, layer_norm};
 use super::KvCache;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{TensorSource, Weights};
 use crate::models::adapted_linear::AdaptedLinear;
+use crate::ops::AttentionSpec;
 
 /// The fields of a BERT `config.json` that the model needs.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -332,8 +333,8 @@ impl BertModel {
             x = x.broadcast_add(&types.narrow(0, 0, 1)?)?;
         }
         let mut x = self.embedding_norm.forward(&x)?;
-        // Additive mask [b, 1, 1, t]: 0 for tokens, a large negative number for padding.
-        let mask = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?.reshape((b, 1, 1, t))?;
+        // Additive key mask [b, t]: 0 for tokens, a large negative number for padding.
+        let mask = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?;
         for layer in &self.layers {
             x = self.layer_forward(layer, &x, &mask)?;
         }
@@ -341,18 +342,12 @@ impl BertModel {
     }
 
     fn layer_forward(&self, l: &BertLayer, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
         let heads = self.config.num_attention_heads;
-        let d = h / heads;
-        let split = |y: Tensor| -> Result<Tensor> { Ok(y.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?) };
-        let q = split(l.query.forward(x)?)?;
-        let k = split(l.key.forward(x)?)?;
-        let v = split(l.value.forward(x)?)?;
-        let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, h))?;
+        let spec = AttentionSpec { heads, kv_heads: heads, causal: false, key_mask: Some(mask) };
+        let (q, k, v) = (l.query.forward(x)?, l.key.forward(x)?, l.value.forward(x)?);
+        let context = attention(&q, &k, &v, &spec)?;
         let attended = l.attention_norm.forward(&(l.attention_output.forward(&context)? + x)?)?;
-        let inner = l.intermediate.forward(&attended)?.gelu_erf()?;
+        let inner = gelu_erf(&l.intermediate.forward(&attended)?)?;
         l.output_norm.forward(&(l.output.forward(&inner)? + attended)?)
     }
 }

@@ -15,7 +15,10 @@ pub use adapted_linear::AdaptedLinear;
 pub use backbone::{Backbone, Family, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};
-pub use nn::{layer_norm, layer_norm_composed, mean_pool, rms_norm, softmax_last_dim, softmax_last_dim_composed};
+pub use nn::{
+    attention, attention_composed, gelu_erf, layer_norm, layer_norm_composed, mean_pool, rms_norm, softmax_last_dim,
+    softmax_last_dim_composed,
+};
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 
 use crate::adapters::{self, Adapter, AdapterConfig, AdapterDropout};

@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::ops::{fusable, fused_layer_norm, fused_softmax_last_dim};
+use crate::ops::{fusable, fused_attention, fused_gelu_erf, fused_layer_norm, fused_softmax_last_dim, AttentionSpec};
 
 /// LayerNorm over the last dimension: `(x - mean) / √(var + eps) · weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -51,4 +51,53 @@ pub fn mean_pool(hidden: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
     let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
     let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
     summed.broadcast_div(&counts)
+}
+
+/// GELU, erf form (BERT's `gelu`).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if fusable(x) {
+        return fused_gelu_erf(x);
+    }
+    x.gelu_erf()
+}
+
+/// Multi-head scaled dot-product attention on token-major tensors: `q [batch, tq, heads·d]`,
+/// `k`, `v [batch, tk, kv_heads·d]` → `[batch, tq, heads·d]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Result<Tensor> {
+    if fusable(q) && fusable(k) && fusable(v) {
+        return fused_attention(q, k, v, spec);
+    }
+    attention_composed(q, k, v, spec)
+}
+
+/// `attention` from candle's elementary ops (any device and dtype).
+pub fn attention_composed(q: &Tensor, k: &Tensor, v: &Tensor, spec: &AttentionSpec) -> Result<Tensor> {
+    let (b, tq, width) = q.dims3()?;
+    let tk = k.dim(1)?;
+    let d = width / spec.heads;
+    let group = spec.heads / spec.kv_heads;
+    let heads_first = |y: &Tensor, t: usize, n: usize| y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous();
+    let q = heads_first(q, tq, spec.heads)?;
+    // Each key-value head serves `group` query heads.
+    let repeat = |y: Tensor| -> Result<Tensor> {
+        if group == 1 {
+            return Ok(y);
+        }
+        y.unsqueeze(2)?.expand((b, spec.kv_heads, group, tk, d))?.reshape((b, spec.heads, tk, d))
+    };
+    let k = repeat(heads_first(k, tk, spec.kv_heads)?)?;
+    let v = repeat(heads_first(v, tk, spec.kv_heads)?)?;
+    let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+    if let Some(mask) = spec.key_mask {
+        scores = scores.broadcast_add(&mask.reshape((b, 1, 1, tk))?.to_dtype(scores.dtype())?)?;
+    }
+    if spec.causal {
+        let offset = tk - tq;
+        let future: Vec<f32> =
+            (0..tq).flat_map(|i| (0..tk).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let future = Tensor::from_vec(future, (tq, tk), q.device())?.to_dtype(scores.dtype())?;
+        scores = scores.broadcast_add(&future)?;
+    }
+    let probs = softmax_last_dim(&scores)?;
+    probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, tq, width))
 }

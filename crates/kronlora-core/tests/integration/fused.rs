@@ -1,8 +1,11 @@
-//! The fused CPU softmax and LayerNorm against their compositions of candle's elementary ops:
-//! same outputs, same gradients for input, weight and bias.
+//! The fused CPU ops (softmax, LayerNorm, GELU, attention) against their compositions of
+//! candle's elementary ops: same outputs, same gradients for every input.
 
 use candle_core::{Device, Tensor, Var};
-use kronlora_core::models::{layer_norm, layer_norm_composed, softmax_last_dim, softmax_last_dim_composed};
+use kronlora_core::models::{
+    attention_composed, layer_norm, layer_norm_composed, softmax_last_dim, softmax_last_dim_composed,
+};
+use kronlora_core::ops::{fused_attention, fused_gelu_erf, AttentionSpec};
 
 use crate::reference::Lcg;
 
@@ -55,4 +58,89 @@ fn fused_layer_norm_matches_the_composition_with_gradients() {
     let g =
         (layer_norm(x.as_tensor(), &wf, &bf, 1e-5).unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(g.get(x.as_tensor()).is_some());
+}
+
+#[test]
+fn fused_gelu_matches_candle_and_finite_differences() {
+    let mut rng = Lcg::new(5);
+    // Wide enough to cross the parallel chunk size, with values in GELU's curved region.
+    let x = Var::from_tensor(&random(&mut rng, &[3, 70_001], 8.0, 0.0)).unwrap();
+    let probe = random(&mut rng, &[3, 70_001], 1.0, 0.0);
+    let fused = fused_gelu_erf(x.as_tensor()).unwrap();
+    let reference = x.as_tensor().gelu_erf().unwrap();
+    assert!(max_diff(&fused, &reference) < 1e-5, "{}", max_diff(&fused, &reference));
+    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let d = max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+    assert!(d < 1e-5, "{d}");
+    // The analytic derivative against central differences in f64 of the exact GELU.
+    let points = [-3.0f32, -1.0, -0.3, 0.0, 0.4, 1.7];
+    let xs = Var::from_tensor(&Tensor::new(&points, &Device::Cpu).unwrap()).unwrap();
+    let g = fused_gelu_erf(xs.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    let got = g.get(xs.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
+    let gelu64 = |x: f64| {
+        let t = Tensor::new(&[x], &Device::Cpu).unwrap();
+        t.gelu_erf().unwrap().to_vec1::<f64>().unwrap()[0]
+    };
+    for (p, g) in points.iter().zip(got) {
+        let h = 1e-4;
+        let fd = (gelu64(*p as f64 + h) - gelu64(*p as f64 - h)) / (2.0 * h);
+        assert!((fd as f32 - g).abs() < 1e-4, "x = {p}: finite difference {fd}, analytic {g}");
+    }
+}
+
+/// Fused attention against the composed one for one configuration: outputs and the
+/// gradients of Q, K and V under a random probe.
+fn check_attention(
+    seed: u64,
+    (batch, tq, tk): (usize, usize, usize),
+    heads: usize,
+    kv_heads: usize,
+    d: usize,
+    causal: bool,
+    masked: bool,
+) {
+    let mut rng = Lcg::new(seed);
+    let q = Var::from_tensor(&random(&mut rng, &[batch, tq, heads * d], 1.5, 0.0)).unwrap();
+    let k = Var::from_tensor(&random(&mut rng, &[batch, tk, kv_heads * d], 1.5, 0.0)).unwrap();
+    let v = Var::from_tensor(&random(&mut rng, &[batch, tk, kv_heads * d], 1.0, 0.0)).unwrap();
+    let probe = random(&mut rng, &[batch, tq, heads * d], 1.0, 0.0);
+    // Padding at the end of every row but the first, as a tokenizer's batch has it.
+    let mask: Vec<f32> =
+        (0..batch).flat_map(|b| (0..tk).map(move |j| if j + b >= tk && b > 0 { -1e30 } else { 0.0 })).collect();
+    let mask = Tensor::from_vec(mask, (batch, tk), &Device::Cpu).unwrap();
+    let spec = AttentionSpec { heads, kv_heads, causal, key_mask: masked.then_some(&mask) };
+    let fused = fused_attention(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spec).unwrap();
+    let composed = attention_composed(q.as_tensor(), k.as_tensor(), v.as_tensor(), &spec).unwrap();
+    assert_eq!(fused.dims(), &[batch, tq, heads * d]);
+    let what = format!("causal {causal}, masked {masked}, {heads}/{kv_heads} heads, tq {tq}, tk {tk}");
+    assert!(max_diff(&fused, &composed) < 1e-5, "{what}: outputs differ by {}", max_diff(&fused, &composed));
+    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+        let d = max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(d < 1e-4, "{what}: d{name} differs by {d}");
+    }
+}
+
+#[test]
+fn fused_attention_matches_the_composition_with_gradients() {
+    // BERT: bidirectional, padding mask, every head its own keys.
+    check_attention(6, (3, 9, 9), 4, 4, 8, false, true);
+    check_attention(7, (2, 5, 5), 2, 2, 16, false, false);
+    // Llama: causal, grouped-query heads, and queries after cached keys (tk > tq).
+    check_attention(8, (2, 7, 7), 6, 2, 4, true, false);
+    check_attention(9, (2, 3, 8), 4, 1, 8, true, true);
+}
+
+#[test]
+fn fused_attention_rejects_shapes_that_do_not_fit() {
+    let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let spec = AttentionSpec { heads: 3, kv_heads: 3, causal: false, key_mask: None };
+    assert!(fused_attention(&z(&[1, 4, 8]), &z(&[1, 4, 8]), &z(&[1, 4, 8]), &spec).is_err(), "8 is not 3 heads");
+    let spec = AttentionSpec { heads: 2, kv_heads: 2, causal: true, key_mask: None };
+    assert!(fused_attention(&z(&[1, 4, 8]), &z(&[1, 3, 8]), &z(&[1, 3, 8]), &spec).is_err(), "fewer keys than queries");
+    let bad_mask = z(&[1, 3]);
+    let spec = AttentionSpec { heads: 2, kv_heads: 2, causal: false, key_mask: Some(&bad_mask) };
+    assert!(fused_attention(&z(&[1, 4, 8]), &z(&[1, 4, 8]), &z(&[1, 4, 8]), &spec).is_err(), "mask of 3 for 4 keys");
 }
