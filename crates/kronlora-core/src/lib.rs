@@ -17,6 +17,7 @@ pub mod limits;
 pub mod models;
 pub mod ops;
 pub mod pretrained;
+pub mod reuse_freed_memory;
 pub mod tensor_data;
 pub mod tokenizer;
 pub mod train;

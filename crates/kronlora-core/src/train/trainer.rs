@@ -23,6 +23,7 @@ use crate::data::{bucketed_batches, train_validation_split};
 use crate::error::{Error, Result};
 use crate::io::{join, Storage};
 use crate::pretrained::PretrainedModel;
+use crate::reuse_freed_memory::ReuseFreedMemory;
 use crate::TensorData;
 
 /// Trainable tensors with stable names (adapter parameters in model order, then the head).
@@ -49,6 +50,7 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainResult> {
     let (task, vars) = check_run(model, options)?;
+    let _reuse = ReuseFreedMemory::begin();
     let prepare_started = Instant::now();
     let Some(data) = prepare_data(model, options, task, storage, observer)? else {
         // Cancelled while the data was being read: nothing was trained or written.
@@ -689,6 +691,7 @@ pub fn evaluate_model(
 ) -> Result<EvalMetrics> {
     let task = options.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
+    let _reuse = ReuseFreedMemory::begin();
     let records = read_records(data, task, storage, "evaluation data")?;
     let mut labels = model.labels.clone();
     let encoded =
