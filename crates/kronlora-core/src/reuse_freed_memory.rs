@@ -7,7 +7,8 @@
 //! about a quarter of its time in those page faults. PyTorch avoids them with a caching
 //! allocator; here the same effect comes from glibc itself: while a run is active, large blocks
 //! come from the heap and freed ones stay there for the next step's buffers of the same sizes.
-//! When the last run ends, the defaults return and `malloc_trim` gives the memory back.
+//! When the last run ends, `malloc_trim` gives the memory back and the thresholds go to the
+//! values glibc's own adaptation would reach for such buffers (see `platform::release`).
 //!
 //! Elsewhere (WASM, whose linear memory never shrinks; other C libraries) this does nothing.
 
@@ -42,8 +43,14 @@ impl Drop for ReuseFreedMemory {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod platform {
-    /// glibc's defaults (`mallopt(3)`): 128 KiB for both.
-    const DEFAULT_THRESHOLD: libc::c_int = 128 * 1024;
+    /// glibc's ceiling for its adaptive mmap threshold on 64-bit (`DEFAULT_MMAP_THRESHOLD_MAX`).
+    /// Setting a threshold with `mallopt` turns the adaptation off for the rest of the process,
+    /// so the default (128 KiB, raised to the size of each large block freed) cannot be
+    /// restored; restoring a fixed 128 KiB would make every later large allocation (inference
+    /// after training, say) a fresh `mmap`. After a run, the adaptation would have raised the
+    /// threshold to the run's largest activation buffer, so the ceiling is the nearest fixed
+    /// value, and the trim threshold is twice it, as glibc's adaptation sets it.
+    const ADAPTIVE_MMAP_CEILING: libc::c_int = 32 * 1024 * 1024;
     /// Above any activation or gradient buffer of the models kronlora trains on a CPU.
     const KEEP_THRESHOLD: libc::c_int = 1 << 30;
 
@@ -58,8 +65,8 @@ mod platform {
     pub fn release() {
         // SAFETY: as above; malloc_trim releases free heap memory and is thread-safe.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, DEFAULT_THRESHOLD);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, DEFAULT_THRESHOLD);
+            libc::mallopt(libc::M_MMAP_THRESHOLD, ADAPTIVE_MMAP_CEILING);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 2 * ADAPTIVE_MMAP_CEILING);
             libc::malloc_trim(0);
         }
     }
