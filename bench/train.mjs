@@ -103,26 +103,15 @@ console.log(JSON.stringify({
 
 const common = { model, data: dataFile, steps, warmup, batch, maxLength, eval: evalCount };
 const env = { ...process.env, RAYON_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
-const systems = [
-  {
-    name: 'kronlora kron-lora',
-    key: 'kron-lora',
-    run: () => [
-      process.execPath,
-      ['--input-type=module', '-e', kronloraChild],
-      { BENCH: JSON.stringify({ ...common, backend: a.backend, adapter: 'kron-lora' }) },
-    ],
-  },
-  {
-    name: 'kronlora lora',
-    key: 'lora',
-    run: () => [
-      process.execPath,
-      ['--input-type=module', '-e', kronloraChild],
-      { BENCH: JSON.stringify({ ...common, backend: a.backend, adapter: 'lora' }) },
-    ],
-  },
-];
+const systems = ['kron-lora', 'lora'].map((adapter) => ({
+  name: `kronlora ${adapter}`,
+  key: adapter,
+  run: () => [
+    process.execPath,
+    ['--input-type=module', '-e', kronloraChild],
+    { BENCH: JSON.stringify({ ...common, backend: a.backend, adapter }) },
+  ],
+}));
 if (a.python) {
   for (const adapter of ['lora', 'lokr']) {
     systems.push({

@@ -19,17 +19,35 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
+/// The largest difference between the gradients of `vars` under `fused · probe` and under
+/// `composed · probe`, per variable.
+fn gradient_differences<'a>(
+    fused: &Tensor,
+    composed: &Tensor,
+    probe: &Tensor,
+    vars: &[(&'a str, &Var)],
+) -> Vec<(&'a str, f32)> {
+    let g1 = (fused * probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g2 = (composed * probe).unwrap().sum_all().unwrap().backward().unwrap();
+    vars.iter()
+        .map(|(name, v)| (*name, max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap())))
+        .collect()
+}
+
 #[test]
 fn fused_softmax_matches_the_composition_with_gradients() {
     let mut rng = Lcg::new(3);
-    let x = Var::from_tensor(&random(&mut rng, &[2, 3, 5, 7], 6.0, 0.0)).unwrap();
-    let probe = random(&mut rng, &[2, 3, 5, 7], 1.0, 0.0);
-    let fused = softmax_last_dim(x.as_tensor()).unwrap();
-    let composed = softmax_last_dim_composed(x.as_tensor()).unwrap();
-    assert!(max_diff(&fused, &composed) < 1e-6);
-    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    assert!(max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap()) < 1e-6);
+    // The second shape has more rows than one parallel task takes (32 768 values a task).
+    for shape in [&[2, 3, 5, 7][..], &[3, 2000, 7]] {
+        let x = Var::from_tensor(&random(&mut rng, shape, 6.0, 0.0)).unwrap();
+        let probe = random(&mut rng, shape, 1.0, 0.0);
+        let fused = softmax_last_dim(x.as_tensor()).unwrap();
+        let composed = softmax_last_dim_composed(x.as_tensor()).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-6, "{shape:?}");
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("x", &x)]) {
+            assert!(d < 1e-6, "{shape:?} d{name}: {d}");
+        }
+    }
     // Rows with -1e30 (masked) entries stay finite and give those entries zero.
     let masked = Tensor::new(&[[0.5f32, -1e30, 1.0]], &Device::Cpu).unwrap();
     let p = softmax_last_dim(&masked).unwrap().to_vec2::<f32>().unwrap();
@@ -40,23 +58,25 @@ fn fused_softmax_matches_the_composition_with_gradients() {
 #[test]
 fn fused_layer_norm_matches_the_composition_with_gradients() {
     let mut rng = Lcg::new(4);
-    let x = Var::from_tensor(&random(&mut rng, &[3, 4, 16], 3.0, 0.7)).unwrap();
-    let w = Var::from_tensor(&random(&mut rng, &[16], 0.5, 1.0)).unwrap();
-    let b = Var::from_tensor(&random(&mut rng, &[16], 0.5, 0.0)).unwrap();
-    let probe = random(&mut rng, &[3, 4, 16], 1.0, 0.0);
-    let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
-    let composed = layer_norm_composed(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
-    assert!(max_diff(&fused, &composed) < 1e-5, "{}", max_diff(&fused, &composed));
-    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    for (name, v) in [("x", &x), ("weight", &w), ("bias", &b)] {
-        let d = max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
-        assert!(d < 1e-4, "{name}: {d}");
+    // The second shape has more rows than one parallel task takes (85 rows of 384).
+    for shape in [&[3, 4, 16][..], &[2, 150, 384]] {
+        let n = shape[2];
+        let x = Var::from_tensor(&random(&mut rng, shape, 3.0, 0.7)).unwrap();
+        let w = Var::from_tensor(&random(&mut rng, &[n], 0.5, 1.0)).unwrap();
+        let b = Var::from_tensor(&random(&mut rng, &[n], 0.5, 0.0)).unwrap();
+        let probe = random(&mut rng, shape, 1.0, 0.0);
+        let fused = layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
+        let composed = layer_norm_composed(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5, "{shape:?}: {}", max_diff(&fused, &composed));
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("x", &x), ("weight", &w), ("bias", &b)]) {
+            assert!(d < 1e-3, "{shape:?} d{name}: {d}");
+        }
     }
+    let x = Var::from_tensor(&random(&mut rng, &[3, 4, 16], 3.0, 0.7)).unwrap();
+    let (w, b) = (random(&mut rng, &[16], 0.5, 1.0), random(&mut rng, &[16], 0.5, 0.0));
+    let probe = random(&mut rng, &[3, 4, 16], 1.0, 0.0);
     // A frozen weight and bias (plain tensors) get no gradient work.
-    let (wf, bf) = (w.as_tensor().detach(), b.as_tensor().detach());
-    let g =
-        (layer_norm(x.as_tensor(), &wf, &bf, 1e-5).unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = (layer_norm(x.as_tensor(), &w, &b, 1e-5).unwrap() * &probe).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(g.get(x.as_tensor()).is_some());
 }
 
@@ -69,10 +89,9 @@ fn fused_gelu_matches_candle_and_finite_differences() {
     let fused = fused_gelu_erf(x.as_tensor()).unwrap();
     let reference = x.as_tensor().gelu_erf().unwrap();
     assert!(max_diff(&fused, &reference) < 1e-5, "{}", max_diff(&fused, &reference));
-    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (reference * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    let d = max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
-    assert!(d < 1e-5, "{d}");
+    for (name, d) in gradient_differences(&fused, &reference, &probe, &[("x", &x)]) {
+        assert!(d < 1e-5, "d{name}: {d}");
+    }
     // The analytic derivative against central differences in f64 of the exact GELU.
     let points = [-3.0f32, -1.0, -0.3, 0.0, 0.4, 1.7];
     let xs = Var::from_tensor(&Tensor::new(&points, &Device::Cpu).unwrap()).unwrap();
@@ -115,10 +134,7 @@ fn check_attention(
     assert_eq!(fused.dims(), &[batch, tq, heads * d]);
     let what = format!("causal {causal}, masked {masked}, {heads}/{kv_heads} heads, tq {tq}, tk {tk}");
     assert!(max_diff(&fused, &composed) < 1e-5, "{what}: outputs differ by {}", max_diff(&fused, &composed));
-    let g1 = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    let g2 = (composed * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-    for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
-        let d = max_diff(g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+    for (name, d) in gradient_differences(&fused, &composed, &probe, &[("q", &q), ("k", &k), ("v", &v)]) {
         assert!(d < 1e-4, "{what}: d{name} differs by {d}");
     }
 }
