@@ -4,12 +4,12 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{kaiming_uniform, out_shape, Adapter, AdapterKind, LoraFactors};
+use super::{kaiming_uniform, Adapter, AdapterKind, LoraFactors};
 use super::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 use crate::error::Result;
 use crate::factorization::resolve_kron_factor;
 use crate::grad_mode::param;
-use crate::ops::{kron, matmul_t};
+use crate::ops::{kron, matmul_t, UpdateProduct};
 
 /// The factor shapes: `d_in = d_a1 · d_b1`, `d_out = d_a2 · d_b2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,10 +97,11 @@ impl Adapter for KronLora {
         self.shape.rank
     }
 
-    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built. The two that
-    /// touch activation-sized tensors read and write them in place of reshapes (`matmul_t`).
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let KronShape { d_a1, d_a2, d_b1, d_b2, rank: r } = self.shape;
+    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built. The first reads
+    /// `x` in place of a reshape (`matmul_t`); the last, `Y2 · B1ᵀ`, is left to the layer, which
+    /// accumulates it into its output.
+    fn update_product(&self, x: &Tensor) -> Result<UpdateProduct> {
+        let KronShape { d_a1, d_a2, d_b1, rank: r, .. } = self.shape;
         let n = x.elem_count() / (d_a1 * d_b1);
         let (a, b1, b2) = (param(&self.a), param(&self.b1), param(&self.b2));
         // Y1 = s · X · B2ᵀ with X = x as [n·d_a1, d_b1]:       [n·d_a1, r]
@@ -109,9 +110,10 @@ impl Adapter for KronLora {
         // Y2 = A · Y1 over d_A1: bring d_a1 last, then · Aᵀ:  [n·r, d_a2]
         let y1 = y1.reshape((n, d_a1, r))?.transpose(1, 2)?.contiguous()?.reshape((n * r, d_a1))?;
         let y2 = y1.matmul(&a.t()?)?;
-        // Y3 = Y2 · B1ᵀ with d_a2 back in front, written as [.., d_a2·d_b2] = [.., out]
-        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?;
-        Ok(matmul_t(&y2, &b1, n * d_a2, out_shape(x, d_a2 * d_b2))?)
+        // Y3 = Y2 · B1ᵀ with d_a2 back in front: [n·d_a2, d_b2], row-major the same as
+        // [.., d_a2·d_b2] = [.., out]
+        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?.reshape((n * d_a2, r))?;
+        Ok(UpdateProduct { left: y2, right: b1 })
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

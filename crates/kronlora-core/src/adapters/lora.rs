@@ -5,10 +5,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::AdapterConfig;
-use super::{kaiming_uniform, out_shape, Adapter, AdapterKind};
+use super::{kaiming_uniform, Adapter, AdapterKind};
 use crate::error::Result;
 use crate::grad_mode::param;
-use crate::ops::matmul_t;
+use crate::ops::{matmul_t, UpdateProduct};
 
 pub struct Lora {
     in_features: usize,
@@ -60,12 +60,12 @@ impl Adapter for Lora {
         self.a.dims()[0]
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn update_product(&self, x: &Tensor) -> Result<UpdateProduct> {
         let n = x.elem_count() / self.in_features;
         // Scale the [rows, r] intermediate rather than the [rows, out] output: far fewer elements.
         let (a, b) = (param(&self.a), param(&self.b));
         let h = matmul_t(x, &a, n, (n, a.dim(0)?))?.affine(self.scale, 0.0)?;
-        Ok(matmul_t(&h, &b, n, out_shape(x, self.out_features))?)
+        Ok(UpdateProduct { left: h, right: b })
     }
 
     fn delta_weight(&self) -> Result<Tensor> {

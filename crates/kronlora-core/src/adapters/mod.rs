@@ -9,6 +9,7 @@ mod lora;
 use candle_core::{Device, Tensor, Var};
 
 use crate::error::{Error, Result};
+use crate::ops::UpdateProduct;
 
 pub use config::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 pub use dropout::{AdapterDropout, DropoutSeed};
@@ -71,7 +72,7 @@ pub fn alpha_for_scale(scale: f64, rank: usize, use_rslora: bool) -> f64 {
 }
 
 /// `x`'s shape with the last dimension replaced by `features`: adapters take any `[.., in]`.
-fn out_shape(x: &Tensor, features: usize) -> Vec<usize> {
+pub(crate) fn out_shape(x: &Tensor, features: usize) -> Vec<usize> {
     let mut dims = x.dims().to_vec();
     if let Some(last) = dims.last_mut() {
         *last = features;
@@ -103,8 +104,13 @@ pub trait Adapter: Send + Sync {
     fn kron_factors(&self) -> Option<(usize, usize)> {
         None
     }
-    /// `Δy = s · x · ΔWᵀ` for `x [.., in]` (leading dims folded into rows), without building `ΔW`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+    /// `Δy = s · x · ΔWᵀ` for `x [.., in]` (leading dims folded into rows) as its last product
+    /// `left · rightᵀ`, not yet evaluated: the layer accumulates it into its own output.
+    fn update_product(&self, x: &Tensor) -> Result<UpdateProduct>;
+    /// `Δy = s · x · ΔWᵀ` for `x [.., in]`, without building `ΔW`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.update_product(x)?.evaluate(out_shape(x, self.out_features()))?)
+    }
     /// The full update `s · ΔW`, `[out, in]` (for merging and inspection, not training).
     fn delta_weight(&self) -> Result<Tensor>;
     /// Trainable parameters, in a fixed order, with their names.

@@ -5,18 +5,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::backbone::{Backbone, Family};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
-use super::nn::{rms_norm, softmax_last_dim};
+use super::nn::{attention, rms_norm, rope, swiglu};
 use super::KvCache;
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};
 use crate::models::adapted_linear::AdaptedLinear;
-use crate::ops::frozen_matmul;
+use crate::ops::{frozen_matmul, AttentionSpec};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LlamaConfig {
@@ -345,15 +345,10 @@ impl LlamaModel {
             cache.layers.resize(self.layers.len(), None);
         }
         let (cos, sin) = self.rope_tables(start, t)?;
-        // Causal additive mask [t, start + t]: a query sees the cache and the tokens up to itself.
-        let total = start + t;
-        let mask: Vec<f32> =
-            (0..t).flat_map(|i| (0..total).map(move |j| if j > start + i { -1e30 } else { 0.0 })).collect();
-        let mask = Tensor::from_vec(mask, (1, 1, t, total), &self.device)?;
         let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.layer_forward(layer, &x, &cos, &sin, &mask, kv)?;
+            x = self.layer_forward(layer, &x, &cos, &sin, kv)?;
         }
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
         Ok(match &self.lm_head {
@@ -362,38 +357,36 @@ impl LlamaModel {
         })
     }
 
+    /// One decoder block on token-major `x [b, t, hidden]`; queries and keys are rotated and
+    /// attended in the layout the projections write (no head-major copies). With a cache entry,
+    /// the keys and values before these tokens are read from it and these are appended.
     fn layer_forward(
         &self,
         l: &DecoderLayer,
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
         kv: Option<&mut Option<(Tensor, Tensor)>>,
     ) -> Result<Tensor> {
         let c = &self.config;
-        let (b, t, _) = x.dims3()?;
-        let (heads, kv_heads, hd) = (c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let (heads, kv_heads) = (c.num_attention_heads, c.kv_heads());
         let h = rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
-        let split =
-            |y: Tensor, n: usize| -> Result<Tensor> { Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) };
-        let q = rope(&split(l.q_proj.forward(&h)?, heads)?, cos, sin)?;
-        let mut k = rope(&split(l.k_proj.forward(&h)?, kv_heads)?, cos, sin)?;
-        let mut v = split(l.v_proj.forward(&h)?, kv_heads)?;
+        let q = rope(&l.q_proj.forward(&h)?, cos, sin)?;
+        let mut k = rope(&l.k_proj.forward(&h)?, cos, sin)?;
+        let mut v = l.v_proj.forward(&h)?;
         if let Some(kv) = kv {
             if let Some((pk, pv)) = kv.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
+                k = Tensor::cat(&[pk, &k], 1)?;
+                v = Tensor::cat(&[pv, &v], 1)?;
             }
             *kv = Some((k.clone(), v.clone()));
         }
-        let (k, v) = (repeat_kv(&k, heads / kv_heads)?, repeat_kv(&v, heads / kv_heads)?);
-        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-        let context =
-            softmax_last_dim(&scores)?.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, t, heads * hd))?;
+        // Causal with the cache's offset: query i sees the cached keys and the tokens up to itself.
+        let spec = AttentionSpec { heads, kv_heads, causal: true, key_mask: None };
+        let context = attention(&q, &k, &v, &spec)?;
         let x = (x + l.o_proj.forward(&context)?)?;
         let h = rms_norm(&x, &l.post_attention_norm, c.rms_norm_eps)?;
-        let mlp = l.down_proj.forward(&(l.gate_proj.forward(&h)?.silu()? * l.up_proj.forward(&h)?)?)?;
+        let mlp = l.down_proj.forward(&swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?)?;
         Ok((x + mlp)?)
     }
 }
@@ -464,22 +457,4 @@ impl Backbone for LlamaModel {
     ) -> Result<Tensor> {
         self.decode(input_ids, cache)
     }
-}
-
-/// HF's `apply_rotary_pos_emb`: `x·cos + rotate_half(x)·sin`, `x [b, heads, t, hd]`.
-fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let hd = x.dim(D::Minus1)?;
-    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
-    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
-}
-
-/// `[b, kv, t, hd] → [b, kv·n, t, hd]`, each kv head repeated n times (as HF's `repeat_kv`).
-fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
-    if n == 1 {
-        return Ok(x.clone());
-    }
-    let (b, kv, t, hd) = x.dims4()?;
-    Ok(x.unsqueeze(2)?.broadcast_as((b, kv, n, t, hd))?.contiguous()?.reshape((b, kv * n, t, hd))?)
 }

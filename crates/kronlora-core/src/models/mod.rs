@@ -16,8 +16,8 @@ pub use backbone::{Backbone, Family, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};
 pub use nn::{
-    attention, attention_composed, gelu_erf, layer_norm, layer_norm_composed, mean_pool, rms_norm, softmax_last_dim,
-    softmax_last_dim_composed,
+    attention, attention_composed, gelu_erf, layer_norm, layer_norm_composed, mean_pool, rms_norm, rms_norm_composed,
+    rope, rope_composed, softmax_last_dim, softmax_last_dim_composed, swiglu, swiglu_composed,
 };
 pub use targets::{AdapterPlan, ModuleOverride, TargetModules};
 

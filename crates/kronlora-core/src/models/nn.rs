@@ -4,7 +4,10 @@
 
 use candle_core::{Result, Tensor, D};
 
-use crate::ops::{fusable, fused_attention, fused_gelu_erf, fused_layer_norm, fused_softmax_last_dim, AttentionSpec};
+use crate::ops::{
+    fusable, fused_attention, fused_gelu_erf, fused_layer_norm, fused_rms_norm, fused_rope, fused_softmax_last_dim,
+    fused_swiglu, AttentionSpec,
+};
 
 /// LayerNorm over the last dimension: `(x - mean) / √(var + eps) · weight + bias`.
 pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
@@ -41,8 +44,50 @@ pub fn softmax_last_dim_composed(x: &Tensor) -> Result<Tensor> {
 
 /// RMSNorm over the last dimension: `x / √(mean(x²) + eps) · weight`.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if fusable(x) && weight.dtype() == x.dtype() {
+        return fused_rms_norm(x, weight, eps);
+    }
+    rms_norm_composed(x, weight, eps)
+}
+
+/// `rms_norm` from candle's elementary ops (any device and dtype).
+pub fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
     x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)
+}
+
+/// Rotary position embedding (rotate-half) of token-major `x [batch, t, heads·head_dim]` with
+/// tables `cos`, `sin` `[t, head_dim]`.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if fusable(x) && fusable(cos) && fusable(sin) {
+        return fused_rope(x, cos, sin);
+    }
+    rope_composed(x, cos, sin)
+}
+
+/// `rope` from candle's elementary ops (any device and dtype).
+pub fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (b, t, width) = x.dims3()?;
+    let hd = cos.dim(1)?;
+    let x = x.reshape((b, t, width / hd, hd))?;
+    let (cos, sin) = (cos.unsqueeze(1)?, sin.unsqueeze(1)?);
+    let x1 = x.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = x.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    (x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?.reshape((b, t, width))
+}
+
+/// Llama's gated activation `silu(gate) ⊙ up`.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if fusable(gate) && fusable(up) {
+        return fused_swiglu(gate, up);
+    }
+    swiglu_composed(gate, up)
+}
+
+/// `swiglu` from candle's elementary ops (any device and dtype).
+pub fn swiglu_composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
 }
 
 /// Mean of the hidden states over the tokens (sentence-transformers' pooling): `[batch, hidden]`.

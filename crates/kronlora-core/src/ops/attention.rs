@@ -9,10 +9,11 @@
 //! same layout, and the heads run in parallel on the rayon pool that gemm also uses.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::cpu_slices::{contiguous_f32, cpu_f32, SyncPtr};
+use super::fast_math::exp_f32;
+use super::strided_gemm::gemm_into;
 
 /// The shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -44,40 +45,6 @@ struct Attention {
     key_mask: Option<Vec<f32>>,
 }
 
-/// `C = alpha·C + beta·A·B` on row-major strided views: `A [m, k]`, `B [k, n]`, `C [m, n]`,
-/// each given as (pointer, row stride, column stride). One thread: heads run in parallel.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    c: (*mut f32, usize, usize),
-    accumulate: bool,
-    a: (*const f32, usize, usize),
-    b: (*const f32, usize, usize),
-    beta: f32,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        c.0,
-        c.2 as isize,
-        c.1 as isize,
-        accumulate,
-        a.0,
-        a.2 as isize,
-        a.1 as isize,
-        b.0,
-        b.2 as isize,
-        b.1 as isize,
-        1.0,
-        beta,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    )
-}
-
 impl Attention {
     /// The probabilities `P [tq, tk]` of head `h` of batch row `bi` into `p`.
     fn probabilities(&self, q: &[f32], k: &[f32], bi: usize, h: usize, p: &mut [f32]) {
@@ -107,12 +74,9 @@ impl Attention {
             let (seen, hidden) = row.split_at_mut(visible);
             hidden.fill(0.0);
             let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in seen.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
+            // Exponentials first, then the sum: the first loop vectorises.
+            seen.iter_mut().for_each(|s| *s = exp_f32(*s - max));
+            let inv = 1.0 / seen.iter().sum::<f32>();
             seen.iter_mut().for_each(|s| *s *= inv);
         }
     }

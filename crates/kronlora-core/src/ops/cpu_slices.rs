@@ -23,6 +23,11 @@ pub fn cpu_f32<'a>(s: &'a Storage, l: &Layout) -> Result<&'a [f32]> {
 /// scheduling costs nothing next to the work, small enough to balance two to a few dozen threads.
 pub const PARALLEL_CHUNK: usize = 1 << 15;
 
+/// Rows per parallel task for rows of `n` values.
+pub fn rows_per_task(n: usize) -> usize {
+    (PARALLEL_CHUNK / n.max(1)).max(1)
+}
+
 /// A raw pointer the parallel kernels share; each task writes a disjoint set of elements.
 #[derive(Clone, Copy)]
 pub struct SyncPtr(pub *mut f32);

@@ -11,12 +11,8 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::cpu_slices::{contiguous_f32, cpu_f32, PARALLEL_CHUNK};
-
-/// Rows per parallel task for rows of `n` values.
-fn rows_per_task(n: usize) -> usize {
-    (PARALLEL_CHUNK / n.max(1)).max(1)
-}
+use super::cpu_slices::{contiguous_f32, cpu_f32, rows_per_task};
+use super::fast_math::exp_f32;
 
 struct SoftmaxLastDim;
 
@@ -33,12 +29,8 @@ impl CustomOp1 for SoftmaxLastDim {
         out.par_chunks_mut(chunk).zip(x.par_chunks(chunk)).for_each(|(out, x)| {
             for (row, y) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (v, o) in row.iter().zip(y.iter_mut()) {
-                    *o = (v - max).exp();
-                    sum += *o;
-                }
-                let inv = 1.0 / sum;
+                y.iter_mut().zip(row).for_each(|(o, v)| *o = exp_f32(v - max));
+                let inv = 1.0 / y.iter().sum::<f32>();
                 y.iter_mut().for_each(|o| *o *= inv);
             }
         });

@@ -4,11 +4,11 @@
 //! activation-sized buffer, on one thread. Here forward and backward are one pass each over
 //! the data, split across the rayon pool.
 
-use candle_core::cpu::erf::erf_f32;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_slices::{contiguous_f32, cpu_f32, PARALLEL_CHUNK};
+use super::fast_math::{erf_f32, exp_f32};
 
 struct GeluErf;
 
@@ -21,7 +21,7 @@ fn gelu(x: f32) -> f32 {
 /// `d gelu / dx = Φ(x) + x·φ(x)`.
 fn gelu_grad(x: f32) -> f32 {
     let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-    cdf + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+    cdf + x * FRAC_1_SQRT_2PI * exp_f32(-0.5 * x * x)
 }
 
 impl CustomOp1 for GeluErf {

@@ -64,9 +64,10 @@ impl CustomOp2 for MatmulT {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = grad.reshape((self.m, self.n))?;
-        let grad_lhs = g.matmul(rhs)?.reshape(lhs.shape())?;
+        // An untracked lhs (a first layer's input, from frozen embeddings) needs no gradient.
+        let grad_lhs = if lhs.track_op() { Some(g.matmul(rhs)?.reshape(lhs.shape())?) } else { None };
         let grad_rhs = if self.rhs_grad { Some(g.t()?.matmul(&lhs.reshape((self.m, self.k))?)?) } else { None };
-        Ok((Some(grad_lhs), grad_rhs))
+        Ok((grad_lhs, grad_rhs))
     }
 }
 

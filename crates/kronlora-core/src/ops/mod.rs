@@ -2,13 +2,23 @@
 
 mod attention;
 mod cpu_slices;
+mod fast_math;
 mod fused;
 mod gelu;
 mod kron;
+mod linear;
 mod matmul_t;
+mod rms_norm;
+mod rope;
+mod strided_gemm;
+mod swiglu;
 
 pub use attention::{fused_attention, AttentionSpec};
 pub use fused::{fusable, fused_layer_norm, fused_softmax_last_dim};
 pub use gelu::fused_gelu_erf;
 pub use kron::kron;
+pub use linear::{frozen_linear, UpdateProduct};
 pub use matmul_t::{frozen_matmul, matmul_t};
+pub use rms_norm::fused_rms_norm;
+pub use rope::fused_rope;
+pub use swiglu::fused_swiglu;

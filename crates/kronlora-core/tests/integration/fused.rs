@@ -1,11 +1,13 @@
-//! The fused CPU ops (softmax, LayerNorm, GELU, attention) against their compositions of
+//! The fused CPU ops (softmax, LayerNorm, RMSNorm, RoPE, SwiGLU, GELU, attention, the frozen linear
+//! layer) against their compositions of
 //! candle's elementary ops: same outputs, same gradients for every input.
 
 use candle_core::{Device, Tensor, Var};
 use kronlora_core::models::{
-    attention_composed, layer_norm, layer_norm_composed, softmax_last_dim, softmax_last_dim_composed,
+    attention_composed, layer_norm, layer_norm_composed, rms_norm, rms_norm_composed, rope, rope_composed,
+    softmax_last_dim, softmax_last_dim_composed, swiglu, swiglu_composed,
 };
-use kronlora_core::ops::{fused_attention, fused_gelu_erf, AttentionSpec};
+use kronlora_core::ops::{frozen_linear, fused_attention, fused_gelu_erf, AttentionSpec, UpdateProduct};
 
 use crate::reference::Lcg;
 
@@ -159,4 +161,115 @@ fn fused_attention_rejects_shapes_that_do_not_fit() {
     let bad_mask = z(&[1, 3]);
     let spec = AttentionSpec { heads: 2, kv_heads: 2, causal: false, key_mask: Some(&bad_mask) };
     assert!(fused_attention(&z(&[1, 4, 8]), &z(&[1, 4, 8]), &z(&[1, 4, 8]), &spec).is_err(), "mask of 3 for 4 keys");
+}
+
+/// `frozen_linear` against `x·Wᵀ + b + left·rightᵀ` from candle's matmul, for an update that is
+/// LoRA-shaped (`cols = out`) or Kron-shaped (`cols` divides `out`, rows tile it): outputs, the
+/// gradients of `x` and of both factors, and none for the frozen `W` and `b`.
+fn check_frozen_linear(seed: u64, (m, k, n): (usize, usize, usize), cols: usize, r: usize, with_bias: bool) {
+    let mut rng = Lcg::new(seed);
+    let x = Var::from_tensor(&random(&mut rng, &[m, k], 1.0, 0.0)).unwrap();
+    let w = Var::from_tensor(&random(&mut rng, &[n, k], 0.5, 0.0)).unwrap();
+    let b = Var::from_tensor(&random(&mut rng, &[n], 1.0, 0.5)).unwrap();
+    let left = Var::from_tensor(&random(&mut rng, &[m * n / cols, r], 1.0, 0.0)).unwrap();
+    let right = Var::from_tensor(&random(&mut rng, &[cols, r], 1.0, 0.0)).unwrap();
+    let probe = random(&mut rng, &[m, n], 1.0, 0.0);
+    let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
+    let bias = with_bias.then_some(b.as_tensor());
+    let fused = frozen_linear(x.as_tensor(), w.as_tensor(), bias, Some(&update)).unwrap();
+    let mut composed = x.matmul(&w.t().unwrap()).unwrap();
+    if with_bias {
+        composed = composed.broadcast_add(&b).unwrap();
+    }
+    let delta = left.matmul(&right.t().unwrap()).unwrap().reshape((m, n)).unwrap();
+    let composed = (composed + delta).unwrap();
+    let what = format!("[{m}, {k}] → {n}, update cols {cols} rank {r}, bias {with_bias}");
+    assert!(max_diff(&fused, &composed) < 1e-4, "{what}: outputs differ by {}", max_diff(&fused, &composed));
+    let vars = [("x", &x), ("left", &left), ("right", &right)];
+    for (name, d) in gradient_differences(&fused, &composed, &probe, &vars) {
+        assert!(d < 1e-3, "{what}: d{name} differs by {d}");
+    }
+    let grads = (&fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(w.as_tensor()).is_none() && grads.get(b.as_tensor()).is_none(), "{what}: W or b got a gradient");
+}
+
+#[test]
+fn frozen_linear_matches_the_composition_with_gradients() {
+    check_frozen_linear(11, (10, 12, 8), 8, 3, true); // LoRA: left [rows, r] · right [out, r]ᵀ
+    check_frozen_linear(12, (10, 12, 8), 4, 3, false); // Kron-LoRA: rows m·d_a2, cols d_b2
+                                                       // Large enough that gemm splits the products across threads.
+    check_frozen_linear(13, (300, 64, 96), 24, 8, true);
+}
+
+#[test]
+fn frozen_linear_without_an_update_or_a_tracked_input() {
+    let mut rng = Lcg::new(14);
+    let x = random(&mut rng, &[2, 3, 6], 1.0, 0.0);
+    let w = random(&mut rng, &[5, 6], 1.0, 0.0);
+    let b = random(&mut rng, &[5], 1.0, 0.0);
+    let y = frozen_linear(&x, &w, Some(&b), None).unwrap();
+    let reference = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+    assert_eq!(y.dims(), &[2, 3, 5]);
+    assert!(max_diff(&y, &reference) < 1e-5);
+    // An untracked input (a first layer's, from frozen embeddings): the factors still learn.
+    let right = Var::from_tensor(&random(&mut rng, &[5, 2], 1.0, 0.0)).unwrap();
+    let left = Var::from_tensor(&random(&mut rng, &[6, 2], 1.0, 0.0)).unwrap();
+    let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
+    let grads = frozen_linear(&x, &w, None, Some(&update)).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(left.as_tensor()).is_some() && grads.get(right.as_tensor()).is_some());
+    // Shapes that do not fit are refused, not read out of bounds.
+    assert!(frozen_linear(&x, &w.t().unwrap(), None, None).is_err(), "input width");
+    assert!(frozen_linear(&x, &w, Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(), "bias length");
+    let short = UpdateProduct { left: random(&mut rng, &[5, 2], 1.0, 0.0), right: right.as_tensor().clone() };
+    assert!(frozen_linear(&x, &w, None, Some(&short)).is_err(), "update rows");
+}
+
+#[test]
+fn fused_llama_ops_match_their_compositions_with_gradients() {
+    let mut rng = Lcg::new(15);
+    // Two shapes: one task's worth of rows, and more rows than one parallel task takes.
+    for (b, t, width, hd) in [(2, 5, 24, 8), (3, 70, 192, 64)] {
+        let what = format!("[{b}, {t}, {width}], head_dim {hd}");
+        let probe = random(&mut rng, &[b, t, width], 1.0, 0.0);
+        let x = Var::from_tensor(&random(&mut rng, &[b, t, width], 2.0, 0.3)).unwrap();
+        // RMSNorm, with a trainable weight so that its gradient is checked too.
+        let w = Var::from_tensor(&random(&mut rng, &[width], 1.0, 1.0)).unwrap();
+        let fused = rms_norm(x.as_tensor(), w.as_tensor(), 1e-6).unwrap();
+        let composed = rms_norm_composed(x.as_tensor(), w.as_tensor(), 1e-6).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5, "rms_norm {what}");
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("x", &x), ("w", &w)]) {
+            assert!(d < 1e-3, "rms_norm {what}: d{name} differs by {d}");
+        }
+        // RoPE with real tables (positions 3.., θ = 10000) and with unequal halves, which only
+        // a correct transpose in backward gets right.
+        let angles: Vec<f32> = (0..t)
+            .flat_map(|p| (0..hd).map(move |i| (p + 3) as f32 / 10000f32.powf((i % (hd / 2)) as f32 * 2.0 / hd as f32)))
+            .collect();
+        let angles = Tensor::from_vec(angles, (t, hd), &Device::Cpu).unwrap();
+        let skewed = random(&mut rng, &[t, hd], 3.0, 0.0);
+        for (cos, sin) in
+            [(angles.cos().unwrap(), angles.sin().unwrap()), (skewed.cos().unwrap(), skewed.sin().unwrap())]
+        {
+            let fused = rope(x.as_tensor(), &cos, &sin).unwrap();
+            let composed = rope_composed(x.as_tensor(), &cos, &sin).unwrap();
+            assert!(max_diff(&fused, &composed) < 1e-5, "rope {what}");
+            for (name, d) in gradient_differences(&fused, &composed, &probe, &[("x", &x)]) {
+                assert!(d < 1e-4, "rope {what}: d{name} differs by {d}");
+            }
+        }
+        // SwiGLU.
+        let up = Var::from_tensor(&random(&mut rng, &[b, t, width], 2.0, 0.0)).unwrap();
+        let fused = swiglu(x.as_tensor(), up.as_tensor()).unwrap();
+        let composed = swiglu_composed(x.as_tensor(), up.as_tensor()).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5, "swiglu {what}");
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("gate", &x), ("up", &up)]) {
+            assert!(d < 1e-4, "swiglu {what}: d{name} differs by {d}");
+        }
+    }
+    // Tables that do not fit the input are refused.
+    let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(rope(&z(&[1, 4, 12]), &z(&[4, 8]), &z(&[4, 8])).is_err(), "12 is not a multiple of 8");
+    assert!(rope(&z(&[1, 4, 16]), &z(&[3, 8]), &z(&[3, 8])).is_err(), "3 positions for 4 tokens");
+    assert!(rms_norm(&z(&[2, 6]), &z(&[5]), 1e-6).is_err(), "weight length");
+    assert!(swiglu(&z(&[2, 6]), &z(&[2, 5])).is_err(), "gate and up differ");
 }

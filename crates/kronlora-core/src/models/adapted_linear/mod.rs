@@ -7,9 +7,9 @@ pub use standalone::{Gradients, LayerOptions};
 
 use candle_core::{Device, Tensor};
 
-use crate::adapters::{Adapter, AdapterDropout};
+use crate::adapters::{out_shape, Adapter, AdapterDropout};
 use crate::error::{Error, Result};
-use crate::ops::frozen_matmul;
+use crate::ops::frozen_linear;
 
 /// One adapter on a layer, under its name, with optional dropout in front of it.
 struct Attached {
@@ -106,26 +106,34 @@ impl AdaptedLinear {
 
     /// `x·Wᵀ + b + Σ s·ΔW x` for `x [.., in]`. While merged the updates live in `W`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut y = match &self.weight {
-            Some(w) => Some(frozen_matmul(x, w)?),
-            None => None,
-        };
-        if let (Some(base), Some(b)) = (&y, &self.bias) {
-            y = Some(base.broadcast_add(b)?);
-        }
-        if !self.is_merged() {
-            for a in &self.adapters {
-                let delta = match &a.dropout {
-                    Some(d) => a.adapter.forward(&d.apply(x)?)?,
-                    None => a.adapter.forward(x)?,
-                };
+        let active: &[Attached] = if self.is_merged() { &[] } else { &self.adapters };
+        let mut updates = active.iter().map(|a| match &a.dropout {
+            Some(d) => a.adapter.update_product(&d.apply(x)?),
+            None => a.adapter.update_product(x),
+        });
+        let Some(weight) = &self.weight else {
+            // No base layer: the updates alone.
+            let out = out_shape(x, self.out_features);
+            let mut y: Option<Tensor> = None;
+            for update in updates {
+                let delta = update?.evaluate(out.clone())?;
                 y = Some(match y {
                     Some(y) => (y + delta)?,
                     None => delta,
                 });
             }
+            return y.ok_or_else(|| {
+                Error::InvalidState(format!("layer `{}` has neither a base weight nor an adapter", self.name))
+            });
+        };
+        // The first update is accumulated into the base product in one node; any further
+        // (several adapters at once) are added.
+        let first = updates.next().transpose()?;
+        let mut y = frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?;
+        for update in updates {
+            y = (y + update?.evaluate(out_shape(x, self.out_features))?)?;
         }
-        y.ok_or_else(|| Error::InvalidState(format!("layer `{}` has neither a base weight nor an adapter", self.name)))
+        Ok(y)
     }
 
     /// Fold every adapter's update into the base weight: `W ← W + Σ s·ΔW`.
