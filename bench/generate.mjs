@@ -7,8 +7,9 @@
 // repository: `npm install node-llama-cpp@3.22.1`; its prebuilt binaries need no compiler).
 // Without it only kronlora runs. Writes bench/results/generate.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { fetchModel } from '../scripts/fetch-models.mjs';
@@ -73,8 +74,14 @@ await context.dispose();
 await model.dispose();
 `;
 
-const systems = [{ name: 'kronlora (native, f32 weights)', script: kronloraChild }];
-if (args['llama-cpp']) systems.push({ name: 'llama.cpp (node-llama-cpp)', script: llamaCppChild });
+const systems = [{ name: 'kronlora (native, f32 weights)', args: ['--input-type=module', '-e', kronloraChild] }];
+if (args['llama-cpp']) {
+  // A file, not `-e`: node-llama-cpp tests its binary in a forked process, which inherits
+  // `execArgv` and would run the `-e` script again instead of its test.
+  const file = join(mkdtempSync(join(tmpdir(), 'kronlora-bench-')), 'llama-cpp.mjs');
+  writeFileSync(file, llamaCppChild);
+  systems.push({ name: 'llama.cpp (node-llama-cpp)', args: [file] });
+}
 
 const env = {
   ...process.env,
@@ -88,7 +95,7 @@ const env = {
 const samples = new Map(systems.map((s) => [s.name, []]));
 for (let round = 0; round < rounds; round++) {
   for (const system of systems) {
-    const stdout = execFileSync(process.execPath, ['--input-type=module', '-e', system.script], { encoding: 'utf8', env });
+    const stdout = execFileSync(process.execPath, system.args, { encoding: 'utf8', env });
     const result = JSON.parse(stdout.trim().split('\n').pop());
     samples.get(system.name).push(result);
     const best = Math.max(...result.runs.map((r) => r.tokens / r.seconds));
