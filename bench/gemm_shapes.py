@@ -1,0 +1,31 @@
+"""GFLOP/s of PyTorch's CPU matmul on the products of a MiniLM training step (the shapes of
+crates/kronlora-core/examples/gemm_shapes.rs), one JSON line per shape.
+    python bench/gemm_shapes.py   (threads: torch.set_num_threads(2))"""
+import json
+import time
+
+import torch
+
+torch.set_num_threads(2)
+SHAPES = [
+    ("q/k/v/o forward", 2048, 384, 384, True),
+    ("up forward", 2048, 384, 1536, True),
+    ("down forward", 2048, 1536, 384, True),
+    ("q/k/v/o input grad", 2048, 384, 384, False),
+    ("up input grad", 2048, 1536, 384, False),
+    ("down input grad", 2048, 384, 1536, False),
+    ("LoRA B grad (k = tokens)", 384, 2048, 16, False),
+]
+for what, m, k, n, transposed in SHAPES:
+    a = torch.randn(m, k)
+    b = torch.randn(n, k) if transposed else torch.randn(k, n)
+    run = (lambda: a @ b.t()) if transposed else (lambda: a @ b)
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    median = sorted(times)[len(times) // 2]
+    print(json.dumps({"what": what, "m": m, "k": k, "n": n, "ms": round(median * 1e3, 3), "gflops": round(2 * m * k * n / median / 1e9, 1)}))
