@@ -7,7 +7,7 @@
 // repository: `npm install node-llama-cpp@3.22.1`; its prebuilt binaries need no compiler).
 // Without it only kronlora runs. Writes bench/results/generate.json.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -75,10 +75,12 @@ await model.dispose();
 `;
 
 const systems = [{ name: 'kronlora (native, f32 weights)', args: ['--input-type=module', '-e', kronloraChild] }];
+let scratch; // the directory this run creates for the llama.cpp child, removed at the end
 if (args['llama-cpp']) {
   // A file, not `-e`: node-llama-cpp tests its binary in a forked process, which inherits
   // `execArgv` and would run the `-e` script again instead of its test.
-  const file = join(mkdtempSync(join(tmpdir(), 'kronlora-bench-')), 'llama-cpp.mjs');
+  scratch = mkdtempSync(join(tmpdir(), 'kronlora-bench-'));
+  const file = join(scratch, 'llama-cpp.mjs');
   writeFileSync(file, llamaCppChild);
   systems.push({ name: 'llama.cpp (node-llama-cpp)', args: [file] });
 }
@@ -93,14 +95,18 @@ const env = {
   RAYON_NUM_THREADS: args.threads,
 };
 const samples = new Map(systems.map((s) => [s.name, []]));
-for (let round = 0; round < rounds; round++) {
-  for (const system of systems) {
-    const stdout = execFileSync(process.execPath, system.args, { encoding: 'utf8', env });
-    const result = JSON.parse(stdout.trim().split('\n').pop());
-    samples.get(system.name).push(result);
-    const best = Math.max(...result.runs.map((r) => r.tokens / r.seconds));
-    console.error(`  round ${round + 1}: ${system.name} ${best.toFixed(1)} tokens/s`);
+try {
+  for (let round = 0; round < rounds; round++) {
+    for (const system of systems) {
+      const stdout = execFileSync(process.execPath, system.args, { encoding: 'utf8', env });
+      const result = JSON.parse(stdout.trim().split('\n').pop());
+      samples.get(system.name).push(result);
+      const best = Math.max(...result.runs.map((r) => r.tokens / r.seconds));
+      console.error(`  round ${round + 1}: ${system.name} ${best.toFixed(1)} tokens/s`);
+    }
   }
+} finally {
+  if (scratch) rmSync(scratch, { recursive: true, force: true });
 }
 
 const median = (xs) => {

@@ -138,7 +138,7 @@ impl CustomOp3 for FrozenLinear {
 fn check_update(update: &UpdateProduct, m: usize, n: usize) -> Result<()> {
     let (cols, r) = update.right.dims2()?;
     let left = update.left.dims();
-    if left.len() != 2 || left[1] != r || left[0] * cols != m * n {
+    if cols == 0 || r == 0 || left.len() != 2 || left[1] != r || left[0] * cols != m * n {
         candle_core::bail!(
             "frozen_linear: update {left:?}·{:?}ᵀ does not tile the [{m}, {n}] output",
             update.right.dims()
@@ -157,6 +157,9 @@ pub fn frozen_linear(
     update: Option<&UpdateProduct>,
 ) -> Result<Tensor> {
     let (n, k) = weight.dims2()?;
+    if n == 0 || k == 0 {
+        candle_core::bail!("frozen_linear: the weight {:?} is empty", weight.dims());
+    }
     let dims = x.dims();
     if dims.last() != Some(&k) {
         candle_core::bail!("frozen_linear: input {dims:?} does not end in {k}");

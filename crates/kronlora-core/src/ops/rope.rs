@@ -11,9 +11,10 @@ use rayon::prelude::*;
 use super::cpu_slices::{contiguous_f32, cpu_f32};
 
 struct Rope {
-    /// `[t, head_dim]` each, row `p` for the `p`-th token of every sequence.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// `[t, head_dim]` each (contiguous CPU f32), row `p` for the `p`-th token of every
+    /// sequence. Held as the caller's tensors: every layer's queries and keys share one pair.
+    cos: Tensor,
+    sin: Tensor,
     t: usize,
     head_dim: usize,
     /// `heads · head_dim`: one token's values.
@@ -23,14 +24,17 @@ struct Rope {
 impl Rope {
     /// `y = x·cos + rotate(x)·sin` with `rotate([x1, x2]) = [−x2, x1]`; with `transpose` the
     /// transposed map (its own backward): `[g1, g2] ↦ [g1·cos1 + g2·sin2, g2·cos2 − g1·sin1]`.
-    fn apply(&self, x: &[f32], transpose: bool) -> Vec<f32> {
+    fn apply(&self, x: &[f32], transpose: bool) -> Result<Vec<f32>> {
         let (t, hd, width) = (self.t, self.head_dim, self.width);
+        let (cs, cl) = self.cos.storage_and_layout();
+        let (ss, sl) = self.sin.storage_and_layout();
+        let (cos_table, sin_table) = (cpu_f32(&cs, cl)?, cpu_f32(&ss, sl)?);
         let half = hd / 2;
         let mut out = vec![0f32; x.len()];
         // Row `r` is token `r % t` of sequence `r / t`.
         out.par_chunks_mut(width).zip(x.par_chunks(width)).enumerate().for_each(|(row, (y, x))| {
             let p = row % t;
-            let (cos, sin) = (&self.cos[p * hd..(p + 1) * hd], &self.sin[p * hd..(p + 1) * hd]);
+            let (cos, sin) = (&cos_table[p * hd..(p + 1) * hd], &sin_table[p * hd..(p + 1) * hd]);
             for (y, x) in y.chunks_exact_mut(hd).zip(x.chunks_exact(hd)) {
                 let (x1, x2) = x.split_at(half);
                 let (y1, y2) = y.split_at_mut(half);
@@ -46,7 +50,7 @@ impl Rope {
                 }
             }
         });
-        out
+        Ok(out)
     }
 }
 
@@ -57,13 +61,13 @@ impl CustomOp1 for Rope {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous_f32(s, l, "rope")?;
-        Ok((CpuStorage::F32(self.apply(x, false)), l.shape().clone()))
+        Ok((CpuStorage::F32(self.apply(x, false)?), l.shape().clone()))
     }
 
     fn bwd(&self, _x: &Tensor, _y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let dy = dy.contiguous()?;
         let (gs, gl) = dy.storage_and_layout();
-        let dx = self.apply(cpu_f32(&gs, gl)?, true);
+        let dx = self.apply(cpu_f32(&gs, gl)?, true)?;
         Ok(Some(Tensor::from_vec(dx, dy.shape(), dy.device())?))
     }
 }
@@ -80,6 +84,6 @@ pub fn fused_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
             sin.dims()
         );
     }
-    let table = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-    x.contiguous()?.apply_op1(Rope { cos: table(cos)?, sin: table(sin)?, t, head_dim, width })
+    let (cos, sin) = (cos.contiguous()?, sin.contiguous()?);
+    x.contiguous()?.apply_op1(Rope { cos, sin, t, head_dim, width })
 }

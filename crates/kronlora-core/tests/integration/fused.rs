@@ -222,6 +222,12 @@ fn frozen_linear_without_an_update_or_a_tracked_input() {
     assert!(frozen_linear(&x, &w, Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(), "bias length");
     let short = UpdateProduct { left: random(&mut rng, &[5, 2], 1.0, 0.0), right: right.as_tensor().clone() };
     assert!(frozen_linear(&x, &w, None, Some(&short)).is_err(), "update rows");
+    let rank0 = UpdateProduct { left: random(&mut rng, &[6, 0], 1.0, 0.0), right: random(&mut rng, &[5, 0], 1.0, 0.0) };
+    assert!(frozen_linear(&x, &w, None, Some(&rank0)).is_err(), "rank 0 (would divide by zero)");
+    assert!(
+        frozen_linear(&random(&mut rng, &[2, 0], 1.0, 0.0), &random(&mut rng, &[5, 0], 1.0, 0.0), None, None).is_err(),
+        "empty weight"
+    );
 }
 
 #[test]

@@ -111,9 +111,9 @@ impl AdaptedLinear {
             Some(d) => a.adapter.update_product(&d.apply(x)?),
             None => a.adapter.update_product(x),
         });
+        let out = out_shape(x, self.out_features);
         let Some(weight) = &self.weight else {
             // No base layer: the updates alone.
-            let out = out_shape(x, self.out_features);
             let mut y: Option<Tensor> = None;
             for update in updates {
                 let delta = update?.evaluate(out.clone())?;
@@ -131,7 +131,7 @@ impl AdaptedLinear {
         let first = updates.next().transpose()?;
         let mut y = frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?;
         for update in updates {
-            y = (y + update?.evaluate(out_shape(x, self.out_features))?)?;
+            y = (y + update?.evaluate(out.clone())?)?;
         }
         Ok(y)
     }
