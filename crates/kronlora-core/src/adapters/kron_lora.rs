@@ -9,7 +9,7 @@ use super::{AdapterConfig, DEFAULT_KRON_IN, DEFAULT_KRON_OUT};
 use crate::error::Result;
 use crate::factorization::resolve_kron_factor;
 use crate::grad_mode::param;
-use crate::ops::{kron, matmul_t, UpdateProduct};
+use crate::ops::{kron, kron_mix, matmul_t, UpdateProduct};
 
 /// The factor shapes: `d_in = d_a1 · d_b1`, `d_out = d_a2 · d_b2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,22 +97,19 @@ impl Adapter for KronLora {
         self.shape.rank
     }
 
-    /// The reshape-and-contract path: three small matmuls, `ΔW` is never built. The first reads
-    /// `x` in place of a reshape (`matmul_t`); the last, `Y2 · B1ᵀ`, is left to the layer, which
-    /// accumulates it into its output.
+    /// The reshape-and-contract path: `ΔW` is never built. The first product reads `x` in place
+    /// of a reshape (`matmul_t`); the contraction with `A` (scale folded in) is one op that
+    /// neither transposes nor copies (`kron_mix`); the last, `Y2 · B1ᵀ`, is left to the layer,
+    /// which accumulates it into its output.
     fn update_product(&self, x: &Tensor) -> Result<UpdateProduct> {
-        let KronShape { d_a1, d_a2, d_b1, rank: r, .. } = self.shape;
+        let KronShape { d_a1, d_b1, rank: r, .. } = self.shape;
         let n = x.elem_count() / (d_a1 * d_b1);
         let (a, b1, b2) = (param(&self.a), param(&self.b1), param(&self.b2));
-        // Y1 = s · X · B2ᵀ with X = x as [n·d_a1, d_b1]:       [n·d_a1, r]
-        // (the scale goes on this small intermediate, not on the [n, out] output)
-        let y1 = matmul_t(x, &b2, n * d_a1, (n * d_a1, r))?.affine(self.scale, 0.0)?;
-        // Y2 = A · Y1 over d_A1: bring d_a1 last, then · Aᵀ:  [n·r, d_a2]
-        let y1 = y1.reshape((n, d_a1, r))?.transpose(1, 2)?.contiguous()?.reshape((n * r, d_a1))?;
-        let y2 = y1.matmul(&a.t()?)?;
-        // Y3 = Y2 · B1ᵀ with d_a2 back in front: [n·d_a2, d_b2], row-major the same as
-        // [.., d_a2·d_b2] = [.., out]
-        let y2 = y2.reshape((n, r, d_a2))?.transpose(1, 2)?.contiguous()?.reshape((n * d_a2, r))?;
+        // Z = X · B2ᵀ with X = x as [n·d_a1, d_b1]:            [n·d_a1, r]
+        let z = matmul_t(x, &b2, n * d_a1, (n * d_a1, r))?;
+        // Y2[i, a2, :] = s · Σ_a1 A[a2, a1] · Z[i, a1, :]:       [n·d_a2, r], whose product with
+        // B1ᵀ, [n·d_a2, d_b2], is row-major the same as [.., d_a2·d_b2] = [.., out]
+        let y2 = kron_mix(&z, &a, self.scale)?;
         Ok(UpdateProduct { left: y2, right: b1 })
     }
 

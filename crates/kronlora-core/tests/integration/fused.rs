@@ -1,5 +1,5 @@
 //! The fused CPU ops (softmax, LayerNorm, RMSNorm, RoPE, SwiGLU, GELU, attention, the frozen linear
-//! layer) against their compositions of
+//! layer, Kron-LoRA's mix with A) against their compositions of
 //! candle's elementary ops: same outputs, same gradients for every input.
 
 use candle_core::{Device, Tensor, Var};
@@ -7,7 +7,9 @@ use kronlora_core::models::{
     attention_composed, layer_norm, layer_norm_composed, rms_norm, rms_norm_composed, rope, rope_composed,
     softmax_last_dim, softmax_last_dim_composed, swiglu, swiglu_composed,
 };
-use kronlora_core::ops::{frozen_linear, fused_attention, fused_gelu_erf, AttentionSpec, UpdateProduct};
+use kronlora_core::ops::{
+    frozen_linear, fused_attention, fused_gelu_erf, kron_mix, kron_mix_composed, AttentionSpec, UpdateProduct,
+};
 
 use crate::reference::Lcg;
 
@@ -278,4 +280,46 @@ fn fused_llama_ops_match_their_compositions_with_gradients() {
     assert!(rope(&z(&[1, 4, 16]), &z(&[3, 8]), &z(&[3, 8])).is_err(), "3 positions for 4 tokens");
     assert!(rms_norm(&z(&[2, 6]), &z(&[5]), 1e-6).is_err(), "weight length");
     assert!(swiglu(&z(&[2, 6]), &z(&[2, 5])).is_err(), "gate and up differ");
+}
+
+#[test]
+fn kron_mix_matches_naive_loops_and_the_composition_with_gradients() {
+    let mut rng = Lcg::new(23);
+    // (groups, d_a1, d_a2, r): the default factors, unequal ones, and more groups than one
+    // parallel task takes (so that the dA reduction sums several tasks).
+    for (n, d_a1, d_a2, r) in [(3, 2, 4, 5), (7, 3, 2, 4), (5000, 2, 4, 8)] {
+        let what = format!("n {n}, d_a1 {d_a1}, d_a2 {d_a2}, r {r}");
+        let scale = 1.75;
+        let z = Var::from_tensor(&random(&mut rng, &[n * d_a1, r], 1.0, 0.1)).unwrap();
+        let a = Var::from_tensor(&random(&mut rng, &[d_a2, d_a1], 1.0, 0.0)).unwrap();
+        let fused = kron_mix(z.as_tensor(), a.as_tensor(), scale).unwrap();
+        assert_eq!(fused.dims(), [n * d_a2, r], "{what}");
+        // The definition, element by element.
+        let (zv, av, yv) = (
+            z.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            a.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            fused.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        for i in (0..n).step_by(n / 3 + 1) {
+            for o in 0..d_a2 {
+                for j in 0..r {
+                    let want: f64 =
+                        (0..d_a1).map(|k| scale * av[o * d_a1 + k] as f64 * zv[(i * d_a1 + k) * r + j] as f64).sum();
+                    let got = yv[(i * d_a2 + o) * r + j] as f64;
+                    assert!((got - want).abs() < 1e-5, "{what}: y[{i}, {o}, {j}] = {got}, want {want}");
+                }
+            }
+        }
+        let composed = kron_mix_composed(z.as_tensor(), a.as_tensor(), scale).unwrap();
+        assert!(max_diff(&fused, &composed) < 1e-5, "{what}");
+        let probe = random(&mut rng, &[n * d_a2, r], 1.0, 0.0);
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("z", &z), ("a", &a)]) {
+            // dA sums n·r products: compare relative to that size.
+            let tol = if name == "a" { 1e-5 * (n * r) as f32 } else { 1e-5 };
+            assert!(d < tol, "{what}: d{name} differs by {d}");
+        }
+    }
+    let z = |s: &[usize]| Tensor::zeros(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(kron_mix(&z(&[5, 3]), &z(&[4, 2]), 1.0).is_err(), "5 rows do not group by d_A1 = 2");
+    assert!(kron_mix(&z(&[4, 0]), &z(&[4, 2]), 1.0).is_err(), "rank 0");
 }
