@@ -13,13 +13,21 @@ thread_local! {
 
 /// Run `f` with parameters read detached (on this thread; the forward passes run on one).
 pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
+    with_grad_mode(false, f)
+}
+
+/// Run `f` with parameters read tracked (`true`) or detached (`false`) on this thread, and
+/// restore the mode after. A compute-pool thread that is waiting inside one caller's job may
+/// run another caller's whole job (rayon work stealing), so each job sets its own mode rather
+/// than inheriting whatever the thread last had.
+pub fn with_grad_mode<T>(tracked: bool, f: impl FnOnce() -> T) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             NO_GRAD.with(|g| g.set(self.0));
         }
     }
-    let _restore = Restore(NO_GRAD.with(|g| g.replace(true)));
+    let _restore = Restore(NO_GRAD.with(|g| g.replace(!tracked)));
     f()
 }
 

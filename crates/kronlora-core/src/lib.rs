@@ -7,6 +7,7 @@
 pub mod adapters;
 pub mod api;
 pub mod chat_template;
+pub mod compute_pool;
 pub mod data;
 pub mod error;
 pub mod factorization;

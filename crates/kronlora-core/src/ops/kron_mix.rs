@@ -47,11 +47,14 @@ fn mix(src: &[f32], coef: &[f32], shape: MixShape) -> Vec<f32> {
     dst
 }
 
-/// `Σ_i Σ_j dy[i, o, j] · z[i, k, j]` for every `(o, k)`: `[d_out, d_in]`, summed in f64 per task.
+/// `Σ_i Σ_j dy[i, o, j] · z[i, k, j]` for every `(o, k)`: `[d_out, d_in]`. Each task sums its
+/// groups in f64; the tasks' sums are added in task order, so the result does not depend on how
+/// the pool scheduled them (training is bit-for-bit reproducible).
 fn coefficient_grad(dy: &[f32], z: &[f32], shape: MixShape) -> Vec<f64> {
     let MixShape { d_in, d_out, r } = shape;
     let per_task = rows_per_task(d_out * r);
-    dy.par_chunks(per_task * d_out * r)
+    let partial: Vec<Vec<f64>> = dy
+        .par_chunks(per_task * d_out * r)
         .zip(z.par_chunks(per_task * d_in * r))
         .map(|(dy, z)| {
             let mut acc = vec![0f64; d_out * d_in];
@@ -65,13 +68,12 @@ fn coefficient_grad(dy: &[f32], z: &[f32], shape: MixShape) -> Vec<f64> {
             }
             acc
         })
-        .reduce(
-            || vec![0f64; d_out * d_in],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-                a
-            },
-        )
+        .collect();
+    let mut total = vec![0f64; d_out * d_in];
+    for p in partial {
+        total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+    }
+    total
 }
 
 impl KronMix {

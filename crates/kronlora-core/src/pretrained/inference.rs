@@ -97,7 +97,7 @@ impl PretrainedModel {
 
     /// Mean-pooled embeddings, `texts.len() × hidden` row-major, and `hidden`.
     pub fn embed(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
-        crate::grad_mode::no_grad(|| self.embed_body(texts))
+        crate::compute_pool::no_grad_on(self.device(), || self.embed_body(texts))
     }
 
     fn embed_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
@@ -121,7 +121,7 @@ impl PretrainedModel {
     }
 
     pub fn classify(&self, texts: &[String]) -> Result<Vec<Classification>> {
-        crate::grad_mode::no_grad(|| self.classify_body(texts))
+        crate::compute_pool::no_grad_on(self.device(), || self.classify_body(texts))
     }
 
     fn classify_body(&self, texts: &[String]) -> Result<Vec<Classification>> {
@@ -146,7 +146,7 @@ impl PretrainedModel {
     /// Classification: class logits. Causal LM: the next-token logits after each text.
     /// Returns `texts.len() × width` row-major, and `width`.
     pub fn logits(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
-        crate::grad_mode::no_grad(|| self.logits_body(texts))
+        crate::compute_pool::no_grad_on(self.device(), || self.logits_body(texts))
     }
 
     fn logits_body(&self, texts: &[String]) -> Result<(Vec<f32>, usize)> {
@@ -183,7 +183,7 @@ impl PretrainedModel {
 
     /// Continue `prompt` token by token (with a KV cache), greedy or sampled.
     pub fn generate(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {
-        crate::grad_mode::no_grad(|| self.generate_body(prompt, options))
+        crate::compute_pool::no_grad_on(self.device(), || self.generate_body(prompt, options))
     }
 
     fn generate_body(&self, prompt: &str, options: &GenerateOptions) -> Result<Generation> {

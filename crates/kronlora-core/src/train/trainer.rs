@@ -448,21 +448,27 @@ impl<'a> Trainer<'a> {
             // Dropout masks depend on the position only, so a resumed run draws the same ones.
             let position = ((self.state.epoch as u64) << 32) ^ (self.state.batch + j) as u64;
             self.model.set_dropout_seed(Some(mix(o.seed ^ mix(position))));
-            let batch = self.data.train.loss(self.model, indices);
+            let (model, data, n) = (self.model, &self.data.train, group.len() as f64);
+            // On the compute pool (see `compute_pool`); the loss's value comes back to check it here.
+            let computed = crate::compute_pool::tracked_on(model.device(), || -> Result<_> {
+                let batch = data.loss(model, indices)?;
+                // Scaled so the summed gradients are those of the mean over the group.
+                let loss = (batch.loss / n)?;
+                let value = loss.to_scalar::<f32>()? as f64;
+                let grads = if value.is_finite() { Some(loss.backward()?) } else { None };
+                Ok((batch.tokens, value, grads))
+            });
             self.model.set_dropout_seed(None);
-            let batch = batch?;
-            // Scaled so the summed gradients are those of the mean over the group.
-            let loss = (batch.loss / group.len() as f64)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
+            let (tokens, value, grads) = computed?;
+            let Some(grads) = grads else {
                 return Err(self
                     .non_finite(&format!("the training loss is {value}; lower the learning rate or check the data")));
-            }
-            accumulate(&mut gradients, &self.vars, &loss.backward()?)?;
+            };
+            accumulate(&mut gradients, &self.vars, &grads)?;
             step_loss += value;
             self.window.examples += indices.len();
             self.run_examples += indices.len();
-            self.window.tokens += batch.tokens;
+            self.window.tokens += tokens;
         }
         let norm = match o.max_grad_norm {
             Some(max) => clip_grads(&mut gradients, max)?,
@@ -549,7 +555,9 @@ impl<'a> Trainer<'a> {
         let Some(validation) = &self.data.validation else { return Ok(()) };
         let (model, metric) = (self.model, self.options.metric);
         model.set_dropout_seed(None);
-        let metrics = crate::grad_mode::no_grad(|| validation.evaluate(model, self.options.eval_batch_size))?;
+        let metrics = crate::compute_pool::no_grad_on(model.device(), || {
+            validation.evaluate(model, self.options.eval_batch_size)
+        })?;
         let value = metrics.get(metric).ok_or_else(|| {
             Error::InvalidOption(format!(
                 "metric \"{}\" is not computed for task \"{}\"",
@@ -698,5 +706,5 @@ pub fn evaluate_model(
         encode(model, task, &records, options.max_length, &mut labels, false, &data.name("data"), &mut || false)?
             .expect("never asked to stop");
     model.set_dropout_seed(None);
-    crate::grad_mode::no_grad(|| encoded.evaluate(model, options.batch_size))
+    crate::compute_pool::no_grad_on(model.device(), || encoded.evaluate(model, options.batch_size))
 }

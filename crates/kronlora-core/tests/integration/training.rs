@@ -362,3 +362,33 @@ fn adapter_dropout_is_seeded_and_only_in_training() {
     let texts = vec!["w4 w5".to_string()];
     assert_eq!(m.classify(&texts).unwrap(), m.classify(&texts).unwrap());
 }
+
+/// The compute pool runs every caller's work; a pool thread waiting inside one model's
+/// inference may run another model's training step. That step must still train (its grad mode
+/// is its own, not the thread's), so its losses are those of a run alone, bit for bit.
+#[test]
+fn inference_on_another_thread_does_not_change_training() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = model_dir("concurrent");
+    let options =
+        json!({ "data": dataset(32, 1), "validationSplit": 0, "batchSize": 8, "epochs": 2, "learningRate": 5e-3 });
+    let alone = run(&mut model(&dir, KRON), options.clone(), &mut Recorder::default()).unwrap();
+    let other = model(&dir, LORA);
+    let texts: Vec<String> = (0..8).map(|i| format!("w{i} w{} w{}", i + 1, i + 2)).collect();
+    let stop = AtomicBool::new(false);
+    let (busy, inferences) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut count = 0;
+            while !stop.load(Ordering::Relaxed) {
+                other.classify(&texts).unwrap();
+                count += 1;
+            }
+            count
+        });
+        let busy = run(&mut model(&dir, KRON), options, &mut Recorder::default()).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        (busy, reader.join().unwrap())
+    });
+    assert!(inferences > 0);
+    assert_eq!(busy.losses, alone.losses);
+}
