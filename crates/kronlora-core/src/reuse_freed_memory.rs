@@ -10,11 +10,6 @@
 //! When the last run ends, `malloc_trim` gives the memory back and the thresholds go to the
 //! values glibc's own adaptation would reach for such buffers (see `platform::release`).
 //!
-//! The compute pool's threads (`compute_pool`) take turns running steps, and glibc gives each
-//! thread its own arena by default: each one would keep its own copy of a step's freed buffers
-//! (a MiniLM run peaked at 1.3 GiB instead of 0.76). `share_one_arena`, called before that
-//! pool starts, makes threads started from then on share the main arena.
-//!
 //! Elsewhere (WASM, whose linear memory never shrinks; other C libraries) this does nothing.
 
 use std::sync::Mutex;
@@ -46,12 +41,6 @@ impl Drop for ReuseFreedMemory {
     }
 }
 
-/// Threads that start allocating after this call share one arena (process-wide, once).
-pub fn share_one_arena() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(platform::one_arena);
-}
-
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod platform {
     /// glibc's ceiling for its adaptive mmap threshold on 64-bit (`DEFAULT_MMAP_THRESHOLD_MAX`).
@@ -73,13 +62,6 @@ mod platform {
         }
     }
 
-    pub fn one_arena() {
-        // SAFETY: as above. Threads that already have an arena keep it.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-
     pub fn release() {
         // SAFETY: as above; malloc_trim releases free heap memory and is thread-safe.
         unsafe {
@@ -92,7 +74,6 @@ mod platform {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod platform {
-    pub fn one_arena() {}
     pub fn keep() {}
     pub fn release() {}
 }
