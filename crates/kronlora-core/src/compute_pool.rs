@@ -2,7 +2,8 @@
 //! with rayon. Called from a thread outside a rayon pool (Node's, a napi task's), every one of
 //! those parallel sections is injected into rayon's global pool while the caller blocks until
 //! workers wake, take it and finish: a training step has hundreds of sections, and on a 2-core
-//! machine these handoffs cost about a quarter of a MiniLM step (1.23 → 0.9 s). Here the work
+//! machine these handoffs were a large share of a MiniLM step (the README's training figures,
+//! before and after). Here the work
 //! runs on kronlora's own pool, on its first thread: that thread works in every parallel
 //! section itself and shares it with the others by work stealing.
 //!

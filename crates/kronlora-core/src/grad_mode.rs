@@ -1,7 +1,8 @@
 //! Inference without an autograd graph. candle records an op graph whenever a `Var` takes
 //! part, and every intermediate activation stays alive until the output is dropped; for
-//! inference and evaluation that multiplies peak memory for nothing. Inside `no_grad`, the
-//! trainable parameters are read detached, so nothing downstream is recorded.
+//! inference and evaluation that multiplies peak memory for nothing. Under
+//! `with_grad_mode(false, ..)` (`compute_pool::no_grad_on`) the trainable parameters are read
+//! detached, so nothing downstream is recorded.
 
 use std::cell::Cell;
 
@@ -9,11 +10,6 @@ use candle_core::{Tensor, Var};
 
 thread_local! {
     static NO_GRAD: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Run `f` with parameters read detached (on this thread; the forward passes run on one).
-pub fn no_grad<T>(f: impl FnOnce() -> T) -> T {
-    with_grad_mode(false, f)
 }
 
 /// Run `f` with parameters read tracked (`true`) or detached (`false`) on this thread, and
@@ -31,7 +27,8 @@ pub fn with_grad_mode<T>(tracked: bool, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// A trainable parameter as forward passes should use it: tracked, or detached in `no_grad`.
+/// A trainable parameter as forward passes should use it: tracked, or detached under
+/// `with_grad_mode(false, ..)`.
 pub fn param(v: &Var) -> Tensor {
     if NO_GRAD.with(Cell::get) {
         v.as_tensor().detach()

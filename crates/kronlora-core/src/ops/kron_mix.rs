@@ -77,12 +77,10 @@ fn coefficient_grad(dy: &[f32], z: &[f32], shape: MixShape) -> Vec<f64> {
 }
 
 impl KronMix {
-    /// `s·A` as f32 coefficients, and its transpose.
-    fn coefficients(&self, a: &[f32], d_a2: usize, d_a1: usize) -> (Vec<f32>, Vec<f32>) {
+    /// `s·A` as f32 coefficients, `[d_A2, d_A1]`.
+    fn scaled(&self, a: &[f32]) -> Vec<f32> {
         let s = self.scale as f32;
-        let forward: Vec<f32> = a.iter().map(|v| v * s).collect();
-        let transposed = (0..d_a1 * d_a2).map(|i| forward[(i % d_a2) * d_a1 + i / d_a2]).collect();
-        (forward, transposed)
+        a.iter().map(|v| v * s).collect()
     }
 }
 
@@ -95,8 +93,7 @@ impl CustomOp2 for KronMix {
         let (z, a) = (contiguous_f32(zs, zl, "kron mix")?, contiguous_f32(as_, al, "kron mix")?);
         let (d_a2, d_a1) = al.shape().dims2()?;
         let r = zl.dims()[1];
-        let (coef, _) = self.coefficients(a, d_a2, d_a1);
-        let y = mix(z, &coef, MixShape { d_in: d_a1, d_out: d_a2, r });
+        let y = mix(z, &self.scaled(a), MixShape { d_in: d_a1, d_out: d_a2, r });
         let rows = y.len() / r;
         Ok((CpuStorage::F32(y), Shape::from((rows, r))))
     }
@@ -109,7 +106,8 @@ impl CustomOp2 for KronMix {
         let (as_, al) = a.storage_and_layout();
         let (gs, gl) = dy.storage_and_layout();
         let (zv, av, gv) = (cpu_f32(&zs, zl)?, cpu_f32(&as_, al)?, cpu_f32(&gs, gl)?);
-        let (_, transposed) = self.coefficients(av, d_a2, d_a1);
+        let coef = self.scaled(av);
+        let transposed: Vec<f32> = (0..d_a1 * d_a2).map(|i| coef[(i % d_a2) * d_a1 + i / d_a2]).collect();
         let dz = mix(gv, &transposed, MixShape { d_in: d_a2, d_out: d_a1, r });
         let s = self.scale;
         let da: Vec<f32> = coefficient_grad(gv, zv, MixShape { d_in: d_a1, d_out: d_a2, r })
