@@ -24,6 +24,12 @@ pub fn factorization(dim: f64, factor: f64) -> Result<Vec<u32>> {
     Ok(vec![m as u32, n as u32])
 }
 
+/// How many CUDA GPUs this addon can use (0 for the CPU build, or without a driver or GPU).
+#[napi(catch_unwind)]
+pub fn cuda_device_count() -> u32 {
+    api::cuda_device_count() as u32
+}
+
 /// `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`).
 #[napi(catch_unwind)]
 pub fn saved_adapter(dir: String) -> Result<String> {

@@ -71,6 +71,13 @@ pub fn factorization(dim: f64, factor: f64) -> Result<Vec<u32>, JsError> {
     Ok(vec![m as u32, n as u32])
 }
 
+/// How many CUDA GPUs this build can use: always 0 (the WASM core runs on the CPU); the native
+/// binding's counterpart counts them.
+#[wasm_bindgen(js_name = cudaDeviceCount)]
+pub fn cuda_device_count() -> u32 {
+    api::cuda_device_count() as u32
+}
+
 /// `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`);
 /// `storage` reads the files (see `JsStorage`).
 #[wasm_bindgen(js_name = savedAdapter)]

@@ -20,6 +20,21 @@ pub fn device(value: Option<&Value>) -> Result<Device> {
     }
 }
 
+/// How many CUDA GPUs this process can use: 0 in a build without the `cuda` feature, and where
+/// the driver cannot be initialised or shows no device (e.g. `CUDA_VISIBLE_DEVICES=""`).
+/// The TypeScript package asks this before choosing the CUDA addon for `device: "auto"`.
+pub fn cuda_device_count() -> usize {
+    #[cfg(feature = "cuda")]
+    {
+        use candle_core::cuda_backend::cudarc::driver::CudaContext;
+        CudaContext::device_count().map_or(0, |n| usize::try_from(n).unwrap_or(0))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        0
+    }
+}
+
 /// `"cpu"`, `"cuda"`, `"cuda:N"` or `"auto"` as a device.
 pub fn device_named(name: &str) -> Result<Device> {
     let cuda = |ordinal: usize| -> Result<Device> {
@@ -59,6 +74,7 @@ mod tests {
             assert_eq!(device_named(bad).unwrap_err().code(), "ERR_INVALID_OPTION", "{bad}");
         }
         if !candle_core::utils::cuda_is_available() {
+            assert_eq!(cuda_device_count(), 0);
             assert!(device_named("auto").unwrap().is_cpu());
             for name in ["cuda", "cuda:1"] {
                 let e = device_named(name).unwrap_err();

@@ -13,7 +13,7 @@ mod train;
 mod train_options;
 
 pub use adapter::adapter_plan;
-pub use device::{device, device_named};
+pub use device::{cuda_device_count, device, device_named};
 pub use layer::{adapter_kind, class_name, create_layer, layer_options};
 pub use model::{
     add_adapter, classify_json, describe_json, generate_json, generate_options, load_model, model_options,

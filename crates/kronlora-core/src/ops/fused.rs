@@ -162,9 +162,32 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
+thread_local! {
+    static COMPOSED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with the fused CPU kernels off (`true`) on this thread and in the compute-pool jobs
+/// it starts: every op then takes the composed candle form that other devices (CUDA) run. The
+/// tests and the device check use it to hold those forms to the kernels on whole models.
+pub fn with_composed_ops<T>(on: bool, f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSED_ONLY.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSED_ONLY.with(|c| c.replace(on)));
+    f()
+}
+
+/// Whether `with_composed_ops(true, ..)` is in force on this thread.
+pub fn composed_ops() -> bool {
+    COMPOSED_ONLY.with(std::cell::Cell::get)
+}
+
 /// Whether the fused CPU kernels apply to `x`.
 pub fn fusable(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    x.device().is_cpu() && x.dtype() == DType::F32 && !composed_ops()
 }
 
 /// Softmax over the last dimension (CPU f32; see `fusable`).

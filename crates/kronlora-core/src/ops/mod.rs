@@ -15,7 +15,7 @@ mod strided_gemm;
 mod swiglu;
 
 pub use attention::{fused_attention, AttentionSpec};
-pub use fused::{fusable, fused_layer_norm, fused_softmax_last_dim};
+pub use fused::{composed_ops, fusable, fused_layer_norm, fused_softmax_last_dim, with_composed_ops};
 pub use gelu::fused_gelu_erf;
 pub use kron::kron;
 pub use kron_mix::{kron_mix, kron_mix_composed};

@@ -9,6 +9,7 @@ mod tiny;
 mod bert;
 mod cli_setup;
 mod device;
+mod device_parity;
 mod file_safety;
 mod fused;
 mod fuzz;

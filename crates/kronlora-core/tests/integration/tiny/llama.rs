@@ -19,17 +19,50 @@ pub const KV_HEADS: usize = 2;
 pub const FFN: usize = 48;
 pub const LAYERS: usize = 2;
 
+/// A Llama's sizes.
+pub struct LlamaDims {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub ffn: usize,
+    pub layers: usize,
+    /// Linear weights uniform in ±1.2/√fan_in instead of ±0.4 / ±0.3 (see `tensors_for`).
+    pub fan_in_scaled: bool,
+}
+
+pub const TINY: LlamaDims = LlamaDims {
+    vocab: VOCAB,
+    hidden: HIDDEN,
+    heads: HEADS,
+    kv_heads: KV_HEADS,
+    ffn: FFN,
+    layers: LAYERS,
+    fan_in_scaled: false,
+};
+
 pub fn config_json(tied: bool) -> String {
+    config_json_for(&TINY, tied)
+}
+
+pub fn config_json_for(d: &LlamaDims, tied: bool) -> String {
+    let LlamaDims { vocab, hidden, heads, kv_heads, ffn, layers, .. } = d;
     format!(
-        r#"{{"model_type":"llama","vocab_size":{VOCAB},"hidden_size":{HIDDEN},"intermediate_size":{FFN},
-        "num_hidden_layers":{LAYERS},"num_attention_heads":{HEADS},"num_key_value_heads":{KV_HEADS},
+        r#"{{"model_type":"llama","vocab_size":{vocab},"hidden_size":{hidden},"intermediate_size":{ffn},
+        "num_hidden_layers":{layers},"num_attention_heads":{heads},"num_key_value_heads":{kv_heads},
         "rms_norm_eps":1e-5,"rope_theta":10000.0,"max_position_embeddings":64,"tie_word_embeddings":{tied}}}"#
     )
 }
 
 pub fn tensors(seed: u64, tied: bool) -> Vec<(String, Tensor)> {
+    tensors_for(seed, &TINY, tied)
+}
+
+pub fn tensors_for(seed: u64, d: &LlamaDims, tied: bool) -> Vec<(String, Tensor)> {
     let mut rng = Lcg::new(seed);
-    let hd = HIDDEN / HEADS;
+    let (hidden, ffn) = (d.hidden, d.ffn);
+    let hd = hidden / d.heads;
+    let scale = |fan_in: usize, tiny: f32| if d.fan_in_scaled { 1.2 / (fan_in as f32).sqrt() } else { tiny };
     let mut t = Vec::new();
     let mut put = |name: String, shape: &[usize], scale: f32, offset: f64| {
         let n = shape.iter().product();
@@ -37,22 +70,22 @@ pub fn tensors(seed: u64, tied: bool) -> Vec<(String, Tensor)> {
             .unwrap();
         t.push((name, (v + offset).unwrap()));
     };
-    put("model.embed_tokens.weight".into(), &[VOCAB, HIDDEN], 1.0, 0.0);
-    for l in 0..LAYERS {
+    put("model.embed_tokens.weight".into(), &[d.vocab, hidden], 1.0, 0.0);
+    for l in 0..d.layers {
         let p = format!("model.layers.{l}");
-        put(format!("{p}.input_layernorm.weight"), &[HIDDEN], 0.1, 1.0);
-        put(format!("{p}.self_attn.q_proj.weight"), &[HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.k_proj.weight"), &[KV_HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.v_proj.weight"), &[KV_HEADS * hd, HIDDEN], 0.4, 0.0);
-        put(format!("{p}.self_attn.o_proj.weight"), &[HIDDEN, HEADS * hd], 0.3, 0.0);
-        put(format!("{p}.post_attention_layernorm.weight"), &[HIDDEN], 0.1, 1.0);
-        put(format!("{p}.mlp.gate_proj.weight"), &[FFN, HIDDEN], 0.3, 0.0);
-        put(format!("{p}.mlp.up_proj.weight"), &[FFN, HIDDEN], 0.3, 0.0);
-        put(format!("{p}.mlp.down_proj.weight"), &[HIDDEN, FFN], 0.3, 0.0);
+        put(format!("{p}.input_layernorm.weight"), &[hidden], 0.1, 1.0);
+        put(format!("{p}.self_attn.q_proj.weight"), &[d.heads * hd, hidden], scale(hidden, 0.4), 0.0);
+        put(format!("{p}.self_attn.k_proj.weight"), &[d.kv_heads * hd, hidden], scale(hidden, 0.4), 0.0);
+        put(format!("{p}.self_attn.v_proj.weight"), &[d.kv_heads * hd, hidden], scale(hidden, 0.4), 0.0);
+        put(format!("{p}.self_attn.o_proj.weight"), &[hidden, d.heads * hd], scale(hidden, 0.3), 0.0);
+        put(format!("{p}.post_attention_layernorm.weight"), &[hidden], 0.1, 1.0);
+        put(format!("{p}.mlp.gate_proj.weight"), &[ffn, hidden], scale(hidden, 0.3), 0.0);
+        put(format!("{p}.mlp.up_proj.weight"), &[ffn, hidden], scale(hidden, 0.3), 0.0);
+        put(format!("{p}.mlp.down_proj.weight"), &[hidden, ffn], scale(ffn, 0.3), 0.0);
     }
-    put("model.norm.weight".into(), &[HIDDEN], 0.1, 1.0);
+    put("model.norm.weight".into(), &[hidden], 0.1, 1.0);
     if !tied {
-        put("lm_head.weight".into(), &[VOCAB, HIDDEN], 0.3, 0.0);
+        put("lm_head.weight".into(), &[d.vocab, hidden], scale(hidden, 0.3), 0.0);
     }
     t
 }
@@ -178,7 +211,11 @@ pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
 }
 
 pub fn write_hf_dir(dir: &Path, tensors: &[(String, Tensor)], tied: bool) {
-    std::fs::write(dir.join("config.json"), config_json(tied)).unwrap();
+    write_hf_dir_for(dir, &TINY, tensors, tied)
+}
+
+pub fn write_hf_dir_for(dir: &Path, d: &LlamaDims, tensors: &[(String, Tensor)], tied: bool) {
+    std::fs::write(dir.join("config.json"), config_json_for(d, tied)).unwrap();
     let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
     candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
 }

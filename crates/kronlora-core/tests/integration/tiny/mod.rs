@@ -21,19 +21,37 @@ pub fn tensor(rng: &mut Lcg, shape: &[usize], scale: f32) -> Tensor {
 
 /// HF BertModel tensor names and shapes for CONFIG, random values.
 pub fn tiny_bert_tensors(seed: u64) -> HashMap<String, Tensor> {
+    bert_tensors(seed, &BertDims { vocab: 50, hidden: 16, layers: 2, ffn: 32, positions: 24, fan_in_scaled: false })
+}
+
+/// A BERT's sizes (heads live in the config only: they do not change tensor shapes).
+pub struct BertDims {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub layers: usize,
+    pub ffn: usize,
+    pub positions: usize,
+    /// Linear weights uniform in ±1.2/√fan_in (keeps activations sized through wide layers)
+    /// instead of ±0.3.
+    pub fan_in_scaled: bool,
+}
+
+/// HF BertModel tensor names and shapes for `d`, random values.
+pub fn bert_tensors(seed: u64, d: &BertDims) -> HashMap<String, Tensor> {
     let mut rng = Lcg::new(seed);
-    let (h, i) = (16, 32);
+    let (h, i) = (d.hidden, d.ffn);
     let mut t = HashMap::new();
     let mut put = |name: String, shape: &[usize], scale: f32, offset: f32| {
         let v = (tensor(&mut rng, shape, scale) + offset as f64).unwrap();
         t.insert(name, v);
     };
-    put("embeddings.word_embeddings.weight".into(), &[50, h], 0.5, 0.0);
-    put("embeddings.position_embeddings.weight".into(), &[24, h], 0.5, 0.0);
+    put("embeddings.word_embeddings.weight".into(), &[d.vocab, h], 0.5, 0.0);
+    put("embeddings.position_embeddings.weight".into(), &[d.positions, h], 0.5, 0.0);
     put("embeddings.token_type_embeddings.weight".into(), &[2, h], 0.5, 0.0);
     put("embeddings.LayerNorm.weight".into(), &[h], 0.1, 1.0);
     put("embeddings.LayerNorm.bias".into(), &[h], 0.1, 0.0);
-    for l in 0..2 {
+    let scale = |fan_in: usize| if d.fan_in_scaled { 1.2 / (fan_in as f32).sqrt() } else { 0.3 };
+    for l in 0..d.layers {
         let p = format!("encoder.layer.{l}");
         for (name, out, inp) in [
             ("attention.self.query", h, h),
@@ -43,7 +61,7 @@ pub fn tiny_bert_tensors(seed: u64) -> HashMap<String, Tensor> {
             ("intermediate.dense", i, h),
             ("output.dense", h, i),
         ] {
-            put(format!("{p}.{name}.weight"), &[out, inp], 0.3, 0.0);
+            put(format!("{p}.{name}.weight"), &[out, inp], scale(inp), 0.0);
             put(format!("{p}.{name}.bias"), &[out], 0.1, 0.0);
         }
         for norm in ["attention.output.LayerNorm", "output.LayerNorm"] {
