@@ -64,6 +64,7 @@ describe('kronlora CLI', () => {
     const out = json(r.stdout);
     expect(out).toMatchObject({
       command: 'info',
+      device: 'cpu',
       task: 'sequence-classification',
       linearModules: 12,
       adapter: { type: 'lora', rank: 4, alpha: 8 },
@@ -77,6 +78,7 @@ describe('kronlora CLI', () => {
     expect(out.trainableParameters.adapters.default).toBe(4 * 4 * (16 + 16));
     const human = cli(['info', '--model', bert]);
     expect(human.stdout).toMatch(/kron-lora \(rank 8, alpha 16, d_A1 2, d_A2 4\) on 12 modules: query, key, value, dense/);
+    expect(human.stdout).toMatch(/\n {2}device {9}cpu \((native|wasm) backend\)\n/);
   });
 
   it('trains, evaluates the saved adapter, and prints plain progress lines off a terminal', () => {

@@ -1,6 +1,8 @@
 /**
- * Backend selection: the native addon (napi-rs) when it loads, the WASM build otherwise.
- * `KRONLORA_BACKEND=native|wasm` forces one. Both expose the same raw interface below.
+ * Backend selection: the native addon (napi-rs) when it loads, the WASM build otherwise; for a
+ * model on a GPU (`device: 'cuda' | 'auto'`), the CUDA build of the native addon
+ * (`native/kronlora.<triple>.cuda.node`, `npm run build:cuda`) when it loads and sees a GPU.
+ * `KRONLORA_BACKEND=native|cuda|wasm` forces one. All expose the same raw interface below.
  *
  * The bindings' types are the declarations their builds generate from the Rust signatures
  * (napi-rs: native/native.d.ts, wasm-bindgen: wasm/kronlora_wasm.d.ts; scripts/build.sh writes
@@ -18,7 +20,7 @@ import { nodeStorage } from './node-storage.js';
 import { WasmHost } from './wasm-host.js';
 import type { WasmArgs, WasmMethod } from './wasm-worker.js';
 
-export type BackendName = 'native' | 'wasm';
+export type BackendName = 'native' | 'cuda' | 'wasm';
 
 /** A tensor as the bindings pass it. */
 export type RawNamedTensor = Native.NamedTensor;
@@ -70,6 +72,8 @@ export interface Binding {
   savedAdapter(dir: string): string;
   /** JSON `{ task, modelOptions }`: how to load the model at `modelPath` to train it with `{ task?, data }`. */
   trainingSetup(modelPath: string, optionsJson: string): string;
+  /** How many CUDA GPUs this backend can use (0 but for the CUDA addon on a machine with a GPU). */
+  cudaDeviceCount(): number;
 }
 
 /**
@@ -105,10 +109,33 @@ async function settle<T>(promise: () => Promise<T>): Promise<T> {
   }
 }
 
+/** The CUDA addon: `KRONLORA_CUDA_ADDON` if set (a path), else the one `npm run build:cuda` writes. */
+export function cudaAddonPath(): string {
+  return process.env.KRONLORA_CUDA_ADDON || join(packageRoot, 'native', `kronlora.${nativeTriple()}.cuda.node`);
+}
+
 function loadNative(): Binding {
   const file = join(packageRoot, 'native', `kronlora.${nativeTriple()}.node`);
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
-  const mod = require(file) as typeof Native;
+  return nativeBinding('native', require(file) as typeof Native);
+}
+
+/**
+ * The CUDA addon is built with candle's `cuda` feature, which links the driver, cuBLAS, cuRAND
+ * and NVRTC: on a machine without them `require` fails (dlopen names the missing library), and
+ * with them but no GPU it loads and counts none. Either way it is not used.
+ */
+function loadCuda(): Binding {
+  const file = cudaAddonPath();
+  if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build:cuda\`)`);
+  const binding = nativeBinding('cuda', require(file) as typeof Native);
+  if (binding.cudaDeviceCount() === 0) {
+    throw new Error(`${file} loaded but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)`);
+  }
+  return binding;
+}
+
+function nativeBinding(name: 'native' | 'cuda', mod: typeof Native): Binding {
   const wrap = (m: Native.NativeModel): RawModel => ({
     describe: () => settle(async () => m.describe()),
     addAdapter: (name, json) => settle(async () => m.addAdapter(name, json)),
@@ -126,11 +153,12 @@ function loadNative(): Binding {
     dispose: () => {},
   });
   return {
-    name: 'native',
+    name,
     createLayer: (kind, json, weight, bias) => new mod.NativeLayer(kind, json, weight, bias),
     factorization: (dim, factor) => mod.factorization(dim, factor),
     savedAdapter: (dir) => mod.savedAdapter(dir),
     trainingSetup: (modelPath, json) => mod.trainingSetup(modelPath, json),
+    cudaDeviceCount: () => mod.cudaDeviceCount(),
     loadModel: async (source, json) => {
       if (typeof source !== 'string') {
         throw new KronLoraError('ERR_UNSUPPORTED', 'the native backend loads models from a path; file bytes are for the WASM backend');
@@ -173,6 +201,7 @@ function loadWasm(): Binding {
     // These read a few small files on this thread, through the same storage as the worker.
     savedAdapter: (dir) => mod.savedAdapter(dir, nodeStorage),
     trainingSetup: (modelPath, json) => mod.trainingSetup(modelPath, json, nodeStorage),
+    cudaDeviceCount: () => mod.cudaDeviceCount(),
     loadModel: async (source, optionsJson) => {
       const files = typeof source === 'string' ? { path: source } : { files: source };
       return wrap(await host.request<number>({ op: 'load', ...files, optionsJson }));
@@ -204,7 +233,7 @@ function wasmTraining(host: WasmHost, model: number, optionsJson: string): RawTr
   };
 }
 
-const loaders: Record<BackendName, () => Binding> = { native: loadNative, wasm: loadWasm };
+const loaders: Record<BackendName, () => Binding> = { native: loadNative, cuda: loadCuda, wasm: loadWasm };
 const loaded = new Map<BackendName, Binding>();
 
 /** Load one backend by name (cached), or throw a `KronLoraError` saying why it is unavailable. */
@@ -213,7 +242,7 @@ export function loadBackend(name: BackendName): Binding {
   if (cached) return cached;
   const loader = loaders[name];
   if (!loader) {
-    throw new KronLoraError('ERR_BACKEND', `unknown backend "${String(name)}"; use "native" or "wasm"`);
+    throw new KronLoraError('ERR_BACKEND', `unknown backend "${String(name)}"; use "native", "cuda" or "wasm"`);
   }
   try {
     const binding = loader();
@@ -230,14 +259,34 @@ export function loadBackend(name: BackendName): Binding {
 
 let chosen: Binding | undefined;
 
+/** `KRONLORA_BACKEND`, checked; undefined when unset. */
+function forcedBackend(): BackendName | undefined {
+  const forced = process.env.KRONLORA_BACKEND?.trim();
+  if (!forced) return undefined;
+  if (forced !== 'native' && forced !== 'cuda' && forced !== 'wasm') {
+    throw new KronLoraError('ERR_BACKEND', `KRONLORA_BACKEND must be "native", "cuda" or "wasm", got "${forced}"`);
+  }
+  return forced;
+}
+
+/**
+ * `KRONLORA_DEVICE`, checked; undefined when unset. When set it overrides every model's `device`
+ * option, so a program written for a GPU runs on the CPU (or the other way) unchanged.
+ */
+export function deviceOverride(): string | undefined {
+  const device = process.env.KRONLORA_DEVICE?.trim();
+  if (!device) return undefined;
+  if (!/^(cpu|auto|cuda|cuda:\d+)$/.test(device)) {
+    throw new KronLoraError('ERR_INVALID_OPTION', `KRONLORA_DEVICE must be "cpu", "cuda", "cuda:N" or "auto", got "${device}"`);
+  }
+  return device;
+}
+
 /** The backend in use: `KRONLORA_BACKEND` if set, else native, falling back to WASM. */
 export function defaultBinding(): Binding {
   if (chosen) return chosen;
-  const forced = process.env.KRONLORA_BACKEND?.trim();
+  const forced = forcedBackend();
   if (forced) {
-    if (forced !== 'native' && forced !== 'wasm') {
-      throw new KronLoraError('ERR_BACKEND', `KRONLORA_BACKEND must be "native" or "wasm", got "${forced}"`);
-    }
     chosen = loadBackend(forced);
   } else {
     try {
@@ -247,4 +296,38 @@ export function defaultBinding(): Binding {
     }
   }
   return chosen;
+}
+
+let warnedCuda = false;
+
+/**
+ * The backend a model on `device` runs on: the CUDA addon for `cuda`, `cuda:N` and (when it
+ * loads and sees a GPU) `auto`, else the default backend. `auto` without a usable CUDA addon
+ * falls back to the CPU, with one warning per process when an addon exists but cannot be used
+ * (none when no CUDA addon is installed: that is the CPU-only setup, not a fault);
+ * an explicit `cuda` fails with the reason instead.
+ */
+export function bindingForDevice(device: string | undefined): Binding {
+  const forced = forcedBackend();
+  if (forced || device === undefined || !/^(auto|cuda|cuda:\d+)$/.test(device)) {
+    // `cpu`, and names the core rejects with the list of accepted ones.
+    return defaultBinding();
+  }
+  try {
+    return loadBackend('cuda');
+  } catch (error) {
+    const reason = error instanceof KronLoraError && error.cause instanceof Error ? error.cause.message : String(error);
+    if (device !== 'auto') {
+      throw new KronLoraError('ERR_UNSUPPORTED', `device "${device}" needs the CUDA addon, which cannot be used: ${reason}`, {
+        cause: error,
+      });
+    }
+    if (!warnedCuda && existsSync(cudaAddonPath())) {
+      warnedCuda = true;
+      process.emitWarning(`kronlora: device "auto" runs on the CPU: the CUDA addon cannot be used: ${reason}`, {
+        code: 'KRONLORA_NO_CUDA',
+      });
+    }
+    return defaultBinding();
+  }
 }

@@ -1,10 +1,11 @@
 /**
  * kronlora: Kron-LoRA (`ΔW = A ⊗ (B1·B2)`) and LoRA adapters with a Rust core.
  *
- * Everything here runs on the backend `backend()` names (native addon, or WASM as fallback);
+ * Everything here runs on the backend `backend()` names (native addon, or WASM as fallback; the
+ * CUDA build of the addon for models on a GPU);
  * `withBackend(name)` gives the same API pinned to one backend.
  */
-import { type BackendName, type Binding, defaultBinding, loadBackend } from './backend.js';
+import { type BackendName, type Binding, bindingForDevice, defaultBinding, deviceOverride, loadBackend } from './backend.js';
 import { call } from './errors.js';
 import { layersOn } from './layers.js';
 import { type LoadModelOptions, Model } from './model.js';
@@ -55,9 +56,13 @@ export function factorization(dim: number, factor = -1): [number, number] {
   return factorizationOn(defaultBinding(), dim, factor);
 }
 
-/** The backend in use: `'native'` or `'wasm'` (set `KRONLORA_BACKEND` to force one). */
+/**
+ * The backend `loadModel` uses for a model without a `device` option: `'native'`, `'wasm'`, or
+ * `'cuda'` (the CUDA addon, when `KRONLORA_DEVICE` asks for a GPU). `KRONLORA_BACKEND` forces one.
+ * A model's own `backend` and `device` say where it runs.
+ */
 export function backend(): BackendName {
-  return defaultBinding().name;
+  return bindingForDevice(deviceOverride()).name;
 }
 
 /** The whole API pinned to one backend, e.g. to compare native and WASM in one process. */

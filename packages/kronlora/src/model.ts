@@ -2,7 +2,7 @@
  * `loadModel` and `Model`: a pretrained transformer (BERT-family encoder or Llama-family
  * decoder) with Kron-LoRA / LoRA adapters. Everything runs in the Rust core off the JS thread.
  */
-import { type Binding, type FloatRows, type ModelFiles, type RawModel, defaultBinding } from './backend.js';
+import { type Binding, type FloatRows, type ModelFiles, type RawModel, bindingForDevice, deviceOverride } from './backend.js';
 import { KronLoraError } from './errors.js';
 import { type EvalMetrics, type DataSource, type TrainOptions, type TrainTask, TrainingRun } from './training.js';
 
@@ -17,7 +17,9 @@ export interface LoadModelOptions {
   seed?: number;
   /**
    * Where the weights, adapters, batches and optimiser state live: `cpu` (default), `cuda`,
-   * `cuda:N`, or `auto` (a GPU when this build has CUDA and one is present, else the CPU).
+   * `cuda:N`, or `auto` (a GPU when the CUDA addon loads and sees one, else the CPU, with one
+   * warning when a CUDA addon is installed but cannot be used). `KRONLORA_DEVICE`, when set,
+   * overrides this option.
    */
   device?: Device;
 }
@@ -191,7 +193,8 @@ export class Model {
     if (typeof options !== 'object' || options === null) {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadModel options must be an object like { task, numLabels }');
     }
-    const raw = await binding.loadModel(source, toJson(options));
+    const device = deviceOverride() ?? options.device;
+    const raw = await binding.loadModel(source, toJson(device === undefined ? options : { ...options, device }));
     const description: Description = JSON.parse(await raw.describe());
     return new Model(raw, description.architecture, description.task, binding.name, description);
   }
@@ -299,5 +302,5 @@ export class Model {
  * files may also be given as bytes: `{ 'config.json': Uint8Array, ... }`.
  */
 export function loadModel(source: ModelFiles, options?: LoadModelOptions): Promise<Model> {
-  return Model.create(defaultBinding(), source, options);
+  return Model.create(bindingForDevice(deviceOverride() ?? options?.device), source, options);
 }

@@ -59,6 +59,7 @@ Examples:
           command: 'info',
           model: f.model,
           backend: model.backend,
+          device: model.device,
           architecture: model.architecture,
           task: model.task,
           adapter,
@@ -73,6 +74,7 @@ Examples:
     io.out(`${f.model}`);
     io.out(`  architecture   ${model.architecture}`);
     io.out(`  task           ${model.task}`);
+    io.out(`  device         ${model.device} (${model.backend} backend)`);
     io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
     io.out(`  linear modules ${modules.length}`);
     io.out(

@@ -3,16 +3,16 @@
  * adapter config from flags, and reading what a saved adapter directory says about itself.
  */
 import { existsSync } from 'node:fs';
-import { backend, withBackend } from '../index.js';
+import { withBackend } from '../index.js';
 import type { AdapterConfig, LoadModelOptions, Model, Task } from '../model.js';
 import type { TrainTask } from '../training.js';
 import { KronLoraError, call } from '../errors.js';
-import { type Binding, defaultBinding, loadBackend } from '../backend.js';
+import { type BackendName, type Binding, bindingForDevice, defaultBinding, deviceOverride, loadBackend } from '../backend.js';
 import { type Command, Option } from 'commander';
 
 export interface CommonFlags {
   model: string;
-  backend?: 'native' | 'wasm';
+  backend?: BackendName;
   device?: string;
   json?: boolean;
   debug?: boolean;
@@ -28,9 +28,12 @@ export interface AdapterFlags {
   dropout: string;
 }
 
-/** The API on `--backend`, else on the default backend (KRONLORA_BACKEND, else native, else WASM). */
+/**
+ * The API on `--backend`, else on the backend for `--device` (the CUDA addon for a GPU, else
+ * KRONLORA_BACKEND, else native, else WASM).
+ */
 export function api(flags: CommonFlags) {
-  return withBackend(flags.backend ?? backend());
+  return withBackend(flags.backend ?? bindingForDevice(deviceOverride() ?? flags.device).name);
 }
 
 export function checkFile(flag: string, path: string): void {
@@ -113,8 +116,14 @@ export function adapterOptions(cmd: Command): Command {
 export function common(cmd: Command): Command {
   return cmd
     .requiredOption('--model <path>', 'Hugging Face model directory or .gguf file')
-    .addOption(new Option('--backend <name>', 'native addon or WASM (default: native when it loads)').choices(['native', 'wasm']))
-    .option('--device <device>', 'cpu (default), cuda, cuda:N or auto')
+    .addOption(
+      new Option('--backend <name>', 'native addon, its CUDA build, or WASM (default: native when it loads)').choices([
+        'native',
+        'cuda',
+        'wasm',
+      ]),
+    )
+    .option('--device <device>', 'cpu (default), cuda, cuda:N or auto (a GPU when the CUDA addon sees one); KRONLORA_DEVICE overrides')
     .option('--json', 'print one JSON object with the result instead of text')
     .option('--debug', 'print stack traces on errors');
 }
