@@ -50,10 +50,15 @@ if [[ ! -f $stamp || $(cat "$stamp") != "${packages[*]}" ]]; then
     so=$(cd "$toolkit/lib" && ls lib$lib.so.* | head -n1)
     ln -sf "$so" "$toolkit/lib/lib$lib.so"
   done
-  # libcuda is the driver's, never on PyPI: link against an empty stub with its SONAME (as the
-  # toolkit's own lib/stubs/libcuda.so is); the real driver provides the symbols at load time.
+  # libcuda is the driver's, never on PyPI: link against a stub with its SONAME that defines
+  # every cu* name cuda.h mentions (as the toolkit's own lib/stubs/libcuda.so does; an empty one
+  # links the addon but not the test executable, which may leave no symbol undefined). The real
+  # driver provides the functions at load time.
   mkdir -p "$toolkit/lib/stubs"
-  echo 'void kronlora_libcuda_stub(void) {}' > "$root/stub.c"
+  {
+    echo 'int kronlora_libcuda_stub(void) { return 0; }'
+    grep -ohE '\bcu[A-Z][A-Za-z0-9_]*\b' "$toolkit/include/cuda.h" | sort -u | sed 's/.*/int &(void) { return 999; }/'
+  } > "$root/stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$toolkit/lib/stubs/libcuda.so" "$root/stub.c"
   echo "${packages[*]}" > "$stamp"
 fi
