@@ -63,6 +63,23 @@ describe('backend selection', () => {
     expect(out).toBe('ERR_BACKEND: KRONLORA_BACKEND must be "native", "cuda" or "wasm", got "gpu"');
   });
 
+  it("loading the native addon turns off candle's busy-waiting pool threads, unless the user set it", () => {
+    const code = `import { loadModel } from 'kronlora';
+      const before = process.env.CANDLE_BARRIER_POOL_SPIN_LIMIT;
+      const m = await loadModel(${JSON.stringify(tinyBertDir())});
+      await m.embed(['the movie']);
+      console.log(m.backend, before, process.env.CANDLE_BARRIER_POOL_SPIN_LIMIT);`;
+    // This test process has loaded the addon too: start the children without its setting.
+    const { CANDLE_BARRIER_POOL_SPIN_LIMIT: _, ...env } = process.env;
+    const run = (extra: Record<string, string>) =>
+      execFileSync(process.execPath, ['--input-type=module', '-e', code], {
+        env: { ...env, KRONLORA_BACKEND: 'native', ...extra },
+        encoding: 'utf8',
+      }).trim();
+    expect(run({})).toBe('native undefined 0');
+    expect(run({ CANDLE_BARRIER_POOL_SPIN_LIMIT: '500' })).toBe('native 500 500');
+  });
+
   it('WASM models load in a process started with --input-type=module -e (worker flags are filtered)', () => {
     const dir = tinyBertDir(5);
     const out = runWith(

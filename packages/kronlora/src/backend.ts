@@ -114,9 +114,24 @@ export function cudaAddonPath(): string {
   return process.env.KRONLORA_CUDA_ADDON || join(packageRoot, 'native', `kronlora.${nativeTriple()}.cuda.node`);
 }
 
+/**
+ * candle runs its element-wise ops (residual adds, every gradient accumulation in backward) on
+ * a pool of its own besides kronlora's, whose threads busy-wait 25 000 `pause`s after each op
+ * before sleeping (`CANDLE_BARRIER_POOL_SPIN_LIMIT`, read once, when candle first needs the
+ * pool). A training step runs hundreds of such ops between GEMMs, so on a machine with as many
+ * cores as threads the spinning thread takes CPU from the GEMM that follows: a MiniLM step was
+ * ~6 % faster with it off (README, issue 11). Parking at once costs a futex wake per op instead.
+ * Set here, before the addon loads, through Node's own environment (a Rust `set_var` would race
+ * with other threads' `getenv`); a value the user set is kept.
+ */
+function quietCandleThreads(): void {
+  process.env.CANDLE_BARRIER_POOL_SPIN_LIMIT ??= '0';
+}
+
 function loadNative(): Binding {
   const file = join(packageRoot, 'native', `kronlora.${nativeTriple()}.node`);
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
+  quietCandleThreads();
   return nativeBinding('native', require(file) as typeof Native);
 }
 
@@ -128,6 +143,7 @@ function loadNative(): Binding {
 function loadCuda(): Binding {
   const file = cudaAddonPath();
   if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build:cuda\`)`);
+  quietCandleThreads();
   const binding = nativeBinding('cuda', require(file) as typeof Native);
   if (binding.cudaDeviceCount() === 0) {
     throw new Error(`${file} loaded but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)`);
