@@ -15,6 +15,17 @@ SHAPES = [
     ("up input grad", 2048, 1536, 384, False),
     ("down input grad", 2048, 384, 1536, False),
     ("LoRA B grad (k = tokens)", 384, 2048, 16, False),
+    ("LoRA A grad (k = tokens)", 16, 2048, 384, False),
+    ("Kron B1 grad (k = 4 · tokens)", 96, 8192, 8, False),
+    ("Kron B2 grad (k = 2 · tokens)", 8, 4096, 192, False),
+    ("LoRA update forward", 2048, 16, 384, True),
+    ("Kron update forward", 8192, 8, 96, True),
+    ("LoRA left grad", 2048, 384, 16, False),
+    ("Kron left grad", 8192, 96, 8, False),
+    ("LoRA input grad via A", 2048, 16, 384, False),
+    ("Kron input grad via B2", 4096, 8, 192, False),
+    ("LoRA first product", 2048, 384, 16, True),
+    ("Kron first product", 4096, 192, 8, True),
 ]
 for what, m, k, n, transposed in SHAPES:
     a = torch.randn(m, k)
@@ -28,4 +39,4 @@ for what, m, k, n, transposed in SHAPES:
         run()
         times.append(time.perf_counter() - t0)
     median = sorted(times)[len(times) // 2]
-    print(json.dumps({"what": what, "m": m, "k": k, "n": n, "ms": round(median * 1e3, 3), "gflops": round(2 * m * k * n / median / 1e9, 1)}))
+    print(json.dumps({"what": what, "m": m, "k": k, "n": n, "ms": round(median * 1e3, 3), "gflops": round(2 * m * k * n / median / 1e9, 1)}, ensure_ascii=False))

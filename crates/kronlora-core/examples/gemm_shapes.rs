@@ -16,6 +16,19 @@ fn main() -> candle_core::Result<()> {
         ("up input grad", 2048, 1536, 384, false),
         ("down input grad", 2048, 384, 1536, false),
         ("LoRA B grad (k = tokens)", 384, 2048, 16, false),
+        ("LoRA A grad (k = tokens)", 16, 2048, 384, false),
+        // Kron-LoRA (d_A1 = 2, d_A2 = 4, r = 8) on a 384 → 384 layer: its factor gradients
+        // reduce over 2 or 4 rows per token into outputs of a few hundred elements.
+        ("Kron B1 grad (k = 4 · tokens)", 96, 8192, 8, false),
+        ("Kron B2 grad (k = 2 · tokens)", 8, 4096, 192, false),
+        ("LoRA update forward", 2048, 16, 384, true),
+        ("Kron update forward", 8192, 8, 96, true),
+        ("LoRA left grad", 2048, 384, 16, false),
+        ("Kron left grad", 8192, 96, 8, false),
+        ("LoRA input grad via A", 2048, 16, 384, false),
+        ("Kron input grad via B2", 4096, 8, 192, false),
+        ("LoRA first product", 2048, 384, 16, true),
+        ("Kron first product", 4096, 192, 8, true),
     ];
     let dev = Device::Cpu;
     for (what, m, k, n, transposed) in shapes {
