@@ -1,10 +1,17 @@
 """GFLOP/s of PyTorch's CPU matmul on the products of a MiniLM training step (the shapes of
-crates/kronlora-core/examples/gemm_shapes.rs), one JSON line per shape.
-    python bench/gemm_shapes.py   (threads: torch.set_num_threads(2))"""
+crates/kronlora-core/examples/gemm_shapes.rs), one JSON line per shape and library.
+    python bench/gemm_shapes.py           (threads: torch.set_num_threads(2))
+    python bench/gemm_shapes.py --numpy   (numpy's BLAS too, on 2 threads: its wheels bundle
+                                           OpenBLAS, a candidate BLAS for the frozen base)"""
 import json
+import os
+import sys
 import time
 
-import torch
+# OpenBLAS reads its thread count when it loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "2")
+import numpy  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 SHAPES = [
@@ -27,10 +34,7 @@ SHAPES = [
     ("LoRA first product", 2048, 384, 16, True),
     ("Kron first product", 4096, 192, 8, True),
 ]
-for what, m, k, n, transposed in SHAPES:
-    a = torch.randn(m, k)
-    b = torch.randn(n, k) if transposed else torch.randn(k, n)
-    run = (lambda: a @ b.t()) if transposed else (lambda: a @ b)
+def report(library, what, m, k, n, run):
     for _ in range(3):
         run()
     times = []
@@ -39,4 +43,14 @@ for what, m, k, n, transposed in SHAPES:
         run()
         times.append(time.perf_counter() - t0)
     median = sorted(times)[len(times) // 2]
-    print(json.dumps({"what": what, "m": m, "k": k, "n": n, "ms": round(median * 1e3, 3), "gflops": round(2 * m * k * n / median / 1e9, 1)}, ensure_ascii=False))
+    line = {"library": library, "what": what, "m": m, "k": k, "n": n, "ms": round(median * 1e3, 3)}
+    print(json.dumps({**line, "gflops": round(2 * m * k * n / median / 1e9, 1)}, ensure_ascii=False))
+
+
+for what, m, k, n, transposed in SHAPES:
+    a = torch.randn(m, k)
+    b = torch.randn(n, k) if transposed else torch.randn(k, n)
+    report("torch", what, m, k, n, (lambda: a @ b.t()) if transposed else (lambda: a @ b))
+    if "--numpy" in sys.argv:
+        an, bn = a.numpy(), b.numpy()
+        report(f"numpy {numpy.__version__}", what, m, k, n, (lambda: an @ bn.T) if transposed else (lambda: an @ bn))

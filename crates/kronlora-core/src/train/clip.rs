@@ -1,17 +1,25 @@
 //! Gradient clipping by global norm, as `torch.nn.utils.clip_grad_norm_`.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::Result;
 
 /// The global L2 norm of `grads` (non-finite if any gradient is).
+///
+/// The per-tensor sums of squares stay on the gradients' device and are added there in f64;
+/// only the total is read back, so on a GPU a step waits for one device→host copy here, not
+/// one per adapter factor.
 pub fn grad_norm(grads: &[Option<Tensor>]) -> Result<f64> {
-    let mut total = 0f64;
-    for g in grads.iter().flatten() {
-        total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let sums = grads
+        .iter()
+        .flatten()
+        .map(|g| g.sqr()?.sum_all()?.to_dtype(DType::F64))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    if sums.is_empty() {
+        return Ok(0.0);
     }
-    Ok(total.sqrt())
+    Ok(Tensor::stack(&sums, 0)?.sum_all()?.to_scalar::<f64>()?.sqrt())
 }
 
 /// Scale `grads` so that their global L2 norm is at most `max_norm`; returns the norm before
