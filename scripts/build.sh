@@ -9,7 +9,8 @@ source scripts/env.sh
 pnpm install --frozen-lockfile --reporter=append-only
 echo "build: native addon (napi-rs)"
 (cd packages/kronlora && node_modules/.bin/napi build --platform --release \
-  --manifest-path ../../crates/kronlora-node/Cargo.toml --output-dir native --no-js --dts native.d.ts)
+  --manifest-path ../../crates/kronlora-node/Cargo.toml --output-dir native --no-js --dts native.d.ts \
+  ${KRONLORA_FEATURES:+--features "$KRONLORA_FEATURES"})
 echo "build: WASM backend"
 bash scripts/build-wasm.sh
 echo "build: TypeScript"

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::cpu_slices::{contiguous_f32, cpu_f32};
 use super::fused::fusable;
 use super::matmul_t::{frozen_matmul, matmul_t};
-use super::strided_gemm::gemm_into_parallel;
+use super::strided_gemm::{gemm_into_parallel, View};
 
 /// An adapter's update `Δy` as the product `left · rightᵀ`: `left [rows, r]`, `right [cols, r]`,
 /// the `[rows, cols]` result read row-major as the layer's `[.., out]` output.
@@ -61,7 +61,7 @@ impl FrozenLinear {
         // SAFETY: sizes were checked in `frozen_linear` / `check_update`; `y` is a fresh buffer.
         // Wᵀ is read in place: element (i, j) of Wᵀ is W[j, i], at row stride 1, column stride k.
         unsafe {
-            gemm_into_parallel((m, n, k), c, self.bias.is_some(), (x.as_ptr(), k, 1), (w.as_ptr(), 1, k), 1.0);
+            frozen_gemm((m, n, k), c, self.bias.is_some(), (x.as_ptr(), k, 1), (w.as_ptr(), 1, k));
             if let Some((left, right, r)) = update {
                 let cols = right.len() / r;
                 let rows = m * n / cols;
@@ -73,9 +73,26 @@ impl FrozenLinear {
     }
 
     /// `∂L/∂x = g · W` for the output gradient `g`.
+    #[cfg(not(all(feature = "openblas", target_os = "linux")))]
     fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (_, n) = self.k_n();
         grad.reshape((self.m, n))?.matmul(&self.weight)?.reshape(x.shape())
+    }
+
+    /// `∂L/∂x = g · W` for the output gradient `g`, through OpenBLAS.
+    #[cfg(all(feature = "openblas", target_os = "linux"))]
+    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        let (k, n) = self.k_n();
+        let m = self.m;
+        let g = grad.contiguous()?;
+        let (gs, gl) = g.storage_and_layout();
+        let g = cpu_f32(&gs, gl)?;
+        let (ws, wl) = self.weight.storage_and_layout();
+        let w = cpu_f32(&ws, wl)?;
+        let mut dx = vec![0f32; m * k];
+        // SAFETY: g is [m, n] and W [n, k], both contiguous; dx is a fresh [m, k] buffer.
+        unsafe { frozen_gemm((m, k, n), (dx.as_mut_ptr(), k, 1), false, (g.as_ptr(), n, 1), (w.as_ptr(), k, 1)) };
+        Tensor::from_vec(dx, x.shape(), x.device())
     }
 }
 
@@ -202,4 +219,23 @@ pub fn frozen_linear(
         None => x.apply_op1(op),
         Some(u) => x.apply_op3(&u.left.contiguous()?, &u.right.contiguous()?, op),
     }
+}
+
+/// The frozen weight's product, `C (+)= A·B`: OpenBLAS with `--features openblas` where its
+/// layouts allow, else gemm.
+///
+/// # Safety
+/// As `strided_gemm::gemm_into`.
+unsafe fn frozen_gemm(
+    mnk: (usize, usize, usize),
+    c: View<*mut f32>,
+    accumulate: bool,
+    a: View<*const f32>,
+    b: View<*const f32>,
+) {
+    #[cfg(all(feature = "openblas", target_os = "linux"))]
+    if super::openblas::try_gemm(mnk, c, accumulate, a, b, 1.0) {
+        return;
+    }
+    gemm_into_parallel(mnk, c, accumulate, a, b, 1.0)
 }

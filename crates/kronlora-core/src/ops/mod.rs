@@ -9,6 +9,8 @@ mod kron;
 mod kron_mix;
 mod linear;
 mod matmul_t;
+#[cfg(all(feature = "openblas", target_os = "linux"))]
+mod openblas;
 mod rms_norm;
 mod rope;
 mod strided_gemm;
