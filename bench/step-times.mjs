@@ -1,6 +1,7 @@
 // Median training-step seconds of one short kronlora run, for A/B comparisons of two builds or
 // settings in alternation (the README's Kron-LoRA block-diagonal and OpenBLAS figures):
 //   KIND=lora|kron-lora STEPS=12 RAYON_NUM_THREADS=2 node bench/step-times.mjs
+// BACKEND=wasm runs the WASM backend instead of the native addon (one thread).
 // Same model, data and adapters as bench/train.mjs (run that once first: it writes the data);
 // steps 1–2 are warm-up. Prints each step's seconds and loss, then the median.
 import { readFileSync } from 'node:fs';
@@ -17,7 +18,7 @@ const records = readFileSync(join(root, '.cache/data/bench-train/long.jsonl'), '
   .filter(Boolean)
   .map((l) => JSON.parse(l));
 if (records.length < steps * 16) throw new Error(`${records.length} records; run bench/train.mjs first or lower STEPS`);
-const model = await withBackend('native').loadModel(join(root, '.cache/models/minilm'), {
+const model = await withBackend(process.env.BACKEND ?? 'native').loadModel(join(root, '.cache/models/minilm'), {
   task: 'sequence-classification',
   numLabels: 2,
 });
