@@ -111,6 +111,13 @@ impl NativeModel {
         self.run(move |m| api::save_adapter(m, &FsStorage, &dir, name.as_deref()))
     }
 
+    /// Write adapter `name` (default: the only one) to `path` as `{ format, name? }` says:
+    /// "peft-lora" (a directory) or "gguf-lora" (a file for llama.cpp).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn export_adapter(&self, path: String, options_json: String) -> AsyncTask<CoreTask<()>> {
+        self.run(move |m| api::export_adapter(m, &FsStorage, &path, &options_json))
+    }
+
     /// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn load_adapter(&self, dir: String, name: Option<String>) -> AsyncTask<CoreTask<u32>> {

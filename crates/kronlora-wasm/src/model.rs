@@ -107,6 +107,11 @@ impl WasmModel {
         api::save_adapter(&self.inner, &JsStorage::new(storage), dir, name.as_deref()).map_err(js_error)
     }
 
+    #[wasm_bindgen(js_name = exportAdapter)]
+    pub fn export_adapter(&self, path: &str, options_json: &str, storage: JsValue) -> Result<(), JsError> {
+        api::export_adapter(&self.inner, &JsStorage::new(storage), path, options_json).map_err(js_error)
+    }
+
     #[wasm_bindgen(js_name = loadAdapter)]
     pub fn load_adapter(&mut self, dir: &str, name: Option<String>, storage: JsValue) -> Result<u32, JsError> {
         api::load_adapter(&mut self.inner, &JsStorage::new(storage), dir, name.as_deref())

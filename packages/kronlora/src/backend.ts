@@ -49,6 +49,8 @@ export interface RawModel {
   train(optionsJson: string): Promise<RawTraining>;
   evaluate(dataJson: string, optionsJson: string): Promise<string>;
   saveAdapter(dir: string, name?: string): Promise<void>;
+  /** `optionsJson`: `{ format, name? }`, checked by the core. */
+  exportAdapter(path: string, optionsJson: string): Promise<void>;
   loadAdapter(dir: string, name?: string): Promise<number>;
   dispose(): void;
 }
@@ -165,6 +167,7 @@ function nativeBinding(name: 'native' | 'cuda', mod: typeof Native): Binding {
     },
     evaluate: (data, json) => settle(() => m.evaluate(data, json)),
     saveAdapter: (dir, name) => settle(() => m.saveAdapter(dir, name ?? null)),
+    exportAdapter: (path, json) => settle(() => m.exportAdapter(path, json)),
     loadAdapter: (dir, name) => settle(() => m.loadAdapter(dir, name ?? null)),
     dispose: () => {},
   });
@@ -205,6 +208,7 @@ function loadWasm(): Binding {
       train: async (optionsJson) => wasmTraining(host, model, optionsJson),
       evaluate: (data, json) => call('evaluate', data, json),
       saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
+      exportAdapter: (path, json) => call('exportAdapter', path, json),
       loadAdapter: (dir, name) => call('loadAdapter', dir, name ?? null),
       dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
     };

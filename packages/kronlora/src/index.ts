@@ -20,6 +20,7 @@ export type {
   AdapterConfig,
   Classification,
   Device,
+  ExportFormat,
   Family,
   GenerateOptions,
   Generation,

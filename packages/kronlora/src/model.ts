@@ -30,6 +30,9 @@ export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 /** Encoders (BERT family) give hidden states; decoders (Llama family) are causal LMs. */
 export type Family = 'encoder' | 'decoder';
 
+/** What `exportAdapter` writes: a PEFT LoRA directory, or a GGUF LoRA file for llama.cpp. */
+export type ExportFormat = 'peft-lora' | 'gguf-lora';
+
 export interface AdapterConfig {
   type: 'kron-lora' | 'lora';
   rank: number;
@@ -280,6 +283,24 @@ export class Model {
   async saveAdapter(dir: string, options: { name?: string } = {}): Promise<void> {
     if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveAdapter expects a directory path');
     await this.raw.saveAdapter(dir, checkName(options));
+  }
+
+  /**
+   * Write an adapter (default: the only one) for other tools to serve:
+   * - `format: 'peft-lora'`: a PEFT LoRA directory (`PeftModel.from_pretrained` loads it). A
+   *   Kron-LoRA adapter is written as the plain LoRA it exactly is, of rank `kronIn·r` per module
+   *   (`rank_pattern` where modules differ), with the trained head as `modules_to_save`.
+   * - `format: 'gguf-lora'`: one GGUF LoRA file in llama.cpp's names and layout, for a
+   *   Llama-family model; llama.cpp and node-llama-cpp apply it to the GGUF base at scale 1.
+   * Written atomically; rejects with `ERR_WOULD_OVERWRITE`, touching nothing, where files are in
+   * the way that kronlora did not write.
+   */
+  async exportAdapter(path: string, options: { format: ExportFormat; name?: string }): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'exportAdapter expects a path');
+    if (typeof options !== 'object' || options === null) {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', "exportAdapter expects options { format: 'peft-lora' | 'gguf-lora', name? }");
+    }
+    await this.raw.exportAdapter(path, toJson(options));
   }
 
   /** Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained further. */

@@ -16,7 +16,8 @@ pub use adapter::adapter_plan;
 pub use device::{cuda_device_count, device, device_named};
 pub use layer::{adapter_kind, class_name, create_layer, layer_options};
 pub use model::{
-    add_adapter, classify_json, describe_json, generate_json, generate_options, load_model, model_options,
+    add_adapter, classify_json, describe_json, export_adapter, generate_json, generate_options, load_model,
+    model_options,
 };
 pub use train::{evaluate_json, event_json, train_json, training_setup_json};
 pub use train_options::{data_spec, eval_options, train_options};

@@ -8,9 +8,10 @@ use super::device::device;
 use super::fields::{bounded_int, invalid, json_error, positive_int, seed};
 use crate::error::{Error, Result};
 use crate::io::ModelSource;
+use crate::io::Storage;
 use crate::limits::MAX_NUM_LABELS;
 use crate::models::Task;
-use crate::pretrained::{GenerateOptions, ModelOptions, PretrainedModel};
+use crate::pretrained::{ExportFormat, GenerateOptions, ModelOptions, PretrainedModel};
 
 /// A result as the JSON the bindings hand to JavaScript.
 pub(crate) fn to_json<T: Serialize>(value: &T) -> Result<String> {
@@ -101,6 +102,31 @@ pub fn generate_options(json: &str) -> Result<GenerateOptions> {
 /// `generate` as JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
 pub fn generate_json(model: &PretrainedModel, prompt: &str, options_json: &str) -> Result<String> {
     to_json(&model.generate(prompt, &generate_options(options_json)?)?)
+}
+
+/// `exportAdapter(path, { format, name? })`: adapter `name` (default: the only one) written as
+/// `format` ("peft-lora": a directory, "gguf-lora": a file).
+pub fn export_adapter(model: &PretrainedModel, storage: &dyn Storage, path: &str, options_json: &str) -> Result<()> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        format: Option<Value>,
+        name: Option<Value>,
+    }
+    let raw: Raw = serde_json::from_str(options_json).map_err(|e| json_error("export options", e))?;
+    let formats = || ExportFormat::NAMES.map(|n| format!("\"{n}\"")).join(" or ");
+    let format = match raw.format.filter(|v| !v.is_null()) {
+        None => return Err(invalid(format!("option `format` is required: {}", formats()))),
+        Some(Value::String(s)) => ExportFormat::from_name(&s)
+            .ok_or_else(|| invalid(format!("option `format` must be {}, got \"{s}\"", formats())))?,
+        Some(v) => return Err(invalid(format!("option `format` must be a string ({}), got {v}", formats()))),
+    };
+    let name = match raw.name.filter(|v| !v.is_null()) {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(v) => return Err(invalid(format!("option `name` must be an adapter's name, got {v}"))),
+    };
+    model.export_adapter(storage, path, name.as_deref(), format)
 }
 
 #[cfg(test)]

@@ -171,35 +171,44 @@ impl GgufWeights {
     pub fn new(file: std::sync::Arc<GgufFile>, device: &Device, unpermute: Option<(usize, usize)>) -> Self {
         GgufWeights { file, device: device.clone(), unpermute, read: Default::default() }
     }
+}
 
-    /// The GGUF name of a Hugging Face Llama-family tensor name.
-    fn gguf_name(name: &str) -> Option<String> {
-        let fixed = match name {
-            "model.embed_tokens.weight" => Some("token_embd.weight"),
-            "model.norm.weight" => Some("output_norm.weight"),
-            "lm_head.weight" => Some("output.weight"),
-            _ => None,
-        };
-        if let Some(f) = fixed {
-            return Some(f.to_string());
-        }
-        let rest = name.strip_prefix("model.layers.")?;
-        let (layer, module) = rest.split_once('.')?;
-        let (module, suffix) = module.rsplit_once('.')?;
-        let g = match module {
-            "input_layernorm" => "attn_norm",
-            "post_attention_layernorm" => "ffn_norm",
-            "self_attn.q_proj" => "attn_q",
-            "self_attn.k_proj" => "attn_k",
-            "self_attn.v_proj" => "attn_v",
-            "self_attn.o_proj" => "attn_output",
-            "mlp.gate_proj" => "ffn_gate",
-            "mlp.up_proj" => "ffn_up",
-            "mlp.down_proj" => "ffn_down",
-            _ => return None,
-        };
-        Some(format!("blk.{layer}.{g}.{suffix}"))
+/// The GGUF name of a Hugging Face Llama-family tensor name.
+pub fn gguf_tensor_name(name: &str) -> Option<String> {
+    let fixed = match name {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some(f.to_string());
     }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, module) = rest.split_once('.')?;
+    let (module, suffix) = module.rsplit_once('.')?;
+    let g = match module {
+        "input_layernorm" => "attn_norm",
+        "post_attention_layernorm" => "ffn_norm",
+        "self_attn.q_proj" => "attn_q",
+        "self_attn.k_proj" => "attn_k",
+        "self_attn.v_proj" => "attn_v",
+        "self_attn.o_proj" => "attn_output",
+        "mlp.gate_proj" => "ffn_gate",
+        "mlp.up_proj" => "ffn_up",
+        "mlp.down_proj" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{g}.{suffix}"))
+}
+
+/// llama.cpp's `permute` of Q and K rows (its converter's, for interleaved RoPE):
+/// `[h, 2, hd/2, ..] → [h, hd/2, 2, ..]`; `unpermute` undoes it.
+pub fn permute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rest: usize = dims[1..].iter().product();
+    let half = dims[0] / heads / 2;
+    Ok(t.reshape((heads, 2, half, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
 }
 
 /// Undo llama.cpp's `permute`: `[h, hd/2, 2, ..] → [h, 2, hd/2, ..]`.
@@ -212,7 +221,7 @@ fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
 
 impl TensorSource for GgufWeights {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let g = Self::gguf_name(name)
+        let g = gguf_tensor_name(name)
             .ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
         let mut t = self.file.tensor(&g, &self.device)?;
         if t.dims() != shape {
@@ -242,7 +251,7 @@ impl TensorSource for GgufWeights {
     }
 
     fn contains(&self, name: &str) -> bool {
-        Self::gguf_name(name).is_some_and(|g| self.file.has_tensor(&g))
+        gguf_tensor_name(name).is_some_and(|g| self.file.has_tensor(&g))
     }
 
     fn path(&self) -> &Path {

@@ -2,6 +2,7 @@
 
 mod gguf;
 mod gguf_layout;
+mod gguf_lora;
 #[cfg(not(target_arch = "wasm32"))]
 mod mapped;
 mod owned_dir;
@@ -16,8 +17,11 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 
-pub use gguf::{GgufFile, GgufWeights};
-pub use owned_dir::{check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, Marker, OwnedLayout, Target};
+pub use gguf::{gguf_tensor_name, permute, GgufFile, GgufWeights};
+pub use gguf_lora::{gguf_lora_bytes, is_kronlora_gguf, GgufLoraPair, GGUF_LORA_MARKER};
+pub use owned_dir::{
+    check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, write_owned_file, Marker, OwnedLayout, Target,
+};
 pub use safetensors_dir::{read_json_config, Weights};
 pub use source::ModelSource;
 #[cfg(not(target_arch = "wasm32"))]

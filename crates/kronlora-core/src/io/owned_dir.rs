@@ -156,6 +156,45 @@ pub fn write_owned_dir(
     }
 }
 
+/// Write the single file `path` atomically (a temporary sibling renamed into place): new, or
+/// replacing a file `is_ours` recognises; anything else there is refused before anything is
+/// touched. `what` names the file in messages ("GGUF LoRA file").
+pub fn write_owned_file(
+    storage: &dyn Storage,
+    path: &str,
+    what: &str,
+    is_ours: fn(&[u8]) -> bool,
+    bytes: &[u8],
+) -> Result<()> {
+    let base = path.trim_end_matches(['/', '\\']);
+    if base.is_empty() || base != path {
+        return Err(Error::InvalidOption(format!("`{path}` is not a file path; pass the {what}'s path")));
+    }
+    match storage.kind(base)? {
+        EntryKind::Missing => {}
+        EntryKind::File if is_ours(&storage.read(base)?) => {}
+        EntryKind::File => {
+            return Err(refuse(format!(
+                "{base} exists and is not a {what} kronlora wrote; choose another path or move it away"
+            )))
+        }
+        other => {
+            return Err(refuse(format!(
+                "{base} is {}; a {what} is written only as a new or kronlora's own file",
+                kind_name(other)
+            )))
+        }
+    }
+    let (dir, name) = match parent_dir(base) {
+        Some(parent) => {
+            storage.create_dir_all(parent)?;
+            (parent, &base[parent.len() + 1..])
+        }
+        None => ("", base),
+    };
+    replace_file(storage, dir, name, bytes)
+}
+
 /// The directory holding `path`. On wasm32, `std::path` knows only '/', while Node on Windows
 /// hands over `C:\\runs\\out`: there both separators count.
 fn parent_dir(path: &str) -> Option<&str> {

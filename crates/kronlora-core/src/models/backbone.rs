@@ -109,4 +109,17 @@ pub trait Backbone: Send + Sync {
     fn task_module_prefix(&self, _task: Task) -> &'static str {
         ""
     }
+    /// How llama.cpp names this model (for GGUF LoRA files); None where llama.cpp has no such
+    /// decoder.
+    fn llama_cpp_layout(&self) -> Option<LlamaCppLayout> {
+        None
+    }
+}
+
+/// What a GGUF LoRA file for llama.cpp must agree with: the base's `general.architecture`,
+/// and the head counts by which its converter permuted Q and K (None: not permuted, qwen2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaCppLayout {
+    pub architecture: &'static str,
+    pub permuted_heads: Option<(usize, usize)>,
 }

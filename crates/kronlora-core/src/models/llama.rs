@@ -8,7 +8,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::backbone::{Backbone, Family};
+use super::backbone::{Backbone, Family, LlamaCppLayout};
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{attention, rms_norm, rope, swiglu};
 use super::KvCache;
@@ -442,6 +442,16 @@ impl Backbone for LlamaModel {
 
     fn output_head(&self) -> Option<&str> {
         self.lm_head.as_ref().map(|h| h.name())
+    }
+
+    /// llama.cpp's converter writes Mistral as `llama`, and permutes Q and K rows of every
+    /// architecture but qwen2 (the rule `load_gguf` undoes).
+    fn llama_cpp_layout(&self) -> Option<LlamaCppLayout> {
+        let qwen2 = self.config.model_type == "qwen2";
+        Some(LlamaCppLayout {
+            architecture: if qwen2 { "qwen2" } else { "llama" },
+            permuted_heads: (!qwen2).then(|| (self.config.num_attention_heads, self.config.kv_heads())),
+        })
     }
 
     fn num_base_parameters(&self) -> usize {

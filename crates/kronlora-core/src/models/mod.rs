@@ -12,7 +12,7 @@ mod nn;
 mod targets;
 
 pub use adapted_linear::AdaptedLinear;
-pub use backbone::{Backbone, Family, Task};
+pub use backbone::{Backbone, Family, LlamaCppLayout, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};
 pub use nn::{

@@ -45,7 +45,7 @@ impl PretrainedModel {
             .collect()
     }
 
-    fn resolve_adapter_name(&self, name: Option<&str>) -> Result<AdapterInfo> {
+    pub(super) fn resolve_adapter_name(&self, name: Option<&str>) -> Result<AdapterInfo> {
         match name {
             Some(n) => self.adapters.iter().find(|a| a.name == n).cloned().ok_or_else(|| {
                 Error::InvalidOption(format!(
@@ -96,17 +96,52 @@ impl PretrainedModel {
 
     /// The files of adapter `name` (default: the only one) and the head, in PEFT's layout.
     pub fn adapter_files(&self, name: Option<&str>) -> Result<Vec<(String, Vec<u8>)>> {
+        self.peft_files(name, false)
+    }
+
+    /// `adapter_files`, with a Kron-LoRA adapter written as the plain LoRA it exactly is
+    /// (`as_lora`): rank `d_A1·r`, `lora_A = I ⊗ B2`, `lora_B = s·(A ⊗ B1)`, alpha = rank so
+    /// PEFT's scale is 1 (and rsLoRA off, which would make it √rank). Modules whose rank or
+    /// alpha differ from the first one's go in `rank_pattern` / `alpha_pattern`.
+    pub(super) fn peft_files(&self, name: Option<&str>, as_lora: bool) -> Result<Vec<(String, Vec<u8>)>> {
         let info = self.resolve_adapter_name(name)?;
         let mut config = self.peft_config(&info);
+        let convert = as_lora && info.config.kind == AdapterKind::KronLora;
+        if convert {
+            config.kind = AdapterKind::Lora;
+            config.use_rslora = false;
+            config.kronlora.kron_in = None;
+            config.kronlora.kron_out = None;
+        }
         let prefix = self.backbone.task_module_prefix(self.task);
-        let mut modules: Vec<ModuleTensors> = Vec::new();
+        let mut entries = Vec::new();
         for (path, adapter_name, adapter) in self.adapters() {
             if adapter_name != info.name {
                 continue;
             }
-            let module = ModuleTensors { module: format!("{prefix}{path}"), weights: module_weights(adapter)? };
-            let alpha = alpha_for_scale(adapter.scale(), adapter.rank(), info.config.use_rslora);
-            config.set_module(&module.module, adapter.rank(), alpha);
+            let (weights, rank, alpha) = if convert {
+                let lora = adapter.to_lora()?;
+                let weights = ModuleWeights::Lora {
+                    lora_a: TensorData::from_tensor(&lora.lora_a)?,
+                    lora_b: TensorData::from_tensor(&lora.lora_b)?,
+                };
+                (weights, lora.rank, lora.alpha)
+            } else {
+                let alpha = alpha_for_scale(adapter.scale(), adapter.rank(), info.config.use_rslora);
+                (module_weights(adapter)?, adapter.rank(), alpha)
+            };
+            entries.push((ModuleTensors { module: format!("{prefix}{path}"), weights }, rank, alpha));
+        }
+        if convert {
+            // `r` is the rank most modules have (PEFT's convention), so the patterns stay short.
+            let count = |r: usize| entries.iter().filter(|e| e.1 == r).count();
+            if let Some(common) = entries.iter().map(|e| e.1).max_by_key(|&r| (count(r), std::cmp::Reverse(r))) {
+                (config.rank, config.alpha) = (common, common as f64);
+            }
+        }
+        let mut modules = Vec::with_capacity(entries.len());
+        for (module, rank, alpha) in entries {
+            config.set_module(&module.module, rank, alpha);
             modules.push(module);
         }
         config.target_modules = TargetList::Names(modules.iter().map(|m| m.module.clone()).collect());

@@ -2,6 +2,7 @@
 //! classification head, and named adapters. What `loadModel` returns in JavaScript.
 
 mod adapter_files;
+mod export;
 mod inference;
 mod options;
 
@@ -20,6 +21,7 @@ pub use crate::io::peft::{
     WEIGHTS_FILE as ADAPTER_WEIGHTS_FILE,
 };
 pub use crate::models::Task;
+pub use export::ExportFormat;
 pub use inference::{Classification, GenerateOptions, Generation};
 pub use options::ModelOptions;
 

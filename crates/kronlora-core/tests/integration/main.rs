@@ -10,6 +10,7 @@ mod bert;
 mod cli_setup;
 mod device;
 mod device_parity;
+mod export;
 mod file_safety;
 mod fused;
 mod fuzz;

@@ -1,11 +1,12 @@
 /**
- * The `kronlora` command: `train`, `eval`, `info` and `generate`, each with `--help`
+ * The `kronlora` command: `train`, `eval`, `info`, `generate` and `export`, each with `--help`
  * (commander), `--json` for one machine-readable result object, exit code 0 on success, 1 with
  * a one-line reason on error (2 for usage errors, 130 when interrupted).
  */
 import { Command, CommanderError } from 'commander';
 import { KronLoraError } from '../errors.js';
 import { generateCommand } from './generate.js';
+import { exportCommand } from './export.js';
 import { evalCommand, infoCommand } from './inspect.js';
 import { type Io, processIo } from './output.js';
 import { Interrupted } from './shared.js';
@@ -25,12 +26,14 @@ Examples:
   kronlora train --model .cache/models/minilm --data train.jsonl --out runs/kron
   kronlora eval --model .cache/models/minilm --adapter runs/kron/adapter --data test.jsonl
   kronlora info --model .cache/models/minilm --adapter lora --rank 16
-  kronlora generate --model smollm2.gguf --prompt "The capital of France is"`,
+  kronlora generate --model smollm2.gguf --prompt "The capital of France is"
+  kronlora export --model smollm2.gguf --adapter runs/chat/adapter --format gguf-lora --out chat.gguf`,
   );
   trainCommand(root, io);
   evalCommand(root, io);
   infoCommand(root, io);
   generateCommand(root, io);
+  exportCommand(root, io);
   for (const cmd of root.commands)
     cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   return root;

@@ -1,0 +1,183 @@
+//! `exportAdapter`: a Kron-LoRA adapter exported as the plain LoRA it is (PEFT layout) loads
+//! back with the same outputs; a GGUF LoRA file, applied as llama.cpp applies it (W + alpha /
+//! rank · B·A on its permuted Q/K rows) to the GGUF base, gives the adapted model's logits.
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use kronlora_core::api;
+use kronlora_core::io::{FsStorage, ModelSource};
+use kronlora_core::pretrained::PretrainedModel;
+
+use crate::reference::Lcg;
+use crate::tiny::llama::{temp_dir, tensors, write_gguf};
+use crate::tiny::{tiny_bert_tensors, write_model, CONFIG};
+
+const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3},"unk_token":"[UNK]"},
+  "pre_tokenizer":{"type":"Whitespace"}}"#;
+
+fn classifier(dir: &Path) -> PretrainedModel {
+    write_model(dir, &tiny_bert_tensors(3), CONFIG);
+    std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
+    api::load_model(
+        ModelSource::Path(dir.to_path_buf()),
+        r#"{"task":"sequence-classification","numLabels":3,"seed":1}"#,
+    )
+    .unwrap()
+}
+
+/// Every adapter parameter (and head) set to random values, as after training.
+fn randomise(model: &PretrainedModel, seed: u64) {
+    let mut rng = Lcg::new(seed);
+    for var in model.trainable_variables() {
+        let v: Vec<f32> = rng.vec(var.elem_count()).into_iter().map(|x| x * 0.3).collect();
+        var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap()).unwrap();
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn texts() -> Vec<String> {
+    ["a b c", "c c a b", "b"].map(String::from).to_vec()
+}
+
+#[test]
+fn kron_lora_exported_as_peft_lora_is_the_same_adapter() {
+    let dir = temp_dir("export-peft");
+    let mut model = classifier(&dir.join("model"));
+    // Query modules get d_A1 = 4: rank 4·r there, 2·r elsewhere (a rank_pattern entry).
+    let options = r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":2,"kronOut":4,"targetModules":"all-linear",
+        "kronInPattern":{"query":4},"useRslora":true,"seed":2}"#;
+    api::add_adapter(&mut model, "k", options).unwrap();
+    randomise(&model, 7);
+    let (want, _) = model.logits(&texts()).unwrap();
+    let out = dir.join("exported");
+    let out = out.to_str().unwrap();
+    api::export_adapter(&model, &FsStorage, out, r#"{"format":"peft-lora"}"#).unwrap();
+
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(out).join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!((config["r"].as_u64(), config["lora_alpha"].as_f64()), (Some(4), Some(4.0)), "{config}");
+    assert_eq!(config["use_rslora"], false, "the exported scale is alpha / r = 1, without rsLoRA's √r");
+    let ranks = config["rank_pattern"].as_object().unwrap();
+    assert_eq!(ranks.len(), 2, "the two query modules: {config}");
+    assert!(ranks.iter().all(|(k, v)| k.ends_with("attention.self.query") && v == 8), "{config}");
+    assert!(config["alpha_pattern"].as_object().unwrap().values().all(|v| v == 8.0), "{config}");
+    assert_eq!(config["modules_to_save"], serde_json::json!(["pooler", "classifier"]));
+
+    let mut back = classifier(&dir.join("model-back"));
+    assert_eq!(api::load_adapter(&mut back, &FsStorage, out, None).unwrap(), 12);
+    let (got, _) = back.logits(&texts()).unwrap();
+    let d = max_diff(&got, &want);
+    assert!(d < 1e-5, "the exported LoRA's logits differ from the Kron-LoRA model's by {d}");
+    // A LoRA adapter exports as itself.
+    let mut lora = classifier(&dir.join("model-lora"));
+    api::add_adapter(&mut lora, "l", r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["value"]}"#).unwrap();
+    randomise(&lora, 8);
+    let out = dir.join("exported-lora");
+    api::export_adapter(&lora, &FsStorage, out.to_str().unwrap(), r#"{"format":"peft-lora","name":"l"}"#).unwrap();
+    assert_eq!(std::fs::read(out.join("adapter_model.safetensors")).unwrap(), lora.adapter_files(None).unwrap()[0].1);
+}
+
+/// What llama.cpp computes for a GGUF base plus a GGUF LoRA at scale 1: each adapted weight
+/// `W + alpha / rank · lora_b · lora_a`, on the tensors as the files store them.
+fn apply_like_llama_cpp(base: &Path, lora: &Path, out: &Path) {
+    let read = |p: &Path| {
+        let mut f = std::fs::File::open(p).unwrap();
+        let c = gguf_file::Content::read(&mut f).unwrap();
+        (c, f)
+    };
+    let (base_c, mut base_f) = read(base);
+    let (lora_c, mut lora_f) = read(lora);
+    assert_eq!(lora_c.metadata["general.type"].to_string().unwrap(), "adapter");
+    assert_eq!(lora_c.metadata["adapter.type"].to_string().unwrap(), "lora");
+    let arch = |c: &gguf_file::Content| c.metadata["general.architecture"].to_string().unwrap().clone();
+    assert_eq!(arch(&lora_c), arch(&base_c));
+    let alpha = lora_c.metadata["adapter.lora.alpha"].to_f32().unwrap() as f64;
+    let mut tensors = Vec::new();
+    let mut used = 0;
+    for name in base_c.tensor_infos.keys() {
+        let mut w = base_c.tensor(&mut base_f, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
+        if lora_c.tensor_infos.contains_key(&format!("{name}.lora_a")) {
+            let mut t = |s: &str| lora_c.tensor(&mut lora_f, &format!("{name}.{s}"), &Device::Cpu).unwrap();
+            let (a, b) = (t("lora_a").dequantize(&Device::Cpu).unwrap(), t("lora_b").dequantize(&Device::Cpu).unwrap());
+            let rank = a.dim(0).unwrap() as f64;
+            w = (w + b.matmul(&a).unwrap().affine(alpha / rank, 0.0).unwrap()).unwrap();
+            used += 2;
+        }
+        tensors.push((
+            name.clone(),
+            candle_core::quantized::QTensor::quantize(&w, candle_core::quantized::GgmlDType::F32).unwrap(),
+        ));
+    }
+    assert_eq!(used, lora_c.tensor_infos.len(), "every LoRA tensor names a tensor of the base");
+    let meta: Vec<(&str, &gguf_file::Value)> = base_c.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let refs: Vec<(&str, &candle_core::quantized::QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    gguf_file::write(&mut std::fs::File::create(out).unwrap(), &meta, &refs).unwrap();
+}
+
+fn last_logits(model: &PretrainedModel, ids: &[u32]) -> Vec<f32> {
+    let ids = Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    model.backbone.forward(&ids, None, None).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn gguf_lora_applied_as_llama_cpp_does_equals_the_adapted_model() {
+    let ids = [5u32, 77, 102, 33, 260, 9];
+    let dir = temp_dir("export-gguf");
+    let base = dir.join("base.gguf");
+    write_gguf(&base, &tensors(11, false));
+    for (kind, options) in [
+        (
+            "kron-lora",
+            r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":2,"kronOut":4,"targetModules":"all-linear","kronInPattern":{"k_proj":4}}"#,
+        ),
+        (
+            "lora",
+            r#"{"type":"lora","rank":3,"alpha":5,"targetModules":"all-linear","rankPattern":{"v_proj":2},"useRslora":true}"#,
+        ),
+    ] {
+        let mut model = api::load_model(ModelSource::Path(base.clone()), "{}").unwrap();
+        api::add_adapter(&mut model, kind, options).unwrap();
+        randomise(&model, 12);
+        let want = last_logits(&model, &ids);
+        let lora = dir.join(format!("{kind}.gguf"));
+        api::export_adapter(&model, &FsStorage, lora.to_str().unwrap(), r#"{"format":"gguf-lora"}"#).unwrap();
+        let merged = dir.join(format!("merged-{kind}.gguf"));
+        apply_like_llama_cpp(&base, &lora, &merged);
+        let merged = api::load_model(ModelSource::Path(merged), "{}").unwrap();
+        let d = max_diff(&last_logits(&merged, &ids), &want);
+        assert!(d < 1e-4, "{kind}: the GGUF LoRA, applied as llama.cpp applies it, differs by {d}");
+        // Exported again over its own file: replaced. Over a file kronlora did not write: refused.
+        api::export_adapter(&model, &FsStorage, lora.to_str().unwrap(), r#"{"format":"gguf-lora"}"#).unwrap();
+        let err = api::export_adapter(&model, &FsStorage, base.to_str().unwrap(), r#"{"format":"gguf-lora"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a GGUF LoRA file kronlora wrote"), "{err}");
+    }
+    assert!(std::fs::read(&base).unwrap().len() > 1000, "the base is untouched");
+}
+
+#[test]
+fn export_options_and_models_are_checked() {
+    let dir = temp_dir("export-checks");
+    let mut model = classifier(&dir.join("model"));
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
+    let err = |m: &PretrainedModel, o: &str| api::export_adapter(m, &FsStorage, out, o).unwrap_err().to_string();
+    assert!(err(&model, r#"{"format":"peft-lora"}"#).contains("no adapter"));
+    api::add_adapter(&mut model, "k", r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#)
+        .unwrap();
+    assert!(err(&model, "{}").contains("`format` is required"));
+    assert!(err(&model, r#"{"format":"onnx"}"#).contains(r#"must be "peft-lora" or "gguf-lora""#));
+    assert!(err(&model, r#"{"format":"peft-lora","nam":"k"}"#).contains("unknown field"));
+    assert!(err(&model, r#"{"format":"peft-lora","name":"x"}"#).contains("no adapter named `x`"));
+    let e = err(&model, r#"{"format":"gguf-lora"}"#);
+    assert!(e.contains("Llama-family") && e.contains("peft-lora"), "{e}");
+    assert!(!Path::new(out).exists(), "nothing written by a refused export");
+}

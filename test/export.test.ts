@@ -1,0 +1,146 @@
+// Adapters served by other tools: a kronlora-trained adapter exported as a GGUF LoRA file is
+// applied by llama.cpp itself (node-llama-cpp's prebuilt binary, in a child process) to the GGUF
+// base, and llama.cpp's logits and greedy text must be kronlora's; a Kron-LoRA adapter exported
+// as a PEFT LoRA directory loads back as a plain LoRA with the same logits.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { KronLoraError, type Model } from 'kronlora';
+import { backends, on } from './backends.js';
+import { maxRelError } from './reference.js';
+import { tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
+
+const llamaFile = tinyLlamaGguf(9);
+const prompts = ['the the cat', 'a the'];
+const records = ['the cat sat on the mat', 'a hat, the hat', 'that the cat is there'].map((text) => ({ text }));
+
+interface LlamaCppView {
+  rows: { tokens: number[]; logits: number[] }[];
+  generated: string[];
+}
+
+function llamaCpp(lora: string | null, generate = 6): LlamaCppView {
+  const script = new URL('./llama-cpp-logits.mjs', import.meta.url).pathname;
+  const args = JSON.stringify({ model: llamaFile, lora, texts: prompts, generate });
+  return JSON.parse(
+    execFileSync(process.execPath, [script, args], { encoding: 'utf8', timeout: 60_000, maxBuffer: 256 << 20 })
+      .trim()
+      .split('\n')
+      .at(-1)!,
+  );
+}
+
+/** Train `model`'s adapter a few steps, so that it is far from its neutral start. */
+async function trainBriefly(model: Model): Promise<void> {
+  const run = model.train({ data: records, task: 'causal-lm', epochs: 4, batchSize: 3, learningRate: 0.05, validationSplit: 0, seed: 1 });
+  await run.result;
+}
+
+/**
+ * llama.cpp's next-token logits and greedy text equal kronlora's. On the bare tiny base its
+ * arithmetic differs from kronlora's (and transformers') by ~5e-4 of the largest logit (1.5e-3
+ * on a single token, where attention is the identity), so the adapter's effect, adapted minus
+ * base in each system, is compared too: there the base's rounding cancels.
+ */
+async function expectLlamaCppAgrees(model: Model, lora: string | null, base?: { ours: Float32Array[]; theirs: LlamaCppView }) {
+  const ours = await model.logits(prompts);
+  const theirs = llamaCpp(lora);
+  for (const [i, row] of theirs.rows.entries()) {
+    expect(maxRelError(ours[i], row.logits), `"${prompts[i]}": kronlora vs llama.cpp logits`).toBeLessThan(2e-3);
+    if (!base) continue;
+    const effect = (a: ArrayLike<number>, b: ArrayLike<number>) => Array.from(a, (v, j) => v - b[j]);
+    const ourEffect = effect(ours[i], base.ours[i]);
+    const theirEffect = effect(row.logits, base.theirs.rows[i].logits);
+    expect(Math.max(...ourEffect.map(Math.abs)), 'the adapter moves the logits').toBeGreaterThan(0.1);
+    // Measured: ≤ 9.2e-4 of the largest change (5–8 logits); a 1 % error in any pair's scale
+    // would exceed this.
+    expect(maxRelError(theirEffect, ourEffect), `"${prompts[i]}": the adapter's effect`).toBeLessThan(3e-3);
+  }
+  for (const [i, text] of theirs.generated.entries()) {
+    const g = await model.generate(prompts[i], { maxTokens: 6 });
+    expect(g.text, `"${prompts[i]}": greedy continuation`).toBe(text);
+  }
+}
+
+describe('GGUF LoRA export, served by llama.cpp (node-llama-cpp)', () => {
+  const theirs = llamaCpp(null);
+
+  it('reads the tiny base as kronlora does', async () => {
+    const model = await on('native').loadModel(llamaFile);
+    await expectLlamaCppAgrees(model, null);
+  });
+
+  for (const [kind, config] of [
+    ['kron-lora', { type: 'kron-lora', rank: 2, alpha: 8, targetModules: 'all-linear', kronInPattern: { k_proj: 4 } }],
+    ['lora', { type: 'lora', rank: 4, alpha: 4, targetModules: 'all-linear', rankPattern: { v_proj: 2 } }],
+  ] as const) {
+    it(`applies a trained ${kind} adapter as kronlora does: same logits, same greedy text`, async () => {
+      const model = await on('native').loadModel(llamaFile);
+      const base = { ours: await model.logits(prompts), theirs };
+      await model.addAdapter('chat', config);
+      await trainBriefly(model);
+      const file = join(mkdtempSync(join(tmpdir(), 'kronlora-gguf-lora-')), `${kind}.gguf`);
+      await model.exportAdapter(file, { format: 'gguf-lora' });
+      await expectLlamaCppAgrees(model, file, base);
+    });
+  }
+});
+
+describe.each(backends)('exportAdapter on %s', (name) => {
+  const api = on(name);
+
+  it('writes a Kron-LoRA adapter as the plain LoRA it is (PEFT layout), which loads back with the same logits', async () => {
+    const dir = tinyBertDir(4);
+    const model = await api.loadModel(dir, { task: 'sequence-classification', numLabels: 2 });
+    await model.addAdapter('k', { type: 'kron-lora', rank: 2, alpha: 4, targetModules: 'all-linear' });
+    await model.train({
+      data: [
+        { text: 'great film', label: 1 },
+        { text: 'bad plot', label: 0 },
+      ],
+      epochs: 3,
+      batchSize: 2,
+      learningRate: 0.05,
+      validationSplit: 0,
+    }).result;
+    const out = join(mkdtempSync(join(tmpdir(), 'kronlora-peft-lora-')), 'peft');
+    await model.exportAdapter(out, { format: 'peft-lora' });
+    const config = JSON.parse(readFileSync(join(out, 'adapter_config.json'), 'utf8'));
+    expect([config.peft_type, config.r, config.lora_alpha, config.use_rslora]).toEqual(['LORA', 4, 4, false]);
+    const back = await api.loadModel(dir, { task: 'sequence-classification', numLabels: 2 });
+    expect(await back.loadAdapter(out)).toEqual({ modules: 12 });
+    const [want, got] = [await model.logits(['great film', 'bad plot']), await back.logits(['great film', 'bad plot'])];
+    for (const [i, row] of got.entries()) expect(maxRelError(row, want[i])).toBeLessThan(1e-5);
+  });
+
+  it('refuses bad options and paths it does not own, touching nothing', async () => {
+    const model = await api.loadModel(llamaFile);
+    await model.addAdapter('a', { type: 'lora', rank: 2, alpha: 4, targetModules: ['q_proj'] });
+    const dir = mkdtempSync(join(tmpdir(), 'kronlora-export-'));
+    const theirs = join(dir, 'theirs.gguf');
+    writeFileSync(theirs, 'not kronlora');
+    const rejects = async (p: Promise<unknown>, code: string, message: RegExp) => {
+      const e = await p.then(
+        () => undefined,
+        (x: unknown) => x,
+      );
+      expect(e).toBeInstanceOf(KronLoraError);
+      expect([(e as KronLoraError).code, (e as KronLoraError).message]).toEqual([code, expect.stringMatching(message)]);
+    };
+    await rejects(model.exportAdapter(theirs, { format: 'gguf-lora' }), 'ERR_WOULD_OVERWRITE', /not a GGUF LoRA file kronlora wrote/);
+    expect(readFileSync(theirs, 'utf8')).toBe('not kronlora');
+    await rejects(model.exportAdapter(join(dir, 'x'), { format: 'onnx' as never }), 'ERR_INVALID_OPTION', /"peft-lora" or "gguf-lora"/);
+    await rejects(
+      model.exportAdapter(join(dir, 'x'), { format: 'gguf-lora', nmae: 'a' } as never),
+      'ERR_INVALID_OPTION',
+      /unknown field `nmae`/,
+    );
+    await rejects(model.exportAdapter('', { format: 'gguf-lora' }), 'ERR_INVALID_ARG_TYPE', /expects a path/);
+    expect(existsSync(join(dir, 'x'))).toBe(false);
+    // Its own file is replaced in place, atomically.
+    await model.exportAdapter(join(dir, 'ours.gguf'), { format: 'gguf-lora' });
+    await model.exportAdapter(join(dir, 'ours.gguf'), { format: 'gguf-lora' });
+  });
+});
