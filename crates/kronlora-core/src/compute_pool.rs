@@ -15,7 +15,8 @@
 //! Thread-local state does not follow `f` onto the pool, and a pool thread waiting inside one
 //! caller's job may run another caller's job (two models in one process, tests in parallel),
 //! so every job sets the grad mode it needs on the thread that runs it: `tracked_on` for
-//! training, `no_grad_on` for inference (and carries the caller's `ops::with_composed_ops`). WASM has no threads; there `f` runs where it is, as
+//! training, `no_grad_on` for inference (and carries the caller's `ops::with_composed_ops` and
+//! adapter selection). WASM has no threads; there `f` runs where it is, as
 //! it does if the pool's threads cannot be started.
 
 use std::sync::{Mutex, OnceLock};
@@ -23,6 +24,7 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::Device;
 
 use crate::grad_mode::with_grad_mode;
+use crate::models::{adapter_selection, with_adapter_selection};
 use crate::ops::{composed_ops, with_composed_ops};
 
 fn pool() -> Option<&'static rayon::ThreadPool> {
@@ -60,12 +62,16 @@ fn on_compute_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R 
 
 /// `f` on the compute pool with parameters tracked: a training step.
 pub fn tracked_on<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    let composed = composed_ops();
-    on_compute_pool(device, || with_composed_ops(composed, || with_grad_mode(true, f)))
+    let (composed, selection) = (composed_ops(), adapter_selection());
+    on_compute_pool(device, || {
+        with_composed_ops(composed, || with_adapter_selection(selection, || with_grad_mode(true, f)))
+    })
 }
 
 /// `f` on the compute pool with parameters detached: inference and evaluation.
 pub fn no_grad_on<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    let composed = composed_ops();
-    on_compute_pool(device, || with_composed_ops(composed, || with_grad_mode(false, f)))
+    let (composed, selection) = (composed_ops(), adapter_selection());
+    on_compute_pool(device, || {
+        with_composed_ops(composed, || with_adapter_selection(selection, || with_grad_mode(false, f)))
+    })
 }

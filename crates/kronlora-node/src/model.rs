@@ -37,6 +37,15 @@ impl NativeModel {
         // try_read: calls may overlap, but not with training or a change (no silent wait).
         CoreTask::new(move || f(&*inner.try_read().map_err(|_| busy())?))
     }
+
+    /// Run `f` on the model in the thread pool with a write lock (a change: nothing overlaps).
+    fn change<T: ToNapiValue + TypeName + Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PretrainedModel) -> api::Result<T> + Send + 'static,
+    ) -> AsyncTask<CoreTask<T>> {
+        let inner = self.inner.clone();
+        CoreTask::new(move || f(&mut *inner.try_write().map_err(|_| busy())?))
+    }
 }
 
 /// Load a model directory or `.gguf` file; `options_json` is `{ task?, numLabels?, seed? }`.
@@ -66,23 +75,25 @@ impl NativeModel {
     }
 
     #[napi(ts_return_type = "Promise<FloatRows>")]
-    pub fn embed(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
+    pub fn embed(&self, texts: Vec<String>, options_json: String) -> AsyncTask<CoreTask<FloatRows>> {
         self.run(move |m| {
-            api::embed(m, &texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
+            api::embed(m, &texts, &options_json)
+                .map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
         })
     }
 
     #[napi(ts_return_type = "Promise<FloatRows>")]
-    pub fn logits(&self, texts: Vec<String>) -> AsyncTask<CoreTask<FloatRows>> {
+    pub fn logits(&self, texts: Vec<String>, options_json: String) -> AsyncTask<CoreTask<FloatRows>> {
         self.run(move |m| {
-            api::logits(m, &texts).map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
+            api::logits(m, &texts, &options_json)
+                .map(|(data, width)| FloatRows { data: data.into(), width: width as u32 })
         })
     }
 
     /// JSON `[{ label, score, scores }]`.
     #[napi(ts_return_type = "Promise<string>")]
-    pub fn classify(&self, texts: Vec<String>) -> AsyncTask<CoreTask<String>> {
-        self.run(move |m| api::classify_json(m, &texts))
+    pub fn classify(&self, texts: Vec<String>, options_json: String) -> AsyncTask<CoreTask<String>> {
+        self.run(move |m| api::classify_json(m, &texts, &options_json))
     }
 
     /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`; options `{ maxTokens?, temperature?, seed? }`.
@@ -118,13 +129,32 @@ impl NativeModel {
         self.run(move |m| api::export_adapter(m, &FsStorage, &path, &options_json))
     }
 
-    /// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
+    /// Add the adapter saved in `dir`, options `{ name?, replace? }`; returns the module count.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn load_adapter(&self, dir: String, name: Option<String>) -> AsyncTask<CoreTask<u32>> {
-        let inner = self.inner.clone();
-        CoreTask::new(move || {
-            let mut m = inner.try_write().map_err(|_| busy())?;
-            api::load_adapter(&mut m, &FsStorage, &dir, name.as_deref()).map(|n| n as u32)
-        })
+    pub fn load_adapter(&self, dir: String, options_json: String) -> AsyncTask<CoreTask<u32>> {
+        self.change(move |m| api::load_adapter(m, &FsStorage, &dir, &options_json).map(|n| n as u32))
+    }
+
+    /// `{ adapters, weights? }`: exactly these adapters active, with these weights.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_active_adapters(&self, json: String) -> AsyncTask<CoreTask<()>> {
+        self.change(move |m| api::set_active_adapters(m, &json))
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn delete_adapter(&self, name: String) -> AsyncTask<CoreTask<()>> {
+        self.change(move |m| api::delete_adapter(m, &name))
+    }
+
+    /// Fold the active adapters into the base weights; the number of projections changed.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn merge_adapters(&self) -> AsyncTask<CoreTask<u32>> {
+        self.change(|m| api::merge_adapters(m).map(|n| n as u32))
+    }
+
+    /// Restore the base weights exactly; the number of projections restored.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn unmerge_adapters(&self) -> AsyncTask<CoreTask<u32>> {
+        self.change(|m| api::unmerge_adapters(m).map(|n| n as u32))
     }
 }

@@ -69,16 +69,16 @@ impl WasmModel {
         api::add_adapter(&mut self.inner, name, options_json).map(|n| n as u32).map_err(js_error)
     }
 
-    pub fn embed(&self, texts: Vec<String>) -> Result<JsValue, JsError> {
-        api::embed(&self.inner, &texts).map(float_rows).map_err(js_error)
+    pub fn embed(&self, texts: Vec<String>, options_json: &str) -> Result<JsValue, JsError> {
+        api::embed(&self.inner, &texts, options_json).map(float_rows).map_err(js_error)
     }
 
-    pub fn logits(&self, texts: Vec<String>) -> Result<JsValue, JsError> {
-        api::logits(&self.inner, &texts).map(float_rows).map_err(js_error)
+    pub fn logits(&self, texts: Vec<String>, options_json: &str) -> Result<JsValue, JsError> {
+        api::logits(&self.inner, &texts, options_json).map(float_rows).map_err(js_error)
     }
 
-    pub fn classify(&self, texts: Vec<String>) -> Result<String, JsError> {
-        api::classify_json(&self.inner, &texts).map_err(js_error)
+    pub fn classify(&self, texts: Vec<String>, options_json: &str) -> Result<String, JsError> {
+        api::classify_json(&self.inner, &texts, options_json).map_err(js_error)
     }
 
     /// JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`; options `{ maxTokens?, temperature?, seed? }`.
@@ -112,9 +112,29 @@ impl WasmModel {
         api::export_adapter(&self.inner, &JsStorage::new(storage), path, options_json).map_err(js_error)
     }
 
+    #[wasm_bindgen(js_name = setActiveAdapters)]
+    pub fn set_active_adapters(&mut self, json: &str) -> Result<(), JsError> {
+        api::set_active_adapters(&mut self.inner, json).map_err(js_error)
+    }
+
+    #[wasm_bindgen(js_name = deleteAdapter)]
+    pub fn delete_adapter(&mut self, name: &str) -> Result<(), JsError> {
+        api::delete_adapter(&mut self.inner, name).map_err(js_error)
+    }
+
+    #[wasm_bindgen(js_name = mergeAdapters)]
+    pub fn merge_adapters(&mut self) -> Result<u32, JsError> {
+        api::merge_adapters(&mut self.inner).map(|n| n as u32).map_err(js_error)
+    }
+
+    #[wasm_bindgen(js_name = unmergeAdapters)]
+    pub fn unmerge_adapters(&mut self) -> Result<u32, JsError> {
+        api::unmerge_adapters(&mut self.inner).map(|n| n as u32).map_err(js_error)
+    }
+
     #[wasm_bindgen(js_name = loadAdapter)]
-    pub fn load_adapter(&mut self, dir: &str, name: Option<String>, storage: JsValue) -> Result<u32, JsError> {
-        api::load_adapter(&mut self.inner, &JsStorage::new(storage), dir, name.as_deref())
+    pub fn load_adapter(&mut self, dir: &str, options_json: &str, storage: JsValue) -> Result<u32, JsError> {
+        api::load_adapter(&mut self.inner, &JsStorage::new(storage), dir, options_json)
             .map(|n| n as u32)
             .map_err(js_error)
     }

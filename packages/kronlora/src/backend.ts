@@ -40,9 +40,10 @@ export type FloatRows = Native.FloatRows;
 export interface RawModel {
   describe(): Promise<string>;
   addAdapter(name: string, optionsJson: string): Promise<number>;
-  embed(texts: string[]): Promise<FloatRows>;
-  logits(texts: string[]): Promise<FloatRows>;
-  classify(texts: string[]): Promise<string>;
+  /** `optionsJson` of the inference calls: `{ adapter? }`, checked by the core. */
+  embed(texts: string[], optionsJson: string): Promise<FloatRows>;
+  logits(texts: string[], optionsJson: string): Promise<FloatRows>;
+  classify(texts: string[], optionsJson: string): Promise<string>;
   /** `optionsJson`: `{ maxTokens?, temperature?, seed? }`, checked and defaulted by the core. */
   generate(prompt: string, optionsJson: string): Promise<string>;
   /** Start training; events and the result come through the handle. */
@@ -51,7 +52,13 @@ export interface RawModel {
   saveAdapter(dir: string, name?: string): Promise<void>;
   /** `optionsJson`: `{ format, name? }`, checked by the core. */
   exportAdapter(path: string, optionsJson: string): Promise<void>;
-  loadAdapter(dir: string, name?: string): Promise<number>;
+  /** `optionsJson`: `{ name?, replace? }`. */
+  loadAdapter(dir: string, optionsJson: string): Promise<number>;
+  /** `json`: `{ adapters, weights? }`. */
+  setActiveAdapters(json: string): Promise<void>;
+  deleteAdapter(name: string): Promise<void>;
+  mergeAdapters(): Promise<number>;
+  unmergeAdapters(): Promise<number>;
   dispose(): void;
 }
 
@@ -157,9 +164,9 @@ function nativeBinding(name: 'native' | 'cuda', mod: typeof Native): Binding {
   const wrap = (m: Native.NativeModel): RawModel => ({
     describe: () => settle(async () => m.describe()),
     addAdapter: (name, json) => settle(async () => m.addAdapter(name, json)),
-    embed: (texts) => settle(() => m.embed(texts)),
-    logits: (texts) => settle(() => m.logits(texts)),
-    classify: (texts) => settle(() => m.classify(texts)),
+    embed: (texts, json) => settle(() => m.embed(texts, json)),
+    logits: (texts, json) => settle(() => m.logits(texts, json)),
+    classify: (texts, json) => settle(() => m.classify(texts, json)),
     generate: (prompt, json) => settle(() => m.generate(prompt, json)),
     train: async (json) => {
       const run = await settle(async () => m.train(json));
@@ -168,7 +175,11 @@ function nativeBinding(name: 'native' | 'cuda', mod: typeof Native): Binding {
     evaluate: (data, json) => settle(() => m.evaluate(data, json)),
     saveAdapter: (dir, name) => settle(() => m.saveAdapter(dir, name ?? null)),
     exportAdapter: (path, json) => settle(() => m.exportAdapter(path, json)),
-    loadAdapter: (dir, name) => settle(() => m.loadAdapter(dir, name ?? null)),
+    loadAdapter: (dir, json) => settle(() => m.loadAdapter(dir, json)),
+    setActiveAdapters: (json) => settle(() => m.setActiveAdapters(json)),
+    deleteAdapter: (name) => settle(() => m.deleteAdapter(name)),
+    mergeAdapters: () => settle(() => m.mergeAdapters()),
+    unmergeAdapters: () => settle(() => m.unmergeAdapters()),
     dispose: () => {},
   });
   return {
@@ -201,15 +212,19 @@ function loadWasm(): Binding {
     return {
       describe: () => call('describe'),
       addAdapter: (name, json) => call('addAdapter', name, json),
-      embed: (texts) => call('embed', texts),
-      logits: (texts) => call('logits', texts),
-      classify: (texts) => call('classify', texts),
+      embed: (texts, json) => call('embed', texts, json),
+      logits: (texts, json) => call('logits', texts, json),
+      classify: (texts, json) => call('classify', texts, json),
       generate: (prompt, json) => call('generate', prompt, json),
       train: async (optionsJson) => wasmTraining(host, model, optionsJson),
       evaluate: (data, json) => call('evaluate', data, json),
       saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
       exportAdapter: (path, json) => call('exportAdapter', path, json),
-      loadAdapter: (dir, name) => call('loadAdapter', dir, name ?? null),
+      loadAdapter: (dir, json) => call('loadAdapter', dir, json),
+      setActiveAdapters: (json) => call('setActiveAdapters', json),
+      deleteAdapter: (name) => call('deleteAdapter', name),
+      mergeAdapters: () => call('mergeAdapters'),
+      unmergeAdapters: () => call('unmergeAdapters'),
       dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
     };
   };

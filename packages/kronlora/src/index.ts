@@ -17,6 +17,7 @@ export { KronLoraLinear, LoraLinear } from './layers.js';
 export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
 export { Model, loadModel } from './model.js';
 export type {
+  ActiveAdapter,
   AdapterConfig,
   Classification,
   Device,
@@ -24,6 +25,7 @@ export type {
   Family,
   GenerateOptions,
   Generation,
+  InferenceOptions,
   LoadModelOptions,
   ModuleInfo,
   Task,

@@ -30,6 +30,21 @@ export type Device = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 /** Encoders (BERT family) give hidden states; decoders (Llama family) are causal LMs. */
 export type Family = 'encoder' | 'decoder';
 
+/**
+ * Options of the inference calls. `adapter`: the adapter(s) this call uses instead of the
+ * active ones (each at weight 1; `[]` for the base model alone), leaving the model's own
+ * choice as it was.
+ */
+export interface InferenceOptions {
+  adapter?: string | string[];
+}
+
+/** An adapter the forward passes use and the weight on its update. */
+export interface ActiveAdapter {
+  name: string;
+  weight: number;
+}
+
 /** What `exportAdapter` writes: a PEFT LoRA directory, or a GGUF LoRA file for llama.cpp. */
 export type ExportFormat = 'peft-lora' | 'gguf-lora';
 
@@ -148,6 +163,15 @@ interface Description {
   report: TrainableParameters;
   modules: ModuleInfo[];
   labels: string[];
+  activeAdapters: ActiveAdapter[];
+  merged: boolean;
+}
+
+/** The JSON of an inference call's options (`{ adapter? }`), checked by the core. */
+function inferenceJson(options: InferenceOptions): string {
+  if (typeof options !== 'object' || options === null)
+    throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'options must be an object like { adapter }');
+  return toJson(options);
 }
 
 export class Model {
@@ -222,22 +246,75 @@ export class Model {
   }
 
   /** Class probabilities of each text (task `sequence-classification`). */
-  async classify(texts: string[]): Promise<Classification[]> {
-    return JSON.parse(await this.raw.classify(checkTexts(texts)));
+  async classify(texts: string[], options: InferenceOptions = {}): Promise<Classification[]> {
+    return JSON.parse(await this.raw.classify(checkTexts(texts), inferenceJson(options)));
   }
 
   /** Mean-pooled sentence embeddings (encoders). */
-  async embed(texts: string[]): Promise<Float32Array[]> {
-    return rows(await this.raw.embed(checkTexts(texts)));
+  async embed(texts: string[], options: InferenceOptions = {}): Promise<Float32Array[]> {
+    return rows(await this.raw.embed(checkTexts(texts), inferenceJson(options)));
   }
 
   /** Class logits (classification) or the next-token logits after each text (causal LM). */
-  async logits(texts: string[]): Promise<Float32Array[]> {
-    return rows(await this.raw.logits(checkTexts(texts)));
+  async logits(texts: string[], options: InferenceOptions = {}): Promise<Float32Array[]> {
+    return rows(await this.raw.logits(checkTexts(texts), inferenceJson(options)));
+  }
+
+  /** The adapters forward passes (and training) use now, with the weights on their updates. */
+  activeAdapters(): ActiveAdapter[] {
+    return structuredClone(this.description.activeAdapters);
+  }
+
+  /** Whether the active adapters are merged into the base weights (`mergeAdapters`). */
+  get merged(): boolean {
+    return this.description.merged;
+  }
+
+  /**
+   * Use exactly these adapters, their updates summed with `weights` (default 1 each): `[]` runs
+   * the base model alone. Training trains the active adapters only. Every adapter added or
+   * loaded starts active at weight 1.
+   */
+  async setActiveAdapters(adapters: string[], options: { weights?: number[] } = {}): Promise<void> {
+    if (!Array.isArray(adapters)) throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'setActiveAdapters expects an array of adapter names');
+    if (typeof options !== 'object' || options === null)
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'setActiveAdapters options must be an object like { weights }');
+    await this.raw.setActiveAdapters(toJson({ ...options, adapters }));
+    await this.refresh();
+  }
+
+  /** Run the base model alone (no adapter active); `setActiveAdapters` brings them back. */
+  async disableAdapters(): Promise<void> {
+    await this.setActiveAdapters([]);
+  }
+
+  /** Remove adapter `name` from the model. */
+  async deleteAdapter(name: string): Promise<void> {
+    if (typeof name !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'adapter name must be a string');
+    await this.raw.deleteAdapter(name);
+    await this.refresh();
+  }
+
+  /**
+   * Fold the active adapters' weighted updates into the base weights: inference then costs what
+   * the base model's does. Until `unmergeAdapters`, which restores the weights bit for bit,
+   * training and changing or choosing adapters are refused.
+   */
+  async mergeAdapters(): Promise<{ modules: number }> {
+    const modules = await this.raw.mergeAdapters();
+    await this.refresh();
+    return { modules };
+  }
+
+  /** Undo `mergeAdapters`: the base weights exactly as they were. */
+  async unmergeAdapters(): Promise<{ modules: number }> {
+    const modules = await this.raw.unmergeAdapters();
+    await this.refresh();
+    return { modules };
   }
 
   /** Continue `prompt` (causal LM): greedy by default, sampled with `temperature > 0`. */
-  async generate(prompt: string, options: GenerateOptions = {}): Promise<Generation> {
+  async generate(prompt: string, options: GenerateOptions & InferenceOptions = {}): Promise<Generation> {
     if (typeof prompt !== 'string') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'prompt must be a string');
     if (typeof options !== 'object' || options === null) {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'generate options must be an object like { maxTokens, temperature, seed }');
@@ -266,7 +343,10 @@ export class Model {
   }
 
   /** Loss and accuracy / perplexity on `data` (a `.jsonl` path or records). */
-  async evaluate(data: DataSource, options: { task?: TrainTask; batchSize?: number; maxLength?: number } = {}): Promise<EvalMetrics> {
+  async evaluate(
+    data: DataSource,
+    options: { task?: TrainTask; batchSize?: number; maxLength?: number } & InferenceOptions = {},
+  ): Promise<EvalMetrics> {
     checkData('data', data);
     if (typeof options !== 'object' || options === null)
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'evaluate options must be an object');
@@ -303,10 +383,16 @@ export class Model {
     await this.raw.exportAdapter(path, toJson(options));
   }
 
-  /** Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained further. */
-  async loadAdapter(dir: string, options: { name?: string } = {}): Promise<{ modules: number }> {
+  /**
+   * Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained
+   * further. `replace: true` swaps the weights of the adapter already named so (hot-swapping
+   * while the model serves: the base stays loaded, the adapter keeps its active weight).
+   */
+  async loadAdapter(dir: string, options: { name?: string; replace?: boolean } = {}): Promise<{ modules: number }> {
     if (typeof dir !== 'string' || dir === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadAdapter expects a directory path');
-    const modules = await this.raw.loadAdapter(dir, checkName(options));
+    if (typeof options !== 'object' || options === null)
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadAdapter options must be an object like { name, replace }');
+    const modules = await this.raw.loadAdapter(dir, toJson(options));
     await this.refresh();
     return { modules };
   }

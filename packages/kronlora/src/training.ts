@@ -123,6 +123,8 @@ export type TrainEvent =
       trainExamples: number;
       validationExamples: number;
       trainableParameters: number;
+      /** The adapters trained: the active ones. */
+      adapters: string[];
       resumedFromStep: number | null;
     }
   | {

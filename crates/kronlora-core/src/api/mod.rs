@@ -5,6 +5,7 @@
 //! call these functions and nothing else, so the two backends behave the same by construction.
 
 mod adapter;
+mod adapters;
 mod device;
 mod fields;
 mod layer;
@@ -13,6 +14,7 @@ mod train;
 mod train_options;
 
 pub use adapter::adapter_plan;
+pub use adapters::{delete_adapter, merge_adapters, set_active_adapters, unmerge_adapters};
 pub use device::{cuda_device_count, device, device_named};
 pub use layer::{adapter_kind, class_name, create_layer, layer_options};
 pub use model::{
@@ -79,22 +81,43 @@ pub fn save_adapter(
     model.save_adapter(storage, dir, name)
 }
 
-/// Add the adapter saved in `dir` (as `name`, default its saved name); returns the module count.
+/// Add the adapter saved in `dir` with options `{ name?, replace? }` (`name`: default the saved
+/// one; `replace`: swap the weights of the adapter already named so); returns the module count.
 pub fn load_adapter(
     model: &mut PretrainedModel,
     storage: &dyn Storage,
     dir: &str,
-    name: Option<&str>,
+    options_json: &str,
 ) -> crate::Result<usize> {
-    model.load_adapter(storage, dir, name)
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        name: Option<serde_json::Value>,
+        replace: Option<serde_json::Value>,
+    }
+    let raw: Raw = serde_json::from_str(options_json).map_err(|e| fields::json_error("loadAdapter options", e))?;
+    let name = match raw.name.filter(|v| !v.is_null()) {
+        None => None,
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        Some(v) => return Err(fields::invalid(format!("option `name` must be an adapter name, got {v}"))),
+    };
+    let replace = match raw.replace.filter(|v| !v.is_null()) {
+        None => false,
+        Some(serde_json::Value::Bool(b)) => b,
+        Some(v) => return Err(fields::invalid(format!("option `replace` must be true or false, got {v}"))),
+    };
+    model.load_adapter_with(storage, dir, name.as_deref(), replace)
 }
 
-/// Sentence embeddings: `texts.len() × width` row-major, and `width`.
-pub fn embed(model: &PretrainedModel, texts: &[String]) -> crate::Result<(Vec<f32>, usize)> {
-    model.embed(texts)
+/// Sentence embeddings: `texts.len() × width` row-major, and `width`; options `{ adapter? }`.
+pub fn embed(model: &PretrainedModel, texts: &[String], options_json: &str) -> crate::Result<(Vec<f32>, usize)> {
+    adapters::check_inference_options(options_json)?;
+    adapters::with_call_adapter(model, options_json, || model.embed(texts))
 }
 
-/// Class logits (classification) or next-token logits (causal LM), row-major, and the width.
-pub fn logits(model: &PretrainedModel, texts: &[String]) -> crate::Result<(Vec<f32>, usize)> {
-    model.logits(texts)
+/// Class logits (classification) or next-token logits (causal LM), row-major, and the width;
+/// options `{ adapter? }`.
+pub fn logits(model: &PretrainedModel, texts: &[String], options_json: &str) -> crate::Result<(Vec<f32>, usize)> {
+    adapters::check_inference_options(options_json)?;
+    adapters::with_call_adapter(model, options_json, || model.logits(texts))
 }

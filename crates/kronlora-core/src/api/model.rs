@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::adapter::adapter_plan;
+use super::adapters::{check_inference_options, with_call_adapter};
 use super::device::device;
 use super::fields::{bounded_int, invalid, json_error, positive_int, seed};
 use crate::error::{Error, Result};
@@ -70,12 +71,13 @@ pub fn add_adapter(model: &mut PretrainedModel, name: &str, options_json: &str) 
     model.add_adapter(name, &adapter_plan(options_json)?)
 }
 
-/// `classify` as JSON `[{ label, score, scores }]`.
-pub fn classify_json(model: &PretrainedModel, texts: &[String]) -> Result<String> {
-    to_json(&model.classify(texts)?)
+/// `classify(texts, { adapter? })` as JSON `[{ label, score, scores }]`.
+pub fn classify_json(model: &PretrainedModel, texts: &[String], options_json: &str) -> Result<String> {
+    check_inference_options(options_json)?;
+    with_call_adapter(model, options_json, || to_json(&model.classify(texts)?))
 }
 
-/// `generate`'s options `{ maxTokens? (64), temperature? (0: greedy), seed? (0) }`.
+/// `generate`'s options `{ maxTokens? (64), temperature? (0: greedy), seed? (0), adapter? }`.
 pub fn generate_options(json: &str) -> Result<GenerateOptions> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -83,6 +85,9 @@ pub fn generate_options(json: &str) -> Result<GenerateOptions> {
         max_tokens: Option<Value>,
         temperature: Option<Value>,
         seed: Option<Value>,
+        /// Read by `generate_json` (`call_adapter`).
+        #[allow(dead_code)]
+        adapter: Option<Value>,
     }
     let raw: Raw = serde_json::from_str(json).map_err(|e| json_error("generate options", e))?;
     let temperature = match raw.temperature.as_ref().filter(|v| !v.is_null()) {
@@ -101,7 +106,8 @@ pub fn generate_options(json: &str) -> Result<GenerateOptions> {
 
 /// `generate` as JSON `{ text, promptTokens, generatedTokens, stoppedAtEos }`.
 pub fn generate_json(model: &PretrainedModel, prompt: &str, options_json: &str) -> Result<String> {
-    to_json(&model.generate(prompt, &generate_options(options_json)?)?)
+    let options = generate_options(options_json)?;
+    with_call_adapter(model, options_json, || to_json(&model.generate(prompt, &options)?))
 }
 
 /// `exportAdapter(path, { format, name? })`: adapter `name` (default: the only one) written as

@@ -33,7 +33,10 @@ pub fn evaluate_json(
     let options = eval_options(options_json)?;
     let data: Value =
         crate::data::parse_json(data_json).map_err(|e| Error::InvalidOption(format!("invalid data: {e}")))?;
-    to_json(&crate::train::evaluate_model(model, &data_spec("data", &data)?, &options, storage)?)
+    let spec = data_spec("data", &data)?;
+    super::adapters::with_call_adapter(model, options_json, || {
+        to_json(&crate::train::evaluate_model(model, &spec, &options, storage)?)
+    })
 }
 
 /// A training event as the JSON both bindings hand to JavaScript (`type` is the tag).

@@ -231,7 +231,8 @@ pub fn train_options(json: &str) -> Result<TrainOptions> {
     })
 }
 
-/// `evaluate()`'s options: `{ task?, batchSize?, maxLength? }`.
+/// `evaluate()`'s options: `{ task?, batchSize?, maxLength?, adapter? }` (`adapter`: read by
+/// `evaluate_json`).
 pub fn eval_options(json: &str) -> Result<EvalOptions> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -239,6 +240,8 @@ pub fn eval_options(json: &str) -> Result<EvalOptions> {
         task: Option<Value>,
         batch_size: Option<Value>,
         max_length: Option<Value>,
+        #[allow(dead_code)]
+        adapter: Option<Value>,
     }
     let raw: RawEval = serde_json::from_str(json).map_err(|e| json_error("evaluation options", e))?;
     let task = parse_task(raw.task.as_ref())?;

@@ -1,6 +1,7 @@
 //! Pretrained transformer models whose linear projections can carry adapters.
 
 pub mod adapted_linear;
+mod adapter_selection;
 mod backbone;
 pub mod bert;
 mod config_check;
@@ -12,6 +13,7 @@ mod nn;
 mod targets;
 
 pub use adapted_linear::AdaptedLinear;
+pub use adapter_selection::{adapter_selection, with_adapter_selection, AdapterSelection};
 pub use backbone::{Backbone, Family, LlamaCppLayout, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};

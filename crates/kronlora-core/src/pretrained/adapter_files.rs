@@ -166,6 +166,18 @@ impl PretrainedModel {
     /// Read an adapter directory written by `save_adapter` (or PEFT) and add it as `name`
     /// (default: the name it was saved under, else "default"). Returns how many modules got it.
     pub fn load_adapter(&mut self, storage: &dyn Storage, dir: &str, name: Option<&str>) -> Result<usize> {
+        self.load_adapter_with(storage, dir, name, false)
+    }
+
+    /// `load_adapter`; with `replace`, an adapter already named so is swapped for the file's
+    /// (keeping its active weight) once every check passed, while the base stays loaded.
+    pub fn load_adapter_with(
+        &mut self,
+        storage: &dyn Storage,
+        dir: &str,
+        name: Option<&str>,
+        replace: bool,
+    ) -> Result<usize> {
         let config_path = join(dir, CONFIG_FILE);
         let weights_path = join(dir, WEIGHTS_FILE);
         for path in [&config_path, &weights_path] {
@@ -175,7 +187,8 @@ impl PretrainedModel {
                 )));
             }
         }
-        self.load_adapter_bytes(&storage.read(&config_path)?, &storage.read(&weights_path)?, dir, name)
+        let (config, weights) = (storage.read(&config_path)?, storage.read(&weights_path)?);
+        self.load_adapter_bytes_with(&config, &weights, dir, name, replace)
     }
 
     /// `load_adapter` from the two files' bytes; `dir` names them in errors.
@@ -186,9 +199,20 @@ impl PretrainedModel {
         dir: &str,
         name: Option<&str>,
     ) -> Result<usize> {
+        self.load_adapter_bytes_with(config, weights, dir, name, false)
+    }
+
+    fn load_adapter_bytes_with(
+        &mut self,
+        config: &[u8],
+        weights: &[u8],
+        dir: &str,
+        name: Option<&str>,
+        replace: bool,
+    ) -> Result<usize> {
         // Loading checks what it reads first; a candle failure left over is still the file's
         // doing, not a kronlora bug.
-        self.load_adapter_checked(config, weights, dir, name).map_err(|e| match e {
+        self.load_adapter_checked(config, weights, dir, name, replace).map_err(|e| match e {
             Error::Internal(e) => Error::InvalidModel(format!(
                 "{}: cannot be read: {}",
                 join(dir, WEIGHTS_FILE),
@@ -199,10 +223,17 @@ impl PretrainedModel {
     }
 
     /// Every check comes before the first change: a file that fails one leaves the model as it was.
-    fn load_adapter_checked(&mut self, config: &[u8], weights: &[u8], dir: &str, name: Option<&str>) -> Result<usize> {
+    fn load_adapter_checked(
+        &mut self,
+        config: &[u8],
+        weights: &[u8],
+        dir: &str,
+        name: Option<&str>,
+        replace: bool,
+    ) -> Result<usize> {
         let paths = AdapterPaths { config: join(dir, CONFIG_FILE), weights: join(dir, WEIGHTS_FILE) };
         let config = PeftAdapterConfig::parse(config, &paths.config)?;
-        let name = self.loaded_adapter_name(name, &config, &paths)?;
+        let name = self.loaded_adapter_name(name, &config, &paths, replace)?;
         let mut tensors = peft::read_adapter_weights(weights, &paths.weights, &config)?;
         let modules = self.match_modules(&config, &mut tensors, &paths)?;
         let module_names: Vec<String> = modules.iter().map(|(_, m)| m.module.clone()).collect();
@@ -210,7 +241,24 @@ impl PretrainedModel {
         let head = self.take_head_tensors(&mut tensors, &paths)?;
         self.check_all_matched(&config, &tensors, &module_names, &paths)?;
         let labels = self.adapter_labels(&config, &paths)?;
-        self.attach_adapter(name, &config, adapters, head, labels)
+        // Every check passed: only now does the adapter being replaced go.
+        let weight = self.adapters.iter().find(|a| a.name == name).map(|a| a.weight);
+        if weight.is_some() {
+            for p in self.backbone.projections_mut() {
+                p.remove_adapter(&name);
+            }
+            self.adapters.retain(|a| a.name != name);
+        }
+        let count = self.attach_adapter(name.clone(), &config, adapters, head, labels)?;
+        if let Some(weight) = weight {
+            let mut active: Vec<(String, f64)> =
+                self.active_adapters().into_iter().map(|a| (a.name, a.weight)).filter(|(n, _)| *n != name).collect();
+            if let Some(w) = weight {
+                active.push((name, w));
+            }
+            self.set_active_adapters(&active)?;
+        }
+        Ok(count)
     }
 
     /// The name the loaded adapter gets (`name`, else the one it was saved under, else
@@ -220,13 +268,21 @@ impl PretrainedModel {
         name: Option<&str>,
         config: &PeftAdapterConfig,
         paths: &AdapterPaths,
+        replace: bool,
     ) -> Result<String> {
         let name =
             name.map(str::to_string).or_else(|| config.kronlora.name.clone()).unwrap_or_else(|| "default".into());
-        if self.adapters.iter().any(|a| a.name == name) {
+        let exists = self.adapters.iter().any(|a| a.name == name);
+        if exists && !replace {
             return Err(Error::InvalidOption(format!(
-                "the model already has an adapter named `{name}`; pass another name"
+                "the model already has an adapter named `{name}`; pass another name, or replace: true to swap its weights"
             )));
+        }
+        if replace && self.is_merged() {
+            return Err(Error::InvalidState(
+                "the active adapters are merged into the base weights; call unmergeAdapters() before replacing one"
+                    .into(),
+            ));
         }
         if let Some(task) = &config.kronlora.task {
             if task != self.task.name() {
@@ -430,6 +486,7 @@ impl PretrainedModel {
                 seed: 0,
             },
             dropout: config.dropout,
+            weight: Some(1.0),
         });
         Ok(count)
     }

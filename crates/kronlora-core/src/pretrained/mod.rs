@@ -1,6 +1,7 @@
 //! A pretrained model ready for a task: backbone (BERT or Llama family), tokenizer, optional
 //! classification head, and named adapters. What `loadModel` returns in JavaScript.
 
+mod active_adapters;
 mod adapter_files;
 mod export;
 mod inference;
@@ -44,6 +45,8 @@ pub struct AdapterInfo {
     pub modules: usize,
     pub config: AdapterConfig,
     pub dropout: f64,
+    /// The weight it is active with (1 when added or loaded), None while inactive.
+    pub weight: Option<f64>,
 }
 
 /// Like PEFT's `print_trainable_parameters`, with the adapters and head broken down.
@@ -73,6 +76,17 @@ pub struct ModelDescription {
     pub report: ParameterReport,
     pub modules: Vec<ModuleDescription>,
     pub labels: Vec<String>,
+    /// The adapters forward passes use, in the order they were added, with their weights.
+    pub active_adapters: Vec<ActiveAdapter>,
+    /// Whether the active adapters are merged into the base weights (`mergeAdapters`).
+    pub merged: bool,
+}
+
+/// An active adapter and the weight on its update.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ActiveAdapter {
+    pub name: String,
+    pub weight: f64,
 }
 
 /// One projection adapters can target.
@@ -212,6 +226,7 @@ impl PretrainedModel {
             modules: count,
             config: plan.config.clone(),
             dropout: plan.dropout,
+            weight: Some(1.0),
         });
         Ok(count)
     }
@@ -281,6 +296,8 @@ impl PretrainedModel {
             report: self.parameter_report(),
             modules,
             labels: self.labels.names.clone(),
+            active_adapters: self.active_adapters(),
+            merged: self.is_merged(),
         }
     }
 

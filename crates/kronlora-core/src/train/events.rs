@@ -18,6 +18,8 @@ pub enum TrainEvent {
         train_examples: usize,
         validation_examples: usize,
         trainable_parameters: usize,
+        /// The adapters trained: the active ones.
+        adapters: Vec<String>,
         resumed_from_step: Option<u64>,
     },
     #[serde(rename_all = "camelCase")]

@@ -26,11 +26,14 @@ use crate::pretrained::PretrainedModel;
 use crate::reuse_freed_memory::ReuseFreedMemory;
 use crate::TensorData;
 
-/// Trainable tensors with stable names (adapter parameters in model order, then the head).
+/// Trainable tensors with stable names: the active adapters' parameters in model order, then
+/// the head. An inactive adapter is neither used nor trained.
 pub fn trainable_named(model: &PretrainedModel) -> Vec<(String, Var)> {
+    let active: Vec<String> = model.active_adapters().into_iter().map(|a| a.name).collect();
     let mut out: Vec<(String, Var)> = model
         .adapters()
         .into_iter()
+        .filter(|(_, name, _)| active.contains(name))
         .flat_map(|(path, name, a)| {
             a.parameters().into_iter().map(move |(p, v)| (format!("{name}/{path}/{p}"), v.clone())).collect::<Vec<_>>()
         })
@@ -69,10 +72,19 @@ pub fn train(
 fn check_run(model: &PretrainedModel, o: &TrainOptions) -> Result<(TrainTask, Vec<(String, Var)>)> {
     let task = o.task.unwrap_or_else(|| default_task(model));
     check_task(model, task)?;
-    let vars = trainable_named(model);
-    if vars.is_empty() {
-        return Err(Error::InvalidState("the model has no adapter to train: add one or load one first".into()));
+    if model.is_merged() {
+        return Err(Error::InvalidState(
+            "the active adapters are merged into the base weights; call unmergeAdapters() before training".into(),
+        ));
     }
+    if model.active_adapters().is_empty() {
+        return Err(Error::InvalidState(if model.adapter_infos().is_empty() {
+            "the model has no adapter to train: add one or load one first".into()
+        } else {
+            "no adapter is active: setActiveAdapters([...]) the one(s) to train".into()
+        }));
+    }
+    let vars = trainable_named(model);
     let computed = match o.metric {
         Metric::Loss => true,
         Metric::Accuracy => task != TrainTask::CausalLm,
@@ -362,7 +374,9 @@ impl<'a> Trainer<'a> {
     /// replace something kronlora did not write.
     fn check_output_dir(&self) -> Result<()> {
         match &self.options.output_dir {
-            Some(out) => check_output_dir(self.storage, out, self.state.step..=self.total_steps, self.single_adapter()),
+            Some(out) => {
+                check_output_dir(self.storage, out, self.state.step..=self.total_steps, self.single_adapter().is_some())
+            }
             None => Ok(()),
         }
     }
@@ -376,6 +390,7 @@ impl<'a> Trainer<'a> {
             train_examples: self.data.train.len(),
             validation_examples: self.data.validation.as_ref().map_or(0, |v| v.len()),
             trainable_parameters: self.vars.iter().map(|(_, v)| v.elem_count()).sum(),
+            adapters: self.model.active_adapters().into_iter().map(|a| a.name).collect(),
             resumed_from_step: self.resumed_from,
         });
         // Throughput counts from here, not from before the resume.
@@ -595,10 +610,13 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Whether the model has exactly one adapter: only then do checkpoints carry its PEFT files
-    /// and does the run save `outputDir/adapter` (a PEFT adapter directory holds one adapter).
-    fn single_adapter(&self) -> bool {
-        self.model.adapter_infos().len() == 1
+    /// The adapter trained, when exactly one is active: only then do checkpoints carry its PEFT
+    /// files and does the run save `outputDir/adapter` (a PEFT adapter directory holds one).
+    fn single_adapter(&self) -> Option<String> {
+        match self.model.active_adapters().as_slice() {
+            [one] => Some(one.name.clone()),
+            _ => None,
+        }
     }
 
     /// A checkpoint of the current position in `outputDir` (nothing without one), then
@@ -611,7 +629,10 @@ impl<'a> Trainer<'a> {
             best_parameters: self.best_parameters.clone(),
             optimizer: self.optimizer.state()?,
         };
-        let adapter_files = if self.single_adapter() { self.model.adapter_files(None)? } else { Vec::new() };
+        let adapter_files = match self.single_adapter() {
+            Some(name) => self.model.adapter_files(Some(&name))?,
+            None => Vec::new(),
+        };
         let dir = save_checkpoint(self.storage, out, &c, adapter_files)?;
         // Older checkpoints beyond `keepCheckpoints` go once the new one is in place.
         if self.options.keep_checkpoints > 0 {
@@ -680,9 +701,9 @@ impl<'a> Trainer<'a> {
     /// where it went.
     fn save_final_adapter(&self) -> Result<Option<String>> {
         match &self.options.output_dir {
-            Some(out) if self.single_adapter() => {
+            Some(out) if self.single_adapter().is_some() => {
                 let dir = join(out, "adapter");
-                self.model.save_adapter(self.storage, &dir, None)?;
+                self.model.save_adapter(self.storage, &dir, self.single_adapter().as_deref())?;
                 Ok(Some(dir))
             }
             _ => Ok(None),

@@ -71,7 +71,7 @@ fn kron_lora_exported_as_peft_lora_is_the_same_adapter() {
     assert_eq!(config["modules_to_save"], serde_json::json!(["pooler", "classifier"]));
 
     let mut back = classifier(&dir.join("model-back"));
-    assert_eq!(api::load_adapter(&mut back, &FsStorage, out, None).unwrap(), 12);
+    assert_eq!(api::load_adapter(&mut back, &FsStorage, out, "{}").unwrap(), 12);
     let (got, _) = back.logits(&texts()).unwrap();
     let d = max_diff(&got, &want);
     assert!(d < 1e-5, "the exported LoRA's logits differ from the Kron-LoRA model's by {d}");

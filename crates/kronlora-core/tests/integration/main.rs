@@ -19,6 +19,7 @@ mod llama;
 mod lm_training;
 mod loaders;
 mod matmul_t;
+mod multi_adapter;
 mod parity;
 mod train;
 mod training;

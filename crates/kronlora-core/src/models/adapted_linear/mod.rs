@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 
 use crate::adapters::{out_shape, Adapter, AdapterDropout};
 use crate::error::{Error, Result};
+use crate::models::adapter_selection;
 use crate::ops::frozen_linear;
 
 /// One adapter on a layer, under its name, with optional dropout in front of it.
@@ -16,6 +17,8 @@ struct Attached {
     name: String,
     adapter: Box<dyn Adapter>,
     dropout: Option<AdapterDropout>,
+    /// Active with this weight on its update (1 when added), or inactive (None).
+    weight: Option<f64>,
 }
 
 pub struct AdaptedLinear {
@@ -88,8 +91,19 @@ impl AdaptedLinear {
         self.weight_before_merge.is_some()
     }
 
+    /// Attach `adapter` as `name`, active with weight 1.
     pub fn add_adapter(&mut self, name: String, adapter: Box<dyn Adapter>, dropout: Option<AdapterDropout>) {
-        self.adapters.push(Attached { name, adapter, dropout });
+        self.adapters.push(Attached { name, adapter, dropout, weight: Some(1.0) });
+    }
+    /// Make exactly the adapters `selection` names active, each with its weight.
+    pub fn set_active(&mut self, selection: &[(String, f64)]) {
+        for a in &mut self.adapters {
+            a.weight = selection.iter().find(|(n, _)| *n == a.name).map(|(_, w)| *w);
+        }
+    }
+    /// The weight adapter `name` is active with (None: inactive or absent).
+    pub fn adapter_weight(&self, name: &str) -> Option<f64> {
+        self.adapters.iter().find(|a| a.name == name).and_then(|a| a.weight)
     }
     pub fn adapters(&self) -> impl Iterator<Item = (&str, &dyn Adapter)> {
         self.adapters.iter().map(|a| (a.name.as_str(), a.adapter.as_ref()))
@@ -104,12 +118,36 @@ impl AdaptedLinear {
         self.adapters.iter().map(|a| a.adapter.num_trainable_parameters()).sum()
     }
 
-    /// `x·Wᵀ + b + Σ s·ΔW x` for `x [.., in]`. While merged the updates live in `W`.
+    /// The active adapters with their weights: the call's selection (`with_adapter_selection`)
+    /// when there is one, else the layer's own. None while merged: the updates live in `W`.
+    fn active(&self) -> Vec<(&Attached, f64)> {
+        if self.is_merged() {
+            return Vec::new();
+        }
+        match adapter_selection() {
+            Some(sel) => self
+                .adapters
+                .iter()
+                .filter_map(|a| sel.iter().find(|(n, _)| *n == a.name).map(|(_, w)| (a, *w)))
+                .collect(),
+            None => self.adapters.iter().filter_map(|a| a.weight.map(|w| (a, w))).collect(),
+        }
+    }
+
+    /// `x·Wᵀ + b + Σ wₐ·s·ΔWₐ x` over the active adapters `a` for `x [.., in]`. While merged
+    /// the updates live in `W`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let active: &[Attached] = if self.is_merged() { &[] } else { &self.adapters };
-        let mut updates = active.iter().map(|a| match &a.dropout {
-            Some(d) => a.adapter.update_product(&d.apply(x)?),
-            None => a.adapter.update_product(x),
+        let active = self.active();
+        let mut updates = active.iter().map(|(a, w)| {
+            let mut product = match &a.dropout {
+                Some(d) => a.adapter.update_product(&d.apply(x)?)?,
+                None => a.adapter.update_product(x)?,
+            };
+            if *w != 1.0 {
+                // On the small left factor ([rows, r]), not the output.
+                product.left = product.left.affine(*w, 0.0)?;
+            }
+            Ok::<_, Error>(product)
         });
         let out = out_shape(x, self.out_features);
         let Some(weight) = &self.weight else {
@@ -136,7 +174,7 @@ impl AdaptedLinear {
         Ok(y)
     }
 
-    /// Fold every adapter's update into the base weight: `W ← W + Σ s·ΔW`.
+    /// Fold the active adapters' updates into the base weight: `W ← W + Σ wₐ·s·ΔWₐ`.
     pub fn merge(&mut self) -> Result<()> {
         let Some(w) = &self.weight else {
             return Err(Error::InvalidState(format!(
@@ -149,7 +187,11 @@ impl AdaptedLinear {
         }
         let mut merged = w.clone();
         for a in &self.adapters {
-            merged = (merged + a.adapter.delta_weight()?)?;
+            match a.weight {
+                Some(1.0) => merged = (merged + a.adapter.delta_weight()?)?,
+                Some(weight) => merged = (merged + a.adapter.delta_weight()?.affine(weight, 0.0)?)?,
+                None => {}
+            }
         }
         self.weight_before_merge = self.weight.replace(merged);
         Ok(())
