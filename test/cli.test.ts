@@ -200,6 +200,28 @@ describe('kronlora CLI', () => {
     const g = cli(['generate', '--model', llama, '--adapter', join(dir, 'lm', 'adapter'), '--prompt', 'a', '--max-tokens', '3']);
     expect(g.code, g.stderr).toBe(0);
     expect(g.stdout.startsWith('a')).toBe(true);
+    // The trained adapter served by others: merged into the GGUF, and as a GGUF LoRA file.
+    const merged = join(dir, 'lm-merged.gguf');
+    const m = cli(['merge', '--model', llama, '--adapter', join(dir, 'lm', 'adapter'), '--out', merged, '--json']);
+    expect(m.code, m.stderr).toBe(0);
+    expect(json(m.stdout)).toMatchObject({ command: 'merge', out: merged });
+    const mg = cli(['generate', '--model', merged, '--prompt', 'a', '--max-tokens', '3']);
+    expect(mg.stdout, 'the merged model generates what the adapted one does').toBe(g.stdout);
+    const e = cli([
+      'export',
+      '--model',
+      llama,
+      '--adapter',
+      join(dir, 'lm', 'adapter'),
+      '--format',
+      'gguf-lora',
+      '--out',
+      join(dir, 'lm.gguf'),
+    ]);
+    expect(e.code, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/wrote .*lm\.gguf \(gguf-lora\)/);
+    const bad = cli(['export', '--model', llama, '--adapter', join(dir, 'lm', 'adapter'), '--format', 'onnx', '--out', join(dir, 'x')]);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringMatching(/argument 'onnx' is invalid/)]);
   });
 
   it('fails with one line and a non-zero exit on bad arguments, files and data', () => {

@@ -1,6 +1,7 @@
 // Adapters served by other tools: a kronlora-trained adapter exported as a GGUF LoRA file is
 // applied by llama.cpp itself (node-llama-cpp's prebuilt binary, in a child process) to the GGUF
-// base, and llama.cpp's logits and greedy text must be kronlora's; a Kron-LoRA adapter exported
+// base, and the model merged into one GGUF file is served alone: llama.cpp's logits and greedy
+// text must be kronlora's; a Kron-LoRA adapter exported
 // as a PEFT LoRA directory loads back as a plain LoRA with the same logits.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -21,9 +22,9 @@ interface LlamaCppView {
   generated: string[];
 }
 
-function llamaCpp(lora: string | null, generate = 6): LlamaCppView {
+function llamaCpp(lora: string | null, generate = 6, model = llamaFile): LlamaCppView {
   const script = new URL('./llama-cpp-logits.mjs', import.meta.url).pathname;
-  const args = JSON.stringify({ model: llamaFile, lora, texts: prompts, generate });
+  const args = JSON.stringify({ model, lora, texts: prompts, generate });
   return JSON.parse(
     execFileSync(process.execPath, [script, args], { encoding: 'utf8', timeout: 60_000, maxBuffer: 256 << 20 })
       .trim()
@@ -44,9 +45,14 @@ async function trainBriefly(model: Model): Promise<void> {
  * on a single token, where attention is the identity), so the adapter's effect, adapted minus
  * base in each system, is compared too: there the base's rounding cancels.
  */
-async function expectLlamaCppAgrees(model: Model, lora: string | null, base?: { ours: Float32Array[]; theirs: LlamaCppView }) {
+async function expectLlamaCppAgrees(
+  model: Model,
+  lora: string | null,
+  base?: { ours: Float32Array[]; theirs: LlamaCppView },
+  file = llamaFile,
+) {
   const ours = await model.logits(prompts);
-  const theirs = llamaCpp(lora);
+  const theirs = llamaCpp(lora, 6, file);
   for (const [i, row] of theirs.rows.entries()) {
     expect(maxRelError(ours[i], row.logits), `"${prompts[i]}": kronlora vs llama.cpp logits`).toBeLessThan(2e-3);
     if (!base) continue;
@@ -84,6 +90,10 @@ describe('GGUF LoRA export, served by llama.cpp (node-llama-cpp)', () => {
       const file = join(mkdtempSync(join(tmpdir(), 'kronlora-gguf-lora-')), `${kind}.gguf`);
       await model.exportAdapter(file, { format: 'gguf-lora' });
       await expectLlamaCppAgrees(model, file, base);
+      // Merged into a GGUF model: llama.cpp serves it with no adapter at all.
+      const merged = file.replace(/\.gguf$/, '-merged.gguf');
+      await model.saveMerged(merged);
+      await expectLlamaCppAgrees(model, null, base, merged);
     });
   }
 });

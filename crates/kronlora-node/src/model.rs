@@ -129,6 +129,12 @@ impl NativeModel {
         self.run(move |m| api::export_adapter(m, &FsStorage, &path, &options_json))
     }
 
+    /// The model with its active adapters merged, written to `path` (a GGUF file).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save_merged(&self, path: String) -> AsyncTask<CoreTask<()>> {
+        self.run(move |m| api::save_merged(m, &FsStorage, &path))
+    }
+
     /// Add the adapter saved in `dir`, options `{ name?, replace? }`; returns the module count.
     #[napi(ts_return_type = "Promise<number>")]
     pub fn load_adapter(&self, dir: String, options_json: String) -> AsyncTask<CoreTask<u32>> {

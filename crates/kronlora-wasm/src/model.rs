@@ -112,6 +112,11 @@ impl WasmModel {
         api::export_adapter(&self.inner, &JsStorage::new(storage), path, options_json).map_err(js_error)
     }
 
+    #[wasm_bindgen(js_name = saveMerged)]
+    pub fn save_merged(&self, path: &str, storage: JsValue) -> Result<(), JsError> {
+        api::save_merged(&self.inner, &JsStorage::new(storage), path).map_err(js_error)
+    }
+
     #[wasm_bindgen(js_name = setActiveAdapters)]
     pub fn set_active_adapters(&mut self, json: &str) -> Result<(), JsError> {
         api::set_active_adapters(&mut self.inner, json).map_err(js_error)

@@ -52,6 +52,7 @@ export interface RawModel {
   saveAdapter(dir: string, name?: string): Promise<void>;
   /** `optionsJson`: `{ format, name? }`, checked by the core. */
   exportAdapter(path: string, optionsJson: string): Promise<void>;
+  saveMerged(path: string): Promise<void>;
   /** `optionsJson`: `{ name?, replace? }`. */
   loadAdapter(dir: string, optionsJson: string): Promise<number>;
   /** `json`: `{ adapters, weights? }`. */
@@ -175,6 +176,7 @@ function nativeBinding(name: 'native' | 'cuda', mod: typeof Native): Binding {
     evaluate: (data, json) => settle(() => m.evaluate(data, json)),
     saveAdapter: (dir, name) => settle(() => m.saveAdapter(dir, name ?? null)),
     exportAdapter: (path, json) => settle(() => m.exportAdapter(path, json)),
+    saveMerged: (path) => settle(() => m.saveMerged(path)),
     loadAdapter: (dir, json) => settle(() => m.loadAdapter(dir, json)),
     setActiveAdapters: (json) => settle(() => m.setActiveAdapters(json)),
     deleteAdapter: (name) => settle(() => m.deleteAdapter(name)),
@@ -220,6 +222,7 @@ function loadWasm(): Binding {
       evaluate: (data, json) => call('evaluate', data, json),
       saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
       exportAdapter: (path, json) => call('exportAdapter', path, json),
+      saveMerged: (path) => call('saveMerged', path),
       loadAdapter: (dir, json) => call('loadAdapter', dir, json),
       setActiveAdapters: (json) => call('setActiveAdapters', json),
       deleteAdapter: (name) => call('deleteAdapter', name),

@@ -384,6 +384,16 @@ export class Model {
   }
 
   /**
+   * Write the model with its active adapters merged into the weights to `path`, a `.gguf` file
+   * llama.cpp serves without adapter support (for a model loaded from a GGUF file: its tensors
+   * and metadata copied unchanged, the adapted projections' weights in f32).
+   */
+  async saveMerged(path: string): Promise<void> {
+    if (typeof path !== 'string' || path === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveMerged expects a .gguf path');
+    await this.raw.saveMerged(path);
+  }
+
+  /**
    * Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained
    * further. `replace: true` swaps the weights of the adapter already named so (hot-swapping
    * while the model serves: the base stays loaded, the adapter keeps its active weight).

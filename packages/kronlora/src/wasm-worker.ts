@@ -38,8 +38,14 @@ function readModelFiles(path: string): [string[], Uint8Array[]] {
 /** The `WasmModel` methods the main thread calls by name (`train` and `free` have ops of their own). */
 export type WasmMethod = Exclude<keyof WasmModel, 'train' | 'free' | symbol>;
 /** Methods whose last argument is the storage (filled in here, not sent by the main thread). */
-type StorageMethod = 'evaluate' | 'saveAdapter' | 'exportAdapter' | 'loadAdapter';
-const usesStorage = new Set<WasmMethod>(['evaluate', 'saveAdapter', 'exportAdapter', 'loadAdapter'] satisfies StorageMethod[]);
+type StorageMethod = 'evaluate' | 'saveAdapter' | 'exportAdapter' | 'saveMerged' | 'loadAdapter';
+const usesStorage = new Set<WasmMethod>([
+  'evaluate',
+  'saveAdapter',
+  'exportAdapter',
+  'saveMerged',
+  'loadAdapter',
+] satisfies StorageMethod[]);
 type DropLast<T extends unknown[]> = T extends [...infer Head, unknown] ? Head : T;
 /** A method's arguments as the main thread sends them. */
 export type WasmArgs<M extends WasmMethod> = M extends StorageMethod ? DropLast<Parameters<WasmModel[M]>> : Parameters<WasmModel[M]>;

@@ -109,6 +109,11 @@ pub fn load_adapter(
     model.load_adapter_with(storage, dir, name.as_deref(), replace)
 }
 
+/// `saveMerged(path)`: the model with its active adapters merged, as a GGUF file.
+pub fn save_merged(model: &PretrainedModel, storage: &dyn Storage, path: &str) -> crate::Result<()> {
+    model.save_merged(storage, path)
+}
+
 /// Sentence embeddings: `texts.len() × width` row-major, and `width`; options `{ adapter? }`.
 pub fn embed(model: &PretrainedModel, texts: &[String], options_json: &str) -> crate::Result<(Vec<f32>, usize)> {
     adapters::check_inference_options(options_json)?;

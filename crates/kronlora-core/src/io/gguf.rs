@@ -132,6 +132,20 @@ impl GgufFile {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// Every metadata entry (for writing a file derived from this one).
+    pub fn metadata(&self) -> &std::collections::HashMap<String, Value> {
+        &self.content.metadata
+    }
+
+    /// A tensor as stored (quantised or not), for copying it unchanged into another file.
+    pub fn raw_tensor(&self, name: &str) -> Result<candle_core::quantized::QTensor> {
+        let mut reader =
+            self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
+        self.content
+            .tensor(&mut *reader, name, &Device::Cpu)
+            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be read: {e}")))
+    }
+
     /// Read and dequantise a tensor to f32 (candle orders dims as PyTorch does: `[out, in]`).
     pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
         if !self.has_tensor(name) {

@@ -5,6 +5,7 @@ mod active_adapters;
 mod adapter_files;
 mod export;
 mod inference;
+mod merged;
 mod options;
 
 use candle_core::{Device, Tensor};

@@ -181,3 +181,54 @@ fn export_options_and_models_are_checked() {
     assert!(e.contains("Llama-family") && e.contains("peft-lora"), "{e}");
     assert!(!Path::new(out).exists(), "nothing written by a refused export");
 }
+
+#[test]
+fn a_merged_gguf_is_the_adapted_model_and_copies_the_rest_unchanged() {
+    let ids = [5u32, 77, 102, 33, 260, 9];
+    let dir = temp_dir("export-merged");
+    let base = dir.join("base.gguf");
+    write_gguf(&base, &tensors(13, false));
+    let mut model = api::load_model(ModelSource::Path(base.clone()), "{}").unwrap();
+    api::add_adapter(&mut model, "a", r#"{"type":"kron-lora","rank":2,"alpha":6,"targetModules":"all-linear"}"#)
+        .unwrap();
+    api::add_adapter(&mut model, "b", r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["q_proj","k_proj"]}"#)
+        .unwrap();
+    randomise(&model, 14);
+    api::set_active_adapters(&mut model, r#"{"adapters":["a","b"],"weights":[0.5,1.5]}"#).unwrap();
+    let want = last_logits(&model, &ids);
+    let out = dir.join("merged.gguf");
+    api::save_merged(&model, &FsStorage, out.to_str().unwrap()).unwrap();
+    let merged = api::load_model(ModelSource::Path(out.clone()), "{}").unwrap();
+    let d = max_diff(&last_logits(&merged, &ids), &want);
+    assert!(d < 1e-4, "the merged GGUF differs from the adapted model by {d}");
+    // Unadapted tensors are the base's, byte for byte; the file replaces only its own kind.
+    let (mut b, mut m) = (GgufFileRead::open(&base), GgufFileRead::open(&out));
+    for name in ["token_embd.weight", "output_norm.weight", "blk.1.attn_norm.weight"] {
+        assert_eq!(b.bytes(name), m.bytes(name), "{name}");
+    }
+    api::save_merged(&model, &FsStorage, out.to_str().unwrap()).unwrap();
+    let err = api::save_merged(&model, &FsStorage, base.to_str().unwrap()).unwrap_err().to_string();
+    assert!(err.contains("not a merged GGUF file kronlora wrote"), "{err}");
+    assert!(api::save_merged(&model, &FsStorage, dir.join("m.bin").to_str().unwrap()).is_err());
+    api::set_active_adapters(&mut model, r#"{"adapters":[]}"#).unwrap();
+    assert!(api::save_merged(&model, &FsStorage, out.to_str().unwrap())
+        .unwrap_err()
+        .to_string()
+        .contains("no adapter is active"));
+    let classifier = classifier(&dir.join("bert"));
+    let err = api::save_merged(&classifier, &FsStorage, out.to_str().unwrap()).unwrap_err();
+    assert_eq!(err.code(), "ERR_UNSUPPORTED");
+}
+
+/// A GGUF file's tensors as stored.
+struct GgufFileRead(gguf_file::Content, std::fs::File);
+
+impl GgufFileRead {
+    fn open(p: &Path) -> Self {
+        let mut f = std::fs::File::open(p).unwrap();
+        GgufFileRead(gguf_file::Content::read(&mut f).unwrap(), f)
+    }
+    fn bytes(&mut self, name: &str) -> Vec<u8> {
+        self.0.tensor(&mut self.1, name, &Device::Cpu).unwrap().data().unwrap().to_vec()
+    }
+}

@@ -1,5 +1,5 @@
 /**
- * The `kronlora` command: `train`, `eval`, `info`, `generate` and `export`, each with `--help`
+ * The `kronlora` command: `train`, `eval`, `info`, `generate`, `export` and `merge`, each with `--help`
  * (commander), `--json` for one machine-readable result object, exit code 0 on success, 1 with
  * a one-line reason on error (2 for usage errors, 130 when interrupted).
  */
@@ -8,6 +8,7 @@ import { KronLoraError } from '../errors.js';
 import { generateCommand } from './generate.js';
 import { exportCommand } from './export.js';
 import { evalCommand, infoCommand } from './inspect.js';
+import { mergeCommand } from './merge.js';
 import { type Io, processIo } from './output.js';
 import { Interrupted } from './shared.js';
 import { trainCommand } from './train.js';
@@ -34,6 +35,7 @@ Examples:
   infoCommand(root, io);
   generateCommand(root, io);
   exportCommand(root, io);
+  mergeCommand(root, io);
   for (const cmd of root.commands)
     cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
   return root;
