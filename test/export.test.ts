@@ -125,6 +125,24 @@ describe.each(backends)('exportAdapter on %s', (name) => {
     for (const [i, row] of got.entries()) expect(maxRelError(row, want[i])).toBeLessThan(1e-5);
   });
 
+  it('writes LyCORIS and GGUF LoRA files that loadAdapter reads back as the same adapter', async () => {
+    const model = await api.loadModel(llamaFile);
+    await model.addAdapter('k', { type: 'kron-lora', rank: 2, alpha: 8, targetModules: 'all-linear' });
+    await trainBriefly(model);
+    const want = await model.logits(prompts);
+    const dir = mkdtempSync(join(tmpdir(), 'kronlora-roundtrip-'));
+    for (const [format, file] of [
+      ['lycoris', join(dir, 'k.safetensors')],
+      ['gguf-lora', join(dir, 'k.gguf')],
+    ] as const) {
+      await model.exportAdapter(file, { format });
+      const back = await api.loadModel(llamaFile);
+      expect(await back.loadAdapter(file)).toEqual({ modules: 14 });
+      const got = await back.logits(prompts);
+      for (const [i, row] of got.entries()) expect(maxRelError(row, want[i]), format).toBeLessThan(1e-5);
+    }
+  });
+
   it('refuses bad options and paths it does not own, touching nothing', async () => {
     const model = await api.loadModel(llamaFile);
     await model.addAdapter('a', { type: 'lora', rank: 2, alpha: 4, targetModules: ['q_proj'] });

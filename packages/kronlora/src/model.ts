@@ -45,8 +45,11 @@ export interface ActiveAdapter {
   weight: number;
 }
 
-/** What `exportAdapter` writes: a PEFT LoRA directory, or a GGUF LoRA file for llama.cpp. */
-export type ExportFormat = 'peft-lora' | 'gguf-lora';
+/**
+ * What `exportAdapter` writes: a PEFT LoRA directory, a GGUF LoRA file for llama.cpp, or a
+ * LyCORIS / kohya `.safetensors` file (LoKr for Kron-LoRA).
+ */
+export type ExportFormat = 'peft-lora' | 'gguf-lora' | 'lycoris';
 
 export interface AdapterConfig {
   type: 'kron-lora' | 'lora';
@@ -372,13 +375,18 @@ export class Model {
    *   (`rank_pattern` where modules differ), with the trained head as `modules_to_save`.
    * - `format: 'gguf-lora'`: one GGUF LoRA file in llama.cpp's names and layout, for a
    *   Llama-family model; llama.cpp and node-llama-cpp apply it to the GGUF base at scale 1.
+   * - `format: 'lycoris'`: one `.safetensors` file in LyCORIS / kohya keys: Kron-LoRA as LoKr
+   *   (`lokr_w1`, `lokr_w2_a`, `lokr_w2_b`, `alpha`), LoRA as `lora_down` / `lora_up`.
    * Written atomically; rejects with `ERR_WOULD_OVERWRITE`, touching nothing, where files are in
    * the way that kronlora did not write.
    */
   async exportAdapter(path: string, options: { format: ExportFormat; name?: string }): Promise<void> {
     if (typeof path !== 'string' || path === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'exportAdapter expects a path');
     if (typeof options !== 'object' || options === null) {
-      throw new KronLoraError('ERR_INVALID_ARG_TYPE', "exportAdapter expects options { format: 'peft-lora' | 'gguf-lora', name? }");
+      throw new KronLoraError(
+        'ERR_INVALID_ARG_TYPE',
+        "exportAdapter expects options { format: 'peft-lora' | 'gguf-lora' | 'lycoris', name? }",
+      );
     }
     await this.raw.exportAdapter(path, toJson(options));
   }
@@ -394,8 +402,9 @@ export class Model {
   }
 
   /**
-   * Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr); it can be trained
-   * further. `replace: true` swaps the weights of the adapter already named so (hot-swapping
+   * Add the adapter saved in `dir` (by `saveAdapter`, or PEFT LoRA / LoKr), or in one file: a
+   * LyCORIS / kohya `.safetensors` (LoKr → Kron-LoRA, LoRA → LoRA) or a llama.cpp GGUF LoRA
+   * `.gguf` (→ LoRA), told apart by the path; it can be trained further. `replace: true` swaps the weights of the adapter already named so (hot-swapping
    * while the model serves: the base stays loaded, the adapter keeps its active weight).
    */
   async loadAdapter(dir: string, options: { name?: string; replace?: boolean } = {}): Promise<{ modules: number }> {

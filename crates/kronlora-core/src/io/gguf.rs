@@ -226,7 +226,7 @@ pub fn permute(t: &Tensor, heads: usize) -> Result<Tensor> {
 }
 
 /// Undo llama.cpp's `permute`: `[h, hd/2, 2, ..] → [h, 2, hd/2, ..]`.
-fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+pub fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = t.dims().to_vec();
     let rest: usize = dims[1..].iter().product();
     let half = dims[0] / heads / 2;

@@ -3,6 +3,7 @@
 mod gguf;
 mod gguf_layout;
 mod gguf_lora;
+mod lycoris;
 #[cfg(not(target_arch = "wasm32"))]
 mod mapped;
 mod owned_dir;
@@ -17,8 +18,9 @@ use candle_core::{Device, Tensor};
 
 use crate::error::Result;
 
-pub use gguf::{gguf_tensor_name, permute, GgufFile, GgufWeights};
+pub use gguf::{gguf_tensor_name, permute, unpermute, GgufFile, GgufWeights};
 pub use gguf_lora::{gguf_lora_bytes, is_kronlora_gguf, GgufLoraPair, GGUF_LORA_MARKER};
+pub use lycoris::{is_kronlora_safetensors, lycoris_module_key, LYCORIS_MARKER, LYCORIS_PREFIX};
 pub use owned_dir::{
     check_writable, is_owned_dir, remove_owned_dir, write_owned_dir, write_owned_file, Marker, OwnedLayout, Target,
 };

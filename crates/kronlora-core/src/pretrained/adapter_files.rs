@@ -12,7 +12,7 @@ use crate::io::peft::{
     self, tensor_key, AdapterTensors, KronloraBlock, ModuleTensors, ModuleWeights, PeftAdapterConfig, TargetList,
     ADAPTER_LAYOUT, CONFIG_FILE, KEY_PREFIX, WEIGHTS_FILE,
 };
-use crate::io::{join, write_owned_dir, Storage};
+use crate::io::{join, write_owned_dir, EntryKind, Storage};
 use crate::TensorData;
 
 /// An adapter's factors as PEFT stores them.
@@ -178,6 +178,9 @@ impl PretrainedModel {
         name: Option<&str>,
         replace: bool,
     ) -> Result<usize> {
+        if storage.kind(dir)? == EntryKind::File {
+            return self.load_foreign_adapter(dir, storage.read(dir)?, name, replace);
+        }
         let config_path = join(dir, CONFIG_FILE);
         let weights_path = join(dir, WEIGHTS_FILE);
         for path in [&config_path, &weights_path] {
@@ -241,24 +244,16 @@ impl PretrainedModel {
         let head = self.take_head_tensors(&mut tensors, &paths)?;
         self.check_all_matched(&config, &tensors, &module_names, &paths)?;
         let labels = self.adapter_labels(&config, &paths)?;
-        // Every check passed: only now does the adapter being replaced go.
-        let weight = self.adapters.iter().find(|a| a.name == name).map(|a| a.weight);
-        if weight.is_some() {
-            for p in self.backbone.projections_mut() {
-                p.remove_adapter(&name);
-            }
-            self.adapters.retain(|a| a.name != name);
-        }
-        let count = self.attach_adapter(name.clone(), &config, adapters, head, labels)?;
-        if let Some(weight) = weight {
-            let mut active: Vec<(String, f64)> =
-                self.active_adapters().into_iter().map(|a| (a.name, a.weight)).filter(|(n, _)| *n != name).collect();
-            if let Some(w) = weight {
-                active.push((name, w));
-            }
-            self.set_active_adapters(&active)?;
-        }
-        Ok(count)
+        let adapter_config = AdapterConfig {
+            kind: config.kind,
+            rank: config.rank,
+            alpha: config.alpha,
+            kron_in: config.kronlora.kron_in,
+            kron_out: config.kronlora.kron_out,
+            use_rslora: config.use_rslora,
+            seed: 0,
+        };
+        self.install_adapter(name, adapter_config, config.dropout, adapters, head, labels)
     }
 
     /// The name the loaded adapter gets (`name`, else the one it was saved under, else
@@ -272,18 +267,7 @@ impl PretrainedModel {
     ) -> Result<String> {
         let name =
             name.map(str::to_string).or_else(|| config.kronlora.name.clone()).unwrap_or_else(|| "default".into());
-        let exists = self.adapters.iter().any(|a| a.name == name);
-        if exists && !replace {
-            return Err(Error::InvalidOption(format!(
-                "the model already has an adapter named `{name}`; pass another name, or replace: true to swap its weights"
-            )));
-        }
-        if replace && self.is_merged() {
-            return Err(Error::InvalidState(
-                "the active adapters are merged into the base weights; call unmergeAdapters() before replacing one"
-                    .into(),
-            ));
-        }
+        self.check_new_adapter_name(&name, replace)?;
         if let Some(task) = &config.kronlora.task {
             if task != self.task.name() {
                 return Err(Error::InvalidModel(format!(
@@ -448,13 +432,62 @@ impl PretrainedModel {
         Ok(labels.clone())
     }
 
+    /// `name` may be given to a loaded adapter: free, or (`replace`) in use and not merged.
+    pub(super) fn check_new_adapter_name(&self, name: &str, replace: bool) -> Result<()> {
+        let exists = self.adapters.iter().any(|a| a.name == name);
+        if exists && !replace {
+            return Err(Error::InvalidOption(format!(
+                "the model already has an adapter named `{name}`; pass another name, or replace: true to swap its weights"
+            )));
+        }
+        if replace && self.is_merged() {
+            return Err(Error::InvalidState(
+                "the active adapters are merged into the base weights; call unmergeAdapters() before replacing one"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Attach a loaded adapter whose every check passed, as `name`: an adapter already so named
+    /// (`check_new_adapter_name` allowed replacing it) goes only now, and the new one keeps its
+    /// active weight. Returns how many projections got the adapter.
+    pub(super) fn install_adapter(
+        &mut self,
+        name: String,
+        config: AdapterConfig,
+        dropout: f64,
+        adapters: Vec<(usize, Box<dyn Adapter>)>,
+        head: Vec<(Var, Tensor)>,
+        labels: Vec<String>,
+    ) -> Result<usize> {
+        let weight = self.adapters.iter().find(|a| a.name == name).map(|a| a.weight);
+        if weight.is_some() {
+            for p in self.backbone.projections_mut() {
+                p.remove_adapter(&name);
+            }
+            self.adapters.retain(|a| a.name != name);
+        }
+        let count = self.attach_adapter(name.clone(), config, dropout, adapters, head, labels)?;
+        if let Some(weight) = weight {
+            let mut active: Vec<(String, f64)> =
+                self.active_adapters().into_iter().map(|a| (a.name, a.weight)).filter(|(n, _)| *n != name).collect();
+            if let Some(w) = weight {
+                active.push((name, w));
+            }
+            self.set_active_adapters(&active)?;
+        }
+        Ok(count)
+    }
+
     /// Attach what the checks let through: each adapter to its projection (`adapters`:
     /// `(projection index, adapter)`), the head's values, the labels (when there are any), and
     /// the adapter's record. Returns how many projections got the adapter.
     fn attach_adapter(
         &mut self,
         name: String,
-        config: &PeftAdapterConfig,
+        config: AdapterConfig,
+        dropout: f64,
         adapters: Vec<(usize, Box<dyn Adapter>)>,
         head: Vec<(Var, Tensor)>,
         labels: Vec<String>,
@@ -464,7 +497,7 @@ impl PretrainedModel {
         let mut projections = self.backbone.projections_mut();
         for (index, adapter) in adapters {
             let p = &mut projections[index];
-            let dropout = (config.dropout > 0.0).then(|| AdapterDropout::new(config.dropout, &p.name, seed.clone()));
+            let dropout = (dropout > 0.0).then(|| AdapterDropout::new(dropout, &p.name, seed.clone()));
             p.add_adapter(name.clone(), adapter, dropout);
         }
         for (var, value) in head {
@@ -473,21 +506,7 @@ impl PretrainedModel {
         if !labels.is_empty() {
             self.labels = crate::data::LabelMap { names: labels };
         }
-        self.adapters.push(AdapterInfo {
-            name,
-            modules: count,
-            config: AdapterConfig {
-                kind: config.kind,
-                rank: config.rank,
-                alpha: config.alpha,
-                kron_in: config.kronlora.kron_in,
-                kron_out: config.kronlora.kron_out,
-                use_rslora: config.use_rslora,
-                seed: 0,
-            },
-            dropout: config.dropout,
-            weight: Some(1.0),
-        });
+        self.adapters.push(AdapterInfo { name, modules: count, config, dropout, weight: Some(1.0) });
         Ok(count)
     }
 }

@@ -1,5 +1,6 @@
 //! A model's adapter in other tools' formats (`model.exportAdapter`): as the plain LoRA it
-//! exactly is for PEFT (`peft-lora`), and as a GGUF LoRA file for llama.cpp (`gguf-lora`).
+//! exactly is for PEFT (`peft-lora`), as a GGUF LoRA file for llama.cpp (`gguf-lora`), and as a
+//! LyCORIS / kohya file (`lycoris`: LoKr, the same factors).
 //! A Kron-LoRA update `s·(A ⊗ B1·B2)` is a LoRA of rank `d_A1·r` with `lora_A = I ⊗ B2` and
 //! `lora_B = s·(A ⊗ B1)` (`Adapter::to_lora`): no SVD, nothing approximated.
 
@@ -11,9 +12,10 @@ use crate::adapters::{Adapter, AdapterKind};
 use crate::error::{Error, Result};
 use crate::io::peft::ADAPTER_LAYOUT;
 use crate::io::{
-    gguf_lora_bytes, gguf_tensor_name, is_kronlora_gguf, permute, write_owned_dir, write_owned_file, GgufLoraPair,
-    Storage,
+    gguf_lora_bytes, gguf_tensor_name, is_kronlora_gguf, is_kronlora_safetensors, lycoris_module_key, permute,
+    safetensors_bytes, write_owned_dir, write_owned_file, GgufLoraPair, Storage, LYCORIS_MARKER,
 };
+use crate::TensorData;
 
 /// What `exportAdapter` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,15 +24,18 @@ pub enum ExportFormat {
     PeftLora,
     /// One GGUF LoRA file for llama.cpp and node-llama-cpp (Llama-family models).
     GgufLora,
+    /// One LyCORIS / kohya safetensors file: LoKr for Kron-LoRA, LoRA for LoRA.
+    Lycoris,
 }
 
 impl ExportFormat {
-    pub const NAMES: [&'static str; 2] = ["peft-lora", "gguf-lora"];
+    pub const NAMES: [&'static str; 3] = ["peft-lora", "gguf-lora", "lycoris"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "peft-lora" => Some(ExportFormat::PeftLora),
             "gguf-lora" => Some(ExportFormat::GgufLora),
+            "lycoris" => Some(ExportFormat::Lycoris),
             _ => None,
         }
     }
@@ -58,6 +63,51 @@ fn lora_form(adapter: &dyn Adapter) -> Result<(Tensor, Tensor, usize, f64)> {
 }
 
 impl PretrainedModel {
+    /// Adapter `name` as a LyCORIS file: Kron-LoRA as LoKr (`lokr_w1 = A`, `lokr_w2_a = B1`,
+    /// `lokr_w2_b = B2`), LoRA as `lora_down` / `lora_up`; `alpha = scale · r` so LyCORIS's
+    /// `alpha / r` is the adapter's scale (rsLoRA's included).
+    pub fn lycoris(&self, name: Option<&str>) -> Result<Vec<u8>> {
+        let info = self.resolve_adapter_name(name)?;
+        if self.head.is_some() {
+            return Err(Error::Unsupported(
+                "a LyCORIS file holds no classification head; export a sequence-classification adapter as \"peft-lora\""
+                    .into(),
+            ));
+        }
+        let mut tensors = Vec::new();
+        for (path, adapter_name, adapter) in self.adapters() {
+            if adapter_name != info.name {
+                continue;
+            }
+            let key = lycoris_module_key(&path);
+            let param = |n: &str| -> Result<TensorData> {
+                TensorData::from_tensor(adapter.parameter(n).expect("the adapter's own parameter").as_tensor())
+            };
+            let names: &[(&str, &str)] = match adapter.kind() {
+                AdapterKind::KronLora => &[("A", "lokr_w1"), ("B1", "lokr_w2_a"), ("B2", "lokr_w2_b")],
+                AdapterKind::Lora => &[("lora_A", "lora_down.weight"), ("lora_B", "lora_up.weight")],
+            };
+            for (ours, theirs) in names {
+                tensors.push((format!("{key}.{theirs}"), param(ours)?));
+            }
+            let alpha = (adapter.scale() * adapter.rank() as f64) as f32;
+            tensors.push((format!("{key}.alpha"), TensorData { shape: vec![], data: vec![alpha] }));
+        }
+        let network = match info.config.kind {
+            AdapterKind::KronLora => "lokr",
+            AdapterKind::Lora => "lora",
+        };
+        safetensors_bytes(
+            &tensors,
+            &[
+                ("ss_network_module", "lycoris.kohya"),
+                ("ss_network_args", &format!("{{\"algo\": \"{network}\"}}")),
+                (LYCORIS_MARKER, "1"),
+                ("kronlora.adapter", &info.name),
+            ],
+        )
+    }
+
     /// Write adapter `name` (default: the only one) as `format` to `path`: a directory for
     /// `peft-lora` (as `save_adapter` writes one), a file for `gguf-lora`. Nothing that kronlora
     /// did not write is replaced.
@@ -75,6 +125,14 @@ impl PretrainedModel {
             ExportFormat::PeftLora => write_owned_dir(storage, path, &ADAPTER_LAYOUT, &self.peft_files(name, true)?),
             ExportFormat::GgufLora => {
                 write_owned_file(storage, path, "GGUF LoRA file", is_kronlora_gguf, &self.gguf_lora(name)?)
+            }
+            ExportFormat::Lycoris => {
+                if !path.to_ascii_lowercase().ends_with(".safetensors") {
+                    return Err(Error::InvalidOption(format!(
+                        "`{path}`: a LyCORIS file's path must end in .safetensors"
+                    )));
+                }
+                write_owned_file(storage, path, "LyCORIS file", is_kronlora_safetensors, &self.lycoris(name)?)
             }
         }
     }

@@ -4,6 +4,7 @@
 mod active_adapters;
 mod adapter_files;
 mod export;
+mod foreign_adapters;
 mod inference;
 mod merged;
 mod options;
@@ -37,6 +38,11 @@ pub struct PretrainedModel {
     pub labels: crate::data::LabelMap,
     /// Where the model was loaded from (recorded in saved adapters).
     pub source_name: String,
+}
+
+/// Adapter names: non-empty ASCII letters, digits, `_` and `-`.
+fn valid_adapter_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// What was asked for when an adapter was added (or read back from its config).
@@ -216,7 +222,7 @@ impl PretrainedModel {
 
     /// Add an adapter named `name` to the projections `plan` selects; returns how many got one.
     pub fn add_adapter(&mut self, name: &str, plan: &AdapterPlan) -> Result<usize> {
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if !valid_adapter_name(name) {
             return Err(Error::InvalidOption(format!(
                 "adapter name `{name}` must be non-empty letters, digits, `_` or `-`"
             )));

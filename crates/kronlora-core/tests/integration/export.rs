@@ -232,3 +232,83 @@ impl GgufFileRead {
         self.0.tensor(&mut self.1, name, &Device::Cpu).unwrap().data().unwrap().to_vec()
     }
 }
+
+#[test]
+fn lycoris_and_gguf_lora_files_load_back_as_the_same_adapters() {
+    let ids = [5u32, 77, 102, 33, 260, 9];
+    let dir = temp_dir("export-roundtrip");
+    let base = dir.join("base.gguf");
+    write_gguf(&base, &tensors(15, false));
+    let load = || api::load_model(ModelSource::Path(base.clone()), "{}").unwrap();
+    for (kind, options) in [
+        (
+            "kron-lora",
+            r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":2,"kronOut":4,"targetModules":"all-linear","useRslora":true}"#,
+        ),
+        ("lora", r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["q_proj","k_proj","down_proj"]}"#),
+    ] {
+        let mut model = load();
+        api::add_adapter(&mut model, "x", options).unwrap();
+        randomise(&model, 16);
+        let want = last_logits(&model, &ids);
+        let assert_same = |file: &Path, what: &str| {
+            let mut back = load();
+            let modules = api::load_adapter(&mut back, &FsStorage, file.to_str().unwrap(), r#"{"name":"y"}"#).unwrap();
+            assert_eq!(modules, model.adapters().len(), "{kind} {what}");
+            let d = max_diff(&last_logits(&back, &ids), &want);
+            assert!(d < 1e-5, "{kind} {what}: loaded back, the logits differ by {d}");
+        };
+        let lycoris = dir.join(format!("{kind}.safetensors"));
+        api::export_adapter(&model, &FsStorage, lycoris.to_str().unwrap(), r#"{"format":"lycoris"}"#).unwrap();
+        let keys = candle_core::safetensors::load(&lycoris, &Device::Cpu).unwrap();
+        let q = "lycoris_model_layers_0_self_attn_q_proj";
+        let parts: &[&str] = if kind == "lora" {
+            &["lora_down.weight", "lora_up.weight"]
+        } else {
+            &["lokr_w1", "lokr_w2_a", "lokr_w2_b"]
+        };
+        for p in parts.iter().chain(&["alpha"]) {
+            assert!(
+                keys.contains_key(&format!("{q}.{p}")),
+                "{kind}: `{q}.{p}` in {:?}",
+                keys.keys().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(keys[&format!("{q}.alpha")].dims(), &[] as &[usize], "alpha is a scalar");
+        assert_same(&lycoris, "LyCORIS");
+        let gguf = dir.join(format!("{kind}-lora.gguf"));
+        api::export_adapter(&model, &FsStorage, gguf.to_str().unwrap(), r#"{"format":"gguf-lora"}"#).unwrap();
+        assert_same(&gguf, "GGUF LoRA");
+    }
+    // Files that are not such adapters, or not for this model, are refused by name.
+    let mut model = load();
+    let err = |m: &mut PretrainedModel, p: &Path| {
+        api::load_adapter(m, &FsStorage, p.to_str().unwrap(), "{}").unwrap_err().to_string()
+    };
+    assert!(err(&mut model, &base).contains("not a GGUF LoRA adapter"));
+    let odd = dir.join("odd.safetensors");
+    candle_core::safetensors::save(
+        &[(
+            "lycoris_model_layers_0_self_attn_q_proj.lokr_w2".to_string(),
+            Tensor::zeros((4, 4), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )]
+        .into_iter()
+        .collect(),
+        &odd,
+    )
+    .unwrap();
+    assert!(err(&mut model, &odd).contains("kronlora reads LoKr"), "{}", err(&mut model, &odd));
+    let other = dir.join("other.safetensors");
+    candle_core::safetensors::save(
+        &[(
+            "lycoris_encoder_layer_0_query.alpha".to_string(),
+            Tensor::ones((), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        )]
+        .into_iter()
+        .collect(),
+        &other,
+    )
+    .unwrap();
+    assert!(err(&mut model, &other).contains("not a projection of this model"));
+    assert!(model.adapter_infos().is_empty(), "refused files add nothing");
+}

@@ -1,4 +1,4 @@
-/** `kronlora export`: a saved adapter as a PEFT LoRA directory or a GGUF LoRA file for llama.cpp. */
+/** `kronlora export`: a saved adapter as a PEFT LoRA directory, a GGUF LoRA file or a LyCORIS file. */
 import { Option } from 'commander';
 import type { Command } from 'commander';
 import type { ExportFormat } from '../model.js';
@@ -16,11 +16,14 @@ export function exportCommand(root: Command, io: Io): void {
   common(cmd)
     .requiredOption('--adapter <dir>', 'adapter directory (saveAdapter / kronlora train output)')
     .addOption(
-      new Option('--format <format>', 'peft-lora: a PEFT directory; gguf-lora: one .gguf file (Llama-family models)')
-        .choices(['peft-lora', 'gguf-lora'])
+      new Option(
+        '--format <format>',
+        'peft-lora: a PEFT directory; gguf-lora: one .gguf file (Llama-family models); lycoris: one .safetensors file',
+      )
+        .choices(['peft-lora', 'gguf-lora', 'lycoris'])
         .makeOptionMandatory(),
     )
-    .requiredOption('--out <path>', 'where to write (a directory for peft-lora, a file for gguf-lora)')
+    .requiredOption('--out <path>', 'where to write (a directory for peft-lora, a file otherwise)')
     .addHelpText(
       'after',
       `
