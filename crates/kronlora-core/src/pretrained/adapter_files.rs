@@ -191,21 +191,11 @@ impl PretrainedModel {
             }
         }
         let (config, weights) = (storage.read(&config_path)?, storage.read(&weights_path)?);
-        self.load_adapter_bytes_with(&config, &weights, dir, name, replace)
+        self.load_adapter_bytes(&config, &weights, dir, name, replace)
     }
 
-    /// `load_adapter` from the two files' bytes; `dir` names them in errors.
+    /// `load_adapter_with` from the two files' bytes; `dir` names them in errors.
     pub fn load_adapter_bytes(
-        &mut self,
-        config: &[u8],
-        weights: &[u8],
-        dir: &str,
-        name: Option<&str>,
-    ) -> Result<usize> {
-        self.load_adapter_bytes_with(config, weights, dir, name, false)
-    }
-
-    fn load_adapter_bytes_with(
         &mut self,
         config: &[u8],
         weights: &[u8],
@@ -253,7 +243,10 @@ impl PretrainedModel {
             use_rslora: config.use_rslora,
             seed: 0,
         };
-        self.install_adapter(name, adapter_config, config.dropout, adapters, head, labels)
+        self.install_adapter(
+            name,
+            LoadedAdapter { config: adapter_config, dropout: config.dropout, adapters, head, labels },
+        )
     }
 
     /// The name the loaded adapter gets (`name`, else the one it was saved under, else
@@ -452,15 +445,7 @@ impl PretrainedModel {
     /// Attach a loaded adapter whose every check passed, as `name`: an adapter already so named
     /// (`check_new_adapter_name` allowed replacing it) goes only now, and the new one keeps its
     /// active weight. Returns how many projections got the adapter.
-    pub(super) fn install_adapter(
-        &mut self,
-        name: String,
-        config: AdapterConfig,
-        dropout: f64,
-        adapters: Vec<(usize, Box<dyn Adapter>)>,
-        head: Vec<(Var, Tensor)>,
-        labels: Vec<String>,
-    ) -> Result<usize> {
+    pub(super) fn install_adapter(&mut self, name: String, loaded: LoadedAdapter) -> Result<usize> {
         let weight = self.adapters.iter().find(|a| a.name == name).map(|a| a.weight);
         if weight.is_some() {
             for p in self.backbone.projections_mut() {
@@ -468,7 +453,7 @@ impl PretrainedModel {
             }
             self.adapters.retain(|a| a.name != name);
         }
-        let count = self.attach_adapter(name.clone(), config, dropout, adapters, head, labels)?;
+        let count = self.attach_adapter(name.clone(), loaded)?;
         if let Some(weight) = weight {
             let mut active: Vec<(String, f64)> =
                 self.active_adapters().into_iter().map(|a| (a.name, a.weight)).filter(|(n, _)| *n != name).collect();
@@ -480,18 +465,11 @@ impl PretrainedModel {
         Ok(count)
     }
 
-    /// Attach what the checks let through: each adapter to its projection (`adapters`:
-    /// `(projection index, adapter)`), the head's values, the labels (when there are any), and
-    /// the adapter's record. Returns how many projections got the adapter.
-    fn attach_adapter(
-        &mut self,
-        name: String,
-        config: AdapterConfig,
-        dropout: f64,
-        adapters: Vec<(usize, Box<dyn Adapter>)>,
-        head: Vec<(Var, Tensor)>,
-        labels: Vec<String>,
-    ) -> Result<usize> {
+    /// Attach what the checks let through: each adapter to its projection, the head's values,
+    /// the labels (when there are any), and the adapter's record. Returns how many projections
+    /// got the adapter.
+    fn attach_adapter(&mut self, name: String, loaded: LoadedAdapter) -> Result<usize> {
+        let LoadedAdapter { config, dropout, adapters, head, labels } = loaded;
         let count = adapters.len();
         let seed = self.backbone.dropout_seed().clone();
         let mut projections = self.backbone.projections_mut();
@@ -509,6 +487,17 @@ impl PretrainedModel {
         self.adapters.push(AdapterInfo { name, modules: count, config, dropout, weight: Some(1.0) });
         Ok(count)
     }
+}
+
+/// An adapter read from files, every check passed, not yet attached.
+pub(super) struct LoadedAdapter {
+    pub config: AdapterConfig,
+    pub dropout: f64,
+    /// `(projection index, adapter)`.
+    pub adapters: Vec<(usize, Box<dyn Adapter>)>,
+    /// The head's variables and their values from the file.
+    pub head: Vec<(Var, Tensor)>,
+    pub labels: Vec<String>,
 }
 
 /// Where an adapter's two files are, for messages.

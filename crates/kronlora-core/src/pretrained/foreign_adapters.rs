@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use candle_core::Tensor;
 
+use super::adapter_files::LoadedAdapter;
 use super::PretrainedModel;
 use crate::adapters::{Adapter, AdapterConfig, AdapterKind, KronLora, Lora};
 use crate::error::{Error, Result};
@@ -51,7 +52,8 @@ impl PretrainedModel {
         let name = name.map(str::to_string).or(saved_name).unwrap_or_else(|| "default".into());
         self.check_new_adapter_name(&name, replace)?;
         let (adapters, config) = built;
-        self.install_adapter(name, config, 0.0, adapters, Vec::new(), Vec::new())
+        let loaded = LoadedAdapter { config, dropout: 0.0, adapters, head: Vec::new(), labels: Vec::new() };
+        self.install_adapter(name, loaded)
     }
 
     /// Projection index by a key derived from its path.

@@ -12,19 +12,10 @@ use kronlora_core::pretrained::PretrainedModel;
 
 use crate::reference::Lcg;
 use crate::tiny::llama::{temp_dir, tensors, write_gguf};
-use crate::tiny::{tiny_bert_tensors, write_model, CONFIG};
-
-const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3},"unk_token":"[UNK]"},
-  "pre_tokenizer":{"type":"Whitespace"}}"#;
+use crate::tiny::tiny_classifier;
 
 fn classifier(dir: &Path) -> PretrainedModel {
-    write_model(dir, &tiny_bert_tensors(3), CONFIG);
-    std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
-    api::load_model(
-        ModelSource::Path(dir.to_path_buf()),
-        r#"{"task":"sequence-classification","numLabels":3,"seed":1}"#,
-    )
-    .unwrap()
+    tiny_classifier(dir, 3, 3)
 }
 
 /// Every adapter parameter (and head) set to random values, as after training.

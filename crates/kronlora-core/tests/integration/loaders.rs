@@ -433,7 +433,7 @@ fn load_adapter(config: &serde_json::Value, tensors: &HashMap<String, Tensor>) -
     std::fs::create_dir_all(&dir).unwrap();
     candle_core::safetensors::save(tensors, dir.join("w.safetensors")).unwrap();
     let weights = std::fs::read(dir.join("w.safetensors")).unwrap();
-    m.load_adapter_bytes(config.to_string().as_bytes(), &weights, "my-adapter", None)?;
+    m.load_adapter_bytes(config.to_string().as_bytes(), &weights, "my-adapter", None, false)?;
     Ok(m)
 }
 

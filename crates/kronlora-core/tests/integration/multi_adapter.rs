@@ -8,27 +8,16 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use kronlora_core::api;
 use kronlora_core::api::TrainEvent;
-use kronlora_core::io::{FsStorage, ModelSource};
+use kronlora_core::io::FsStorage;
 use kronlora_core::pretrained::PretrainedModel;
 
 use crate::reference::Lcg;
 use crate::tiny::llama::temp_dir;
-use crate::tiny::{tiny_bert_tensors, write_model, CONFIG};
+use crate::tiny::tiny_classifier;
 use crate::training::Recorder;
 
-const TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3},"unk_token":"[UNK]"},
-  "pre_tokenizer":{"type":"Whitespace"}}"#;
-
 fn classifier(dir: &Path) -> PretrainedModel {
-    if !dir.join("config.json").exists() {
-        write_model(dir, &tiny_bert_tensors(5), CONFIG);
-        std::fs::write(dir.join("tokenizer.json"), TOKENIZER).unwrap();
-    }
-    api::load_model(
-        ModelSource::Path(dir.to_path_buf()),
-        r#"{"task":"sequence-classification","numLabels":2,"seed":1}"#,
-    )
-    .unwrap()
+    tiny_classifier(dir, 5, 2)
 }
 
 /// Random values in adapter `name`'s parameters (not the head's).

@@ -105,3 +105,18 @@ pub fn word_tokenizer(vocab_size: usize) -> Vec<u8> {
     .to_string()
     .into_bytes()
 }
+
+/// A word-level tokenizer over "a", "b", "c" for the tiny BERT.
+pub const WORD_TOKENIZER: &str = r#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"[UNK]":0,"a":1,"b":2,"c":3},"unk_token":"[UNK]"},
+  "pre_tokenizer":{"type":"Whitespace"}}"#;
+
+/// A tiny BERT (weights of `seed`) loaded for sequence classification with `num_labels`
+/// classes (head seed 1), written to `dir` unless it is there already.
+pub fn tiny_classifier(dir: &Path, seed: u64, num_labels: usize) -> kronlora_core::pretrained::PretrainedModel {
+    if !dir.join("config.json").exists() {
+        write_model(dir, &tiny_bert_tensors(seed), CONFIG);
+        std::fs::write(dir.join("tokenizer.json"), WORD_TOKENIZER).unwrap();
+    }
+    let options = format!(r#"{{"task":"sequence-classification","numLabels":{num_labels},"seed":1}}"#);
+    kronlora_core::api::load_model(kronlora_core::io::ModelSource::Path(dir.to_path_buf()), &options).unwrap()
+}
