@@ -8,8 +8,9 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::Tensor;
 
 use super::PretrainedModel;
-use crate::adapters::{Adapter, AdapterKind};
+use crate::adapters::{Adapter, AdapterKind, KronShape};
 use crate::error::{Error, Result};
+use crate::io::peft::peft_decompose_factor;
 use crate::io::peft::ADAPTER_LAYOUT;
 use crate::io::{
     gguf_lora_bytes, gguf_tensor_name, is_kronlora_gguf, is_kronlora_safetensors, lycoris_module_key, permute,
@@ -41,6 +42,21 @@ impl ExportFormat {
     }
 }
 
+/// Whether LyCORIS's loader rebuilds this Kron-LoRA adapter's factor shapes: it derives them
+/// from one factor with PEFT's factorization, choosing that factor from the larger side of
+/// `lokr_w1`, so only d_A1 = d_A2 shapes that the factor reproduces qualify.
+fn lycoris_reads_lokr(adapter: &dyn Adapter) -> bool {
+    let Some((d_a1, d_a2)) = adapter.kron_factors() else { return false };
+    let shape = KronShape {
+        d_a1,
+        d_a2,
+        d_b1: adapter.in_features() / d_a1,
+        d_b2: adapter.out_features() / d_a2,
+        rank: adapter.rank(),
+    };
+    d_a1 == d_a2 && peft_decompose_factor(&[shape]).is_some()
+}
+
 /// An adapter as LoRA factors `(lora_A [rank, in], lora_B [out, rank], rank, scale)`: its update
 /// is `scale · lora_B · lora_A`.
 fn lora_form(adapter: &dyn Adapter) -> Result<(Tensor, Tensor, usize, f64)> {
@@ -65,7 +81,10 @@ fn lora_form(adapter: &dyn Adapter) -> Result<(Tensor, Tensor, usize, f64)> {
 impl PretrainedModel {
     /// Adapter `name` as a LyCORIS file: Kron-LoRA as LoKr (`lokr_w1 = A`, `lokr_w2_a = B1`,
     /// `lokr_w2_b = B2`), LoRA as `lora_down` / `lora_up`; `alpha = scale · r` so LyCORIS's
-    /// `alpha / r` is the adapter's scale (rsLoRA's included).
+    /// `alpha / r` is the adapter's scale (rsLoRA's included). LyCORIS rebuilds a LoKr module's
+    /// shapes from one factor (as PEFT does), so it can read Kron-LoRA factors only where
+    /// d_A1 = d_A2 and that factor gives them; other Kron-LoRA modules (the default 2 × 4) are
+    /// written as the exact LoRA they are (rank d_A1·r), which LyCORIS reads.
     pub fn lycoris(&self, name: Option<&str>) -> Result<Vec<u8>> {
         let info = self.resolve_adapter_name(name)?;
         if self.head.is_some() {
@@ -83,14 +102,21 @@ impl PretrainedModel {
             let param = |n: &str| -> Result<TensorData> {
                 TensorData::from_tensor(adapter.parameter(n).expect("the adapter's own parameter").as_tensor())
             };
-            let names: &[(&str, &str)] = match adapter.kind() {
-                AdapterKind::KronLora => &[("A", "lokr_w1"), ("B1", "lokr_w2_a"), ("B2", "lokr_w2_b")],
-                AdapterKind::Lora => &[("lora_A", "lora_down.weight"), ("lora_B", "lora_up.weight")],
+            let alpha = if adapter.kind() == AdapterKind::KronLora && !lycoris_reads_lokr(adapter) {
+                let (lora_a, lora_b, rank, scale) = lora_form(adapter)?;
+                tensors.push((format!("{key}.lora_down.weight"), TensorData::from_tensor(&lora_a)?));
+                tensors.push((format!("{key}.lora_up.weight"), TensorData::from_tensor(&lora_b)?));
+                (scale * rank as f64) as f32
+            } else {
+                let names: &[(&str, &str)] = match adapter.kind() {
+                    AdapterKind::KronLora => &[("A", "lokr_w1"), ("B1", "lokr_w2_a"), ("B2", "lokr_w2_b")],
+                    AdapterKind::Lora => &[("lora_A", "lora_down.weight"), ("lora_B", "lora_up.weight")],
+                };
+                for (ours, theirs) in names {
+                    tensors.push((format!("{key}.{theirs}"), param(ours)?));
+                }
+                (adapter.scale() * adapter.rank() as f64) as f32
             };
-            for (ours, theirs) in names {
-                tensors.push((format!("{key}.{theirs}"), param(ours)?));
-            }
-            let alpha = (adapter.scale() * adapter.rank() as f64) as f32;
             tensors.push((format!("{key}.alpha"), TensorData { shape: vec![], data: vec![alpha] }));
         }
         let network = match info.config.kind {

@@ -231,12 +231,20 @@ fn lycoris_and_gguf_lora_files_load_back_as_the_same_adapters() {
     let base = dir.join("base.gguf");
     write_gguf(&base, &tensors(15, false));
     let load = || api::load_model(ModelSource::Path(base.clone()), "{}").unwrap();
-    for (kind, options) in [
+    // LyCORIS rebuilds LoKr shapes from one factor: d_A1 = d_A2 = 4 is written as LoKr, the
+    // default 2 × 4 as the exact LoRA it is; LoRA as LoRA.
+    for (kind, lokr, options) in [
         (
-            "kron-lora",
-            r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":2,"kronOut":4,"targetModules":"all-linear","useRslora":true}"#,
+            "kron-lora-4x4",
+            true,
+            r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":4,"kronOut":4,"targetModules":"all-linear","useRslora":true}"#,
         ),
-        ("lora", r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["q_proj","k_proj","down_proj"]}"#),
+        (
+            "kron-lora-2x4",
+            false,
+            r#"{"type":"kron-lora","rank":2,"alpha":6,"kronIn":2,"kronOut":4,"targetModules":"all-linear"}"#,
+        ),
+        ("lora", false, r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["q_proj","k_proj","down_proj"]}"#),
     ] {
         let mut model = load();
         api::add_adapter(&mut model, "x", options).unwrap();
@@ -253,11 +261,8 @@ fn lycoris_and_gguf_lora_files_load_back_as_the_same_adapters() {
         api::export_adapter(&model, &FsStorage, lycoris.to_str().unwrap(), r#"{"format":"lycoris"}"#).unwrap();
         let keys = candle_core::safetensors::load(&lycoris, &Device::Cpu).unwrap();
         let q = "lycoris_model_layers_0_self_attn_q_proj";
-        let parts: &[&str] = if kind == "lora" {
-            &["lora_down.weight", "lora_up.weight"]
-        } else {
-            &["lokr_w1", "lokr_w2_a", "lokr_w2_b"]
-        };
+        let parts: &[&str] =
+            if lokr { &["lokr_w1", "lokr_w2_a", "lokr_w2_b"] } else { &["lora_down.weight", "lora_up.weight"] };
         for p in parts.iter().chain(&["alpha"]) {
             assert!(
                 keys.contains_key(&format!("{q}.{p}")),
