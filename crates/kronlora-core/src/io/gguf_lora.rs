@@ -53,7 +53,8 @@ pub fn gguf_lora_bytes(
 }
 
 /// Whether `bytes` are a GGUF file kronlora wrote (its metadata holds `GGUF_LORA_MARKER`).
-pub fn is_kronlora_gguf(bytes: &[u8]) -> bool {
-    // GgufFile checks the layout before candle's parser allocates what the file states.
-    super::GgufFile::from_bytes("", bytes.to_vec()).is_ok_and(|f| f.has(GGUF_LORA_MARKER))
+pub fn is_kronlora_gguf(bytes: Vec<u8>) -> bool {
+    // GgufFile checks the layout before candle's parser allocates what the file states; it
+    // takes the bytes read for the check, no copy.
+    super::GgufFile::from_bytes("", bytes).is_ok_and(|f| f.has(GGUF_LORA_MARKER))
 }

@@ -163,7 +163,7 @@ pub fn write_owned_file(
     storage: &dyn Storage,
     path: &str,
     what: &str,
-    is_ours: fn(&[u8]) -> bool,
+    is_ours: fn(Vec<u8>) -> bool,
     bytes: &[u8],
 ) -> Result<()> {
     let base = path.trim_end_matches(['/', '\\']);
@@ -172,7 +172,7 @@ pub fn write_owned_file(
     }
     match storage.kind(base)? {
         EntryKind::Missing => {}
-        EntryKind::File if is_ours(&storage.read(base)?) => {}
+        EntryKind::File if is_ours(storage.read(base)?) => {}
         EntryKind::File => {
             return Err(refuse(format!(
                 "{base} exists and is not a {what} kronlora wrote; choose another path or move it away"

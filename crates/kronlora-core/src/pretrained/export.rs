@@ -158,7 +158,7 @@ impl PretrainedModel {
                         "`{path}`: a LyCORIS file's path must end in .safetensors"
                     )));
                 }
-                write_owned_file(storage, path, "LyCORIS file", is_kronlora_safetensors, &self.lycoris(name)?)
+                write_owned_file(storage, path, "LyCORIS file", |b| is_kronlora_safetensors(&b), &self.lycoris(name)?)
             }
         }
     }
