@@ -109,6 +109,13 @@ describe('kronlora CLI', () => {
     const metrics = json(e.stdout).metrics;
     expect(metrics.examples).toBe(16);
     expect(metrics.accuracy).toBeGreaterThanOrEqual(0.5);
+    // Merged into a Hugging Face directory: the model alone evaluates as base + adapter did.
+    const merged = join(dir, 'run-merged');
+    const m = cli(['merge', '--model', bert, '--adapter', join(out, 'adapter'), '--out', merged, '--json']);
+    expect(m.code, m.stderr).toBe(0);
+    const em = cli(['eval', '--model', merged, '--data', test, '--json']);
+    expect(em.code, em.stderr).toBe(0);
+    expect(json(em.stdout).metrics.loss).toBeCloseTo(metrics.loss, 5);
     const t = cli([
       'train',
       '--model',

@@ -125,6 +125,41 @@ describe.each(backends)('exportAdapter on %s', (name) => {
     for (const [i, row] of got.entries()) expect(maxRelError(row, want[i])).toBeLessThan(1e-5);
   });
 
+  it('merges a classifier into a Hugging Face directory that loads with no adapter and the same logits', async () => {
+    const dir = tinyBertDir(4);
+    const model = await api.loadModel(dir, { task: 'sequence-classification', numLabels: 2 });
+    await model.addAdapter('k', { type: 'kron-lora', rank: 2, alpha: 4, targetModules: 'all-linear' });
+    const data = [
+      { text: 'great film', label: 'pos' },
+      { text: 'bad plot', label: 'neg' },
+    ];
+    await model.train({
+      data,
+      epochs: 3,
+      batchSize: 2,
+      learningRate: 0.05,
+      validationSplit: 0,
+    }).result;
+    const out = join(mkdtempSync(join(tmpdir(), 'kronlora-merged-hf-')), 'merged');
+    await model.saveMerged(out);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    expect([config.architectures, config.id2label, config.kronlora.merged_adapters]).toEqual([
+      ['BertForSequenceClassification'],
+      { 0: 'neg', 1: 'pos' },
+      [{ name: 'k', weight: 1 }],
+    ]);
+    const merged = await api.loadModel(out, { task: 'sequence-classification', numLabels: 2 });
+    expect(merged.activeAdapters()).toEqual([]);
+    const [want, got] = [await model.logits(['great film', 'bad plot']), await merged.logits(['great film', 'bad plot'])];
+    for (const [i, row] of got.entries()) expect(maxRelError(row, want[i])).toBeLessThan(1e-5);
+    // Its class names came back from config.json: string-labelled data evaluates as before.
+    expect((await merged.evaluate(data)).loss).toBeCloseTo((await model.evaluate(data)).loss, 5);
+    // The base directory is never a target: refused, and left as it was.
+    const weights = readFileSync(join(dir, 'model.safetensors'));
+    await expect(model.saveMerged(dir)).rejects.toMatchObject({ code: 'ERR_WOULD_OVERWRITE' });
+    expect(readFileSync(join(dir, 'model.safetensors')).equals(weights)).toBe(true);
+  });
+
   it('writes LyCORIS and GGUF LoRA files that loadAdapter reads back as the same adapter', async () => {
     const model = await api.loadModel(llamaFile);
     await model.addAdapter('k', { type: 'kron-lora', rank: 2, alpha: 8, targetModules: 'all-linear' });

@@ -392,12 +392,17 @@ export class Model {
   }
 
   /**
-   * Write the model with its active adapters merged into the weights to `path`, a `.gguf` file
-   * llama.cpp serves without adapter support (for a model loaded from a GGUF file: its tensors
-   * and metadata copied unchanged, the adapted projections' weights in f32).
+   * Write the model with its active adapters merged into the weights, for tools without adapter
+   * support. A model loaded from a GGUF file: `path` is a `.gguf` file llama.cpp serves (tensors
+   * and metadata copied unchanged, the adapted projections' weights in f32). A model loaded from
+   * a Hugging Face directory: `path` is a directory transformers loads (`model.safetensors` with
+   * the base's tensors as stored and the merged ones in f32, `config.json`, tokenizer files; a
+   * classifier as `*ForSequenceClassification` with its labels).
    */
   async saveMerged(path: string): Promise<void> {
-    if (typeof path !== 'string' || path === '') throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveMerged expects a .gguf path');
+    if (typeof path !== 'string' || path === '') {
+      throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'saveMerged expects a path: a .gguf file for a GGUF model, else a directory');
+    }
     await this.raw.saveMerged(path);
   }
 

@@ -109,7 +109,8 @@ pub fn load_adapter(
     model.load_adapter_with(storage, dir, name.as_deref(), replace)
 }
 
-/// `saveMerged(path)`: the model with its active adapters merged, as a GGUF file.
+/// `saveMerged(path)`: the model with its active adapters merged, as a GGUF file (GGUF base) or
+/// a Hugging Face directory.
 pub fn save_merged(model: &PretrainedModel, storage: &dyn Storage, path: &str) -> crate::Result<()> {
     model.save_merged(storage, path)
 }

@@ -79,6 +79,16 @@ impl LlamaConfig {
             )));
         }
         let key = |k: &str| format!("{arch}.{k}");
+        // llama.cpp's scaled rotary embeddings: a scaling type, or Llama 3.1's frequency factors.
+        let scaling =
+            if file.has(&key("rope.scaling.type")) { file.string(&key("rope.scaling.type"))? } else { "none".into() };
+        if scaling != "none" || file.has_tensor("rope_freqs.weight") {
+            let kind = if scaling != "none" { scaling } else { "rope_freqs (llama3)".into() };
+            return Err(Error::Unsupported(format!(
+                "{}: the model uses scaled rotary embeddings ({kind}); kronlora computes only the default (unscaled) kind",
+                file.path().display()
+            )));
+        }
         let heads = file.usize(&key("attention.head_count"))?;
         let hidden = file.usize(&key("embedding_length"))?;
         let config = LlamaConfig {
@@ -201,6 +211,7 @@ impl LlamaConfig {
             "max_position_embeddings",
         ];
         check_json_fields(&probe, path, &sizes, &["rms_norm_eps", "rope_theta"])?;
+        let probe = rope_theta_from_parameters(probe, path)?;
         let config: LlamaConfig = serde_json::from_value(probe).map_err(invalid_json)?;
         config.validate(path)?;
         Ok(config)
@@ -210,6 +221,37 @@ impl LlamaConfig {
     pub fn validate(&self, path: &str) -> Result<()> {
         self.validate_named(path, &|name| name.to_string())
     }
+}
+
+/// transformers ≥ 5 writes the rotary settings as `rope_parameters` (`{ rope_theta, rope_type }`),
+/// older versions `rope_theta` with an optional `rope_scaling`. Only plain rotary embeddings are
+/// computed here: a scaled one (`llama3`, `yarn`, `linear`, ...) is refused rather than computed
+/// as if unscaled, which would give wrong outputs on long contexts without any error.
+fn rope_theta_from_parameters(mut probe: serde_json::Value, path: &str) -> Result<serde_json::Value> {
+    for key in ["rope_parameters", "rope_scaling"] {
+        let Some(params) = probe.get(key).filter(|v| !v.is_null()) else { continue };
+        let Some(params) = params.as_object() else {
+            return Err(invalid(path, key, "must be an object".into()));
+        };
+        let kind = params.get("rope_type").or_else(|| params.get("type")).and_then(|t| t.as_str()).unwrap_or("default");
+        if kind != "default" {
+            return Err(Error::Unsupported(format!(
+                "{path}: `{key}` asks for rotary embeddings of type \"{kind}\"; kronlora computes only the default (unscaled) kind"
+            )));
+        }
+        if let (Some(theta), None) = (params.get("rope_theta"), probe.get("rope_theta")) {
+            if !theta.as_f64().is_some_and(|t| t.is_finite() && t > 0.0) {
+                return Err(invalid(
+                    path,
+                    &format!("{key}.rope_theta"),
+                    format!("must be a positive number, got {theta}"),
+                ));
+            }
+            let theta = theta.clone();
+            probe["rope_theta"] = theta;
+        }
+    }
+    Ok(probe)
 }
 
 struct DecoderLayer {

@@ -24,6 +24,22 @@ pub struct LoadedBackbone {
     pub weights: Option<Weights>,
     /// The file that describes the model (`config.json` or the `.gguf`), for messages.
     pub config_path: String,
+    /// Class names a merged classifier kronlora wrote (`saveMerged`) keeps in its config.
+    pub labels: Vec<String>,
+}
+
+/// `id2label` of a `config.json` kronlora wrote when merging a classifier (it has a `kronlora`
+/// block): the class names in index order. Other checkpoints' `id2label` is not adopted: a model
+/// with string labels refuses integer ones, which would break training such a checkpoint on
+/// integer-labelled data as it works today.
+fn merged_classifier_labels(config: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(config) else { return Vec::new() };
+    let (Some(_), Some(map)) = (v["kronlora"]["merged_adapters"].as_array(), v["id2label"].as_object()) else {
+        return Vec::new();
+    };
+    let names: Option<Vec<String>> =
+        (0..map.len()).map(|i| map.get(&i.to_string()).and_then(|n| n.as_str()).map(String::from)).collect();
+    names.filter(|n| n.iter().enumerate().any(|(i, n)| *n != format!("LABEL_{i}"))).unwrap_or_default()
 }
 
 /// The `model_type` of a `config.json` (`path` for errors).
@@ -68,7 +84,7 @@ pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedB
         let file = Arc::new(file);
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         let backbone = Box::new(LlamaModel::load_gguf(file, device)?);
-        return Ok(LoadedBackbone { backbone, tokenizer, weights: None, config_path });
+        return Ok(LoadedBackbone { backbone, tokenizer, weights: None, config_path, labels: Vec::new() });
     }
     let config_path = source.file_path("config.json").display().to_string();
     let config_bytes = source.read("config.json")?;
@@ -80,7 +96,8 @@ pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedB
             let mut weights = Weights::from_source(&mut source, device)?;
             weights.detect_prefix("embeddings.word_embeddings.weight", WEIGHT_PREFIXES);
             let backbone = Box::new(BertModel::from_weights(config, &weights)?);
-            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path })
+            let labels = merged_classifier_labels(&config_bytes);
+            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path, labels })
         }
         Family::Decoder => {
             let config = LlamaConfig::from_json(&config_bytes, &config_path)?;
@@ -89,7 +106,7 @@ pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedB
             let tokenizer = tokenizer.with_decoder_config(&config_bytes, tokenizer_config.as_deref());
             let weights = Weights::from_source(&mut source, device)?;
             let backbone = Box::new(LlamaModel::from_weights(config, &weights as &dyn TensorSource)?);
-            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path })
+            Ok(LoadedBackbone { backbone, tokenizer, weights: Some(weights), config_path, labels: Vec::new() })
         }
     }
 }

@@ -1,5 +1,5 @@
-//! `saveMerged`: the model with its active adapters folded into the weights, as a file other
-//! tools load without adapter support. For a GGUF base, a GGUF file: every tensor and metadata
+//! `saveMerged`: the model with its active adapters folded into the weights, as files other
+//! tools load without adapter support (a Hugging Face directory: `merged_hf`). For a GGUF base, a GGUF file: every tensor and metadata
 //! entry of the base copied unchanged (quantised ones stay quantised), the adapted projections'
 //! weights replaced by their merged values in f32 (Q and K rows permuted as llama.cpp stores
 //! them), which keeps every merged value exact at the cost of those tensors' size.
@@ -14,7 +14,7 @@ use crate::io::{gguf_tensor_name, is_kronlora_gguf, permute, write_owned_file, G
 
 impl PretrainedModel {
     /// `(projection, merged weight)` for each projection an active adapter changes.
-    fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
+    pub(super) fn merged_weights(&self) -> Result<Vec<(String, Tensor)>> {
         let active = self.active_adapters();
         if active.is_empty() {
             return Err(Error::InvalidState("no adapter is active; there is nothing to merge into a file".into()));
@@ -40,22 +40,28 @@ impl PretrainedModel {
     }
 
     /// Write the model with its active adapters merged to `path`: a `.gguf` file for a model
-    /// loaded from one (read again from its path through `storage`).
+    /// loaded from one (read again from its path through `storage`), else a Hugging Face
+    /// directory (`merged_hf`).
     pub fn save_merged(&self, storage: &dyn Storage, path: &str) -> Result<()> {
         if path.is_empty() {
             return Err(Error::InvalidOption("the path is empty; pass where to write the merged model".into()));
         }
-        if !self.source_name.to_ascii_lowercase().ends_with(".gguf") {
-            return Err(Error::Unsupported(format!(
-                "saveMerged writes a merged GGUF file for a model loaded from a .gguf file; `{}` is not one: export the adapter (\"peft-lora\") and merge it with PEFT's merge_and_unload()",
+        let from_gguf = self.source_name.to_ascii_lowercase().ends_with(".gguf");
+        let to_gguf = path.to_ascii_lowercase().ends_with(".gguf");
+        match (from_gguf, to_gguf) {
+            (true, true) => {
+                let bytes = self.merged_gguf(storage)?;
+                write_owned_file(storage, path, "merged GGUF file", is_kronlora_gguf, &bytes)
+            }
+            (true, false) => Err(Error::InvalidOption(format!(
+                "`{path}`: a model loaded from a .gguf file is merged into a GGUF file; pass a path ending in .gguf"
+            ))),
+            (false, true) => Err(Error::InvalidOption(format!(
+                "`{path}`: a merged GGUF file needs a model loaded from a .gguf file; `{}` is a Hugging Face model, merged into a directory: pass a directory path",
                 self.source_name
-            )));
+            ))),
+            (false, false) => self.save_merged_hf(storage, path),
         }
-        if !path.to_ascii_lowercase().ends_with(".gguf") {
-            return Err(Error::InvalidOption(format!("`{path}`: a merged GGUF model's path must end in .gguf")));
-        }
-        let bytes = self.merged_gguf(storage)?;
-        write_owned_file(storage, path, "merged GGUF file", is_kronlora_gguf, &bytes)
     }
 
     fn merged_gguf(&self, storage: &dyn Storage) -> Result<Vec<u8>> {

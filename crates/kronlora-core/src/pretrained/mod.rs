@@ -7,6 +7,7 @@ mod export;
 mod foreign_adapters;
 mod inference;
 mod merged;
+mod merged_hf;
 mod options;
 
 use candle_core::{Device, Tensor};
@@ -161,7 +162,8 @@ impl PretrainedModel {
     }
 
     fn load_inner(source: ModelSource, options: &ModelOptions) -> Result<Self> {
-        let LoadedBackbone { backbone, tokenizer, weights, config_path } = load_backbone(source, &options.device)?;
+        let LoadedBackbone { backbone, tokenizer, weights, config_path, labels } =
+            load_backbone(source, &options.device)?;
         let family = backbone.family();
         let task = options.task.unwrap_or(family.tasks()[0]);
         if !family.tasks().contains(&task) {
@@ -188,13 +190,18 @@ impl PretrainedModel {
             )?),
             _ => None,
         };
+        // A merged classifier's class names, when its head has that many classes.
+        let labels = match &head {
+            Some(h) if h.num_labels() == labels.len() => crate::data::LabelMap { names: labels },
+            _ => Default::default(),
+        };
         Ok(PretrainedModel {
             backbone,
             tokenizer,
             task,
             head,
             adapters: Vec::new(),
-            labels: Default::default(),
+            labels,
             source_name: String::new(),
         })
     }

@@ -208,7 +208,122 @@ fn a_merged_gguf_is_the_adapted_model_and_copies_the_rest_unchanged() {
         .contains("no adapter is active"));
     let classifier = classifier(&dir.join("bert"));
     let err = api::save_merged(&classifier, &FsStorage, out.to_str().unwrap()).unwrap_err();
-    assert_eq!(err.code(), "ERR_UNSUPPORTED");
+    assert_eq!(err.code(), "ERR_INVALID_OPTION");
+}
+
+/// A safetensors file's tensors as stored: name → (dtype, shape, bytes).
+fn stored_tensors(path: &Path) -> std::collections::HashMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(n, v)| (n, (format!("{:?}", v.dtype()), v.shape().to_vec(), v.data().to_vec())))
+        .collect()
+}
+
+fn json_file(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_merged_hugging_face_classifier_directory_is_the_adapted_model() {
+    let dir = temp_dir("export-merged-hf-bert");
+    let base = dir.join("model");
+    let mut model = classifier(&base);
+    api::add_adapter(&mut model, "a", r#"{"type":"kron-lora","rank":2,"alpha":6,"targetModules":"all-linear"}"#)
+        .unwrap();
+    api::add_adapter(&mut model, "b", r#"{"type":"lora","rank":3,"alpha":5,"targetModules":["query","value"]}"#)
+        .unwrap();
+    randomise(&model, 21);
+    api::set_active_adapters(&mut model, r#"{"adapters":["a","b"],"weights":[0.5,1.5]}"#).unwrap();
+    model.labels.names = ["neg", "neu", "pos"].map(String::from).to_vec();
+    let (want, _) = model.logits(&texts()).unwrap();
+    let out = dir.join("merged");
+    api::save_merged(&model, &FsStorage, out.to_str().unwrap()).unwrap();
+
+    let merged =
+        api::load_model(ModelSource::Path(out.clone()), r#"{"task":"sequence-classification","numLabels":3}"#).unwrap();
+    assert!(merged.adapter_infos().is_empty());
+    assert_eq!(merged.labels.names, ["neg", "neu", "pos"], "its class names come back from config.json");
+    let (got, _) = merged.logits(&texts()).unwrap();
+    let d = max_diff(&got, &want);
+    assert!(d < 1e-5, "the merged directory's logits differ from the adapted model's by {d}");
+    // transformers' task class, labels and kronlora's marker; the tokenizer copied as it was.
+    let config = json_file(&out.join("config.json"));
+    assert_eq!(config["architectures"], serde_json::json!(["BertForSequenceClassification"]));
+    assert_eq!(
+        (&config["id2label"]["2"], &config["label2id"]["neg"]),
+        (&serde_json::json!("pos"), &serde_json::json!(0))
+    );
+    assert_eq!(config["kronlora"]["merged_adapters"][1], serde_json::json!({ "name": "b", "weight": 1.5 }));
+    assert_eq!(config["hidden_size"], json_file(&base.join("config.json"))["hidden_size"]);
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), std::fs::read(base.join("tokenizer.json")).unwrap());
+    // Names of BertForSequenceClassification; unadapted tensors byte for byte, merged ones in f32.
+    let (before, after) =
+        (stored_tensors(&base.join("model.safetensors")), stored_tensors(&out.join("model.safetensors")));
+    assert!(after.keys().all(|n| n.starts_with("bert.") || n.starts_with("classifier.")), "{:?}", after.keys());
+    assert!(after.contains_key("bert.pooler.dense.weight") && after.contains_key("classifier.bias"));
+    let word = "embeddings.word_embeddings.weight";
+    assert_eq!(after[&format!("bert.{word}")], before[word]);
+    let query = "encoder.layer.1.attention.self.query.weight";
+    assert_eq!(
+        (after[&format!("bert.{query}")].0.as_str(), &after[&format!("bert.{query}")].1),
+        ("F32", &before[query].1)
+    );
+    assert_ne!(after[&format!("bert.{query}")].2, before[query].2);
+
+    // Its own directory is replaced; the base's is refused and left as it was.
+    api::save_merged(&model, &FsStorage, out.to_str().unwrap()).unwrap();
+    let weights = std::fs::read(base.join("model.safetensors")).unwrap();
+    let err = api::save_merged(&model, &FsStorage, base.to_str().unwrap()).unwrap_err();
+    assert_eq!(err.code(), "ERR_WOULD_OVERWRITE", "{err}");
+    assert_eq!(std::fs::read(base.join("model.safetensors")).unwrap(), weights);
+    let err = api::save_merged(&model, &FsStorage, dir.join("m.gguf").to_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("pass a directory path"), "{err}");
+}
+
+#[test]
+fn a_merged_hugging_face_llama_directory_is_the_adapted_model() {
+    let ids = [5u32, 77, 102, 33, 260, 9];
+    let dir = temp_dir("export-merged-hf-llama");
+    let base = dir.join("base");
+    std::fs::create_dir_all(&base).unwrap();
+    crate::tiny::llama::write_hf_dir(&base, &tensors(15, false), false);
+    std::fs::write(base.join("tokenizer.json"), crate::tiny::WORD_TOKENIZER).unwrap();
+    let mut model = api::load_model(ModelSource::Path(base.clone()), "{}").unwrap();
+    api::add_adapter(&mut model, "a", r#"{"type":"kron-lora","rank":2,"alpha":6,"targetModules":"all-linear"}"#)
+        .unwrap();
+    api::add_adapter(&mut model, "b", r#"{"type":"lora","rank":2,"alpha":4,"targetModules":["lm_head","k_proj"]}"#)
+        .unwrap();
+    randomise(&model, 16);
+    api::set_active_adapters(&mut model, r#"{"adapters":["a","b"]}"#).unwrap();
+    let want = last_logits(&model, &ids);
+    let out = dir.join("merged");
+    api::save_merged(&model, &FsStorage, out.to_str().unwrap()).unwrap();
+    let merged = api::load_model(ModelSource::Path(out.clone()), "{}").unwrap();
+    let d = max_diff(&last_logits(&merged, &ids), &want);
+    assert!(d < 1e-4, "the merged directory's logits differ from the adapted model's by {d}");
+    // Same names as the base (a causal LM has no task prefix), config as it was plus the marker.
+    let (before, after) =
+        (stored_tensors(&base.join("model.safetensors")), stored_tensors(&out.join("model.safetensors")));
+    let mut names: Vec<&String> = after.keys().collect();
+    let mut base_names: Vec<&String> = before.keys().collect();
+    names.sort();
+    base_names.sort();
+    assert_eq!(names, base_names);
+    assert_eq!(after["model.norm.weight"], before["model.norm.weight"]);
+    assert_ne!(after["lm_head.weight"].2, before["lm_head.weight"].2);
+    let mut config = json_file(&out.join("config.json"));
+    config.as_object_mut().unwrap().remove("kronlora");
+    assert_eq!(config, json_file(&base.join("config.json")));
+    // A GGUF base is merged into a GGUF file only.
+    let gguf = dir.join("base.gguf");
+    write_gguf(&gguf, &tensors(15, false));
+    let mut model = api::load_model(ModelSource::Path(gguf), "{}").unwrap();
+    api::add_adapter(&mut model, "a", r#"{"type":"lora","rank":2,"alpha":4,"targetModules":["q_proj"]}"#).unwrap();
+    let err = api::save_merged(&model, &FsStorage, dir.join("gguf-merged").to_str().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("pass a path ending in .gguf"), "{err}");
+    assert!(!dir.join("gguf-merged").exists());
 }
 
 /// A GGUF file's tensors as stored.

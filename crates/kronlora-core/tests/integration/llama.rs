@@ -229,3 +229,47 @@ fn qwen2_checkpoints_use_their_qkv_biases() {
     let err = LlamaModel::load(&dir, &Device::Cpu).err().unwrap().to_string();
     assert!(err.contains("model.layers.0.self_attn.q_proj.bias` is missing"), "{err}");
 }
+
+#[test]
+fn rotary_settings_are_read_from_either_transformers_layout_and_scaled_ones_refused() {
+    use kronlora_core::models::llama::LlamaConfig;
+    let with = |extra: &str| config_json(false).replace(r#""rope_theta":10000.0,"#, extra);
+    // transformers ≥ 5 nests the base frequency in `rope_parameters`.
+    let nested = with(r#""rope_parameters":{"rope_theta":100000.0,"rope_type":"default"},"#);
+    assert_eq!(LlamaConfig::from_json(nested.as_bytes(), "c.json").unwrap().rope_theta, 100000.0);
+    let legacy = with(r#""rope_theta":5e5,"rope_scaling":null,"#);
+    assert_eq!(LlamaConfig::from_json(legacy.as_bytes(), "c.json").unwrap().rope_theta, 500000.0);
+    for scaled in [
+        r#""rope_parameters":{"rope_theta":5e5,"rope_type":"llama3","factor":8.0},"#,
+        r#""rope_theta":5e5,"rope_scaling":{"type":"linear","factor":2.0},"#,
+    ] {
+        let err = LlamaConfig::from_json(with(scaled).as_bytes(), "c.json").unwrap_err();
+        assert_eq!(err.code(), "ERR_UNSUPPORTED", "{err}");
+        assert!(err.to_string().contains("only the default (unscaled)"), "{err}");
+    }
+    let err = LlamaConfig::from_json(with(r#""rope_parameters":{"rope_theta":-1},"#).as_bytes(), "c.json").unwrap_err();
+    assert!(err.to_string().contains("rope_parameters.rope_theta"), "{err}");
+}
+
+#[test]
+fn a_gguf_with_scaled_rotary_embeddings_is_refused_by_name() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let dir = temp_dir("rope-scaling-gguf");
+    let plain = dir.join("plain.gguf");
+    write_gguf(&plain, &tensors(3, false));
+    let mut f = std::fs::File::open(&plain).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let qtensors: Vec<(String, candle_core::quantized::QTensor)> =
+        content.tensor_infos.keys().map(|n| (n.clone(), content.tensor(&mut f, n, &Device::Cpu).unwrap())).collect();
+    let scaled = Value::String("yarn".into());
+    let mut meta: Vec<(&str, &Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    meta.retain(|(k, _)| *k != "general.alignment");
+    meta.push(("llama.rope.scaling.type", &scaled));
+    let refs: Vec<(&str, &candle_core::quantized::QTensor)> = qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let path = dir.join("yarn.gguf");
+    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &meta, &refs).unwrap();
+    assert!(api::load_model(ModelSource::Path(plain), "{}").is_ok());
+    let err = api::load_model(ModelSource::Path(path), "{}").err().unwrap();
+    assert_eq!(err.code(), "ERR_UNSUPPORTED", "{err}");
+    assert!(err.to_string().contains("scaled rotary embeddings (yarn)"), "{err}");
+}

@@ -11,7 +11,9 @@ import {
   common,
   int,
   loadFor,
+  loadModelFor,
   savedAdapter,
+  trainingSetup,
 } from './shared.js';
 
 interface InfoFlags extends CommonFlags, AdapterFlags {
@@ -88,7 +90,7 @@ Examples:
 }
 
 interface EvalFlags extends CommonFlags {
-  adapter: string;
+  adapter?: string;
   data: string;
   task?: TrainTask;
   batchSize: string;
@@ -96,14 +98,14 @@ interface EvalFlags extends CommonFlags {
 }
 
 export function evalCommand(root: Command, io: Io): void {
-  const cmd = root.command('eval').description('evaluate a saved adapter on a JSONL dataset');
+  const cmd = root.command('eval').description('evaluate a model, with a saved adapter or as it is (a merged model), on a JSONL dataset');
   common(cmd)
-    .requiredOption(
+    .option(
       '--adapter <dir>',
-      'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used)',
+      'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used); without it the model is evaluated as it is',
     )
     .requiredOption('--data <file>', 'records, one JSON object per line')
-    .option('--task <task>', "classification | causal-lm | multiple-choice (default: the adapter's)")
+    .option('--task <task>', "classification | causal-lm | multiple-choice (default: the adapter's, else the model family's)")
     .option('--batch-size <n>', 'examples per batch', '32')
     .option('--max-length <n>', "tokens per example at most (default: 128, or the model's context if shorter)")
     .addHelpText(
@@ -112,16 +114,20 @@ export function evalCommand(root: Command, io: Io): void {
 Examples:
   kronlora eval --model .cache/models/minilm --adapter runs/kron/adapter --data test.jsonl
   kronlora eval --model .cache/models/minilm --adapter runs/kron --data test.jsonl      (same: runs/kron/adapter)
-  kronlora eval --model smollm2.gguf --adapter runs/arc/adapter --task multiple-choice --data arc.jsonl --json`,
+  kronlora eval --model smollm2.gguf --adapter runs/arc/adapter --task multiple-choice --data arc.jsonl --json
+  kronlora eval --model minilm-imdb --data test.jsonl                       (a merged model: kronlora merge)`,
     );
   cmd.action(async (f: EvalFlags) => {
     checkFile('data', f.data);
-    const saved = savedAdapter(f, f.adapter);
-    const adapter = saved.dir;
-    const model = await loadFor(f, saved.task, saved.numLabels);
-    const { modules } = await model.loadAdapter(adapter);
+    const saved = f.adapter === undefined ? undefined : savedAdapter(f, f.adapter);
+    const adapter = saved?.dir ?? null;
+    // Without an adapter, the head is sized by the data's labels, as training would size it.
+    const model = saved
+      ? await loadFor(f, saved.task, saved.numLabels)
+      : await loadModelFor(f, trainingSetup(f, f.task, f.data).modelOptions);
+    const modules = saved ? (await model.loadAdapter(saved.dir)).modules : 0;
     // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
-    if (!f.json) io.err(`  evaluating ${f.data} with ${adapter} (${model.backend} backend)…`);
+    if (!f.json) io.err(`  evaluating ${f.data} with ${adapter ?? 'no adapter'} (${model.backend} backend)…`);
     const started = performance.now();
     const metrics = await model.evaluate(f.data, {
       ...(f.task ? { task: f.task } : {}),
