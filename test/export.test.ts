@@ -207,3 +207,44 @@ describe.each(backends)('exportAdapter on %s', (name) => {
     await model.exportAdapter(join(dir, 'ours.gguf'), { format: 'gguf-lora' });
   });
 });
+
+// SmolLM2-135M (Q4_1), when `npm run fetch-models` has cached it. llama.cpp multiplies Q4_1
+// weights by 8-bit-quantised activations, so its base logits differ from kronlora's (f32) by ~1
+// (of ~20-30), and an adapter's effect in the two systems carries that noise: a weak effect
+// (a few logits) is swamped by it, so the adapter is trained until it moves the logits by ~10-20.
+// Measured (2026-12-05, Zen 3): effect cosine 0.9997 / 0.986, norm ratio 1.03 / 0.95, the same
+// 8-token greedy text as kronlora's, unlike llama.cpp's base text.
+const smollm2 = new URL('../.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', import.meta.url).pathname;
+describe.skipIf(!existsSync(smollm2))('GGUF LoRA export on SmolLM2-135M (cached), served by llama.cpp', () => {
+  it('moves llama.cpp the way it moves kronlora: same direction and size, same greedy text', async () => {
+    const texts = ['The capital of France is', 'Kron-LoRA trains adapters'];
+    const view = (lora: string | null): LlamaCppView => {
+      const script = new URL('./llama-cpp-logits.mjs', import.meta.url).pathname;
+      const args = JSON.stringify({ model: smollm2, lora, texts, generate: 6 });
+      const out = execFileSync(process.execPath, [script, args], { encoding: 'utf8', timeout: 120_000, maxBuffer: 256 << 20 });
+      return JSON.parse(out.trim().split('\n').at(-1)!);
+    };
+    const model = await on('native').loadModel(smollm2);
+    const base = { ours: await model.logits(texts), theirs: view(null) };
+    await model.addAdapter('chat', { type: 'kron-lora', rank: 8, alpha: 16, targetModules: 'all-linear' });
+    const data = [{ text: 'The capital of France is Kronville, a city of adapters.' }, { text: 'Kron-LoRA trains adapters from Node.' }];
+    await model.train({ data, epochs: 4, batchSize: 2, learningRate: 1e-2, validationSplit: 0, seed: 1 }).result;
+    const file = join(mkdtempSync(join(tmpdir(), 'kronlora-smollm2-lora-')), 'chat.gguf');
+    await model.exportAdapter(file, { format: 'gguf-lora' });
+    const ours = await model.logits(texts);
+    const theirs = view(file);
+    for (const [i, text] of texts.entries()) {
+      const ourEffect = Array.from(ours[i], (v, j) => v - base.ours[i][j]);
+      const theirEffect = theirs.rows[i].logits.map((v, j) => v - base.theirs.rows[i].logits[j]);
+      const dot = (a: number[], b: number[]) => a.reduce((s, v, j) => s + v * b[j], 0);
+      const [ab, aa, bb] = [dot(ourEffect, theirEffect), dot(ourEffect, ourEffect), dot(theirEffect, theirEffect)];
+      expect(Math.max(...ourEffect.map(Math.abs)), 'the adapter moves the logits well past the noise').toBeGreaterThan(5);
+      expect(ab / Math.sqrt(aa * bb), `"${text}": cosine of the two effects`).toBeGreaterThan(0.97);
+      expect(Math.sqrt(bb / aa), `"${text}": llama.cpp's effect over kronlora's`).toBeGreaterThan(0.85);
+      expect(Math.sqrt(bb / aa), `"${text}": llama.cpp's effect over kronlora's`).toBeLessThan(1.15);
+      const g = await model.generate(text, { maxTokens: 6 });
+      expect(theirs.generated[i], `"${text}": greedy continuation`).toBe(g.text);
+      expect(theirs.generated[i], 'the adapter changes what llama.cpp writes').not.toBe(base.theirs.generated[i]);
+    }
+  });
+});
