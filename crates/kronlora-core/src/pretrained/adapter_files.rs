@@ -445,7 +445,12 @@ impl PretrainedModel {
     /// Attach a loaded adapter whose every check passed, as `name`: an adapter already so named
     /// (`check_new_adapter_name` allowed replacing it) goes only now, and the new one keeps its
     /// active weight. Returns how many projections got the adapter.
-    pub(super) fn install_adapter(&mut self, name: String, loaded: LoadedAdapter) -> Result<usize> {
+    pub(super) fn install_adapter(&mut self, name: String, mut loaded: LoadedAdapter) -> Result<usize> {
+        // The head's values first: the one step that can fail, so that a failure leaves the
+        // adapter being replaced in place.
+        for (var, value) in std::mem::take(&mut loaded.head) {
+            var.set(&value)?;
+        }
         let weight = self.adapters.iter().find(|a| a.name == name).map(|a| a.weight);
         if weight.is_some() {
             for p in self.backbone.projections_mut() {
@@ -470,6 +475,9 @@ impl PretrainedModel {
     /// got the adapter.
     fn attach_adapter(&mut self, name: String, loaded: LoadedAdapter) -> Result<usize> {
         let LoadedAdapter { config, dropout, adapters, head, labels } = loaded;
+        for (var, value) in head {
+            var.set(&value)?;
+        }
         let count = adapters.len();
         let seed = self.backbone.dropout_seed().clone();
         let mut projections = self.backbone.projections_mut();
@@ -477,9 +485,6 @@ impl PretrainedModel {
             let p = &mut projections[index];
             let dropout = (dropout > 0.0).then(|| AdapterDropout::new(dropout, &p.name, seed.clone()));
             p.add_adapter(name.clone(), adapter, dropout);
-        }
-        for (var, value) in head {
-            var.set(&value)?;
         }
         if !labels.is_empty() {
             self.labels = crate::data::LabelMap { names: labels };
