@@ -76,6 +76,14 @@ describe.each(backends)('several adapters on %s', (name) => {
     expect(await model.unmergeAdapters()).toEqual({ modules: 14 });
     expect(model.merged).toBe(false);
     expect(await model.logits(prompts)).toEqual(weighted);
+    // One adapter by name: it alone becomes active, then merged.
+    expect(await model.mergeAdapters('b')).toEqual({ modules: 4 });
+    expect(model.activeAdapters()).toEqual([{ name: 'b', weight: 1 }]);
+    const mergedB = await model.logits(prompts);
+    for (const [i, row] of mergedB.entries()) expect(maxRelError(row, onlyB[i])).toBeLessThan(1e-5);
+    await rejects(model.mergeAdapters('a'), 'ERR_INVALID_STATE', /unmergeAdapters\(\) before changing/);
+    await model.unmergeAdapters();
+    await model.setActiveAdapters(['a', 'b'], { weights: [0.5, 2] });
 
     // Hot swap: train `b` further, then swap its saved copy back in while the model stays loaded.
     await model.setActiveAdapters(['b']);

@@ -301,9 +301,11 @@ export class Model {
   /**
    * Fold the active adapters' weighted updates into the base weights: inference then costs what
    * the base model's does. Until `unmergeAdapters`, which restores the weights bit for bit,
-   * training and changing or choosing adapters are refused.
+   * training and changing or choosing adapters are refused. `adapters` (a name or names) makes
+   * those the active ones first, each with weight 1, as `setActiveAdapters` would.
    */
-  async mergeAdapters(): Promise<{ modules: number }> {
+  async mergeAdapters(adapters?: string | string[]): Promise<{ modules: number }> {
+    if (adapters !== undefined) await this.setActiveAdapters(typeof adapters === 'string' ? [adapters] : adapters);
     const modules = await this.raw.mergeAdapters();
     await this.refresh();
     return { modules };
