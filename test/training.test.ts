@@ -184,6 +184,29 @@ describe.each(backends)('training on %s', (name) => {
     }).result;
     expect(trained.metrics!.accuracy).toBe(1);
   });
+
+  it('gives the same losses with gradient checkpointing, for an encoder and a decoder', async () => {
+    const encoder = async (gradientCheckpointing: boolean) => {
+      const model = await classifier();
+      const options = { data: reviews(16, 2), epochs: 2, batchSize: 8, learningRate: 5e-3, validationSplit: 0, gradientCheckpointing };
+      return (await model.train(options).result).losses;
+    };
+    const decoder = async (gradientCheckpointing: boolean) => {
+      const model = await api.loadModel(llamaFile);
+      await model.addAdapter('default', { ...KRON, dropout: 0.1 });
+      const data = [{ text: 'the cat sat on the mat' }, { text: 'a hat, the hat' }];
+      return (await model.train({ data, epochs: 3, batchSize: 2, learningRate: 2e-2, validationSplit: 0, gradientCheckpointing }).result)
+        .losses;
+    };
+    for (const run of [encoder, decoder]) {
+      const [plain, checkpointed] = [await run(false), await run(true)];
+      expect(checkpointed).toHaveLength(plain.length);
+      for (const [i, l] of plain.entries()) expect(Math.abs(l - checkpointed[i])).toBeLessThan(1e-5 * Math.max(1, l));
+    }
+    const model = await classifier();
+    const bad = model.train({ data: reviews(4, 1), gradientCheckpointing: 'yes' as never }).result;
+    expect((await rejection(bad)).message).toMatch(/option `gradientCheckpointing` must be true or false/);
+  });
 });
 
 describe('training across backends', () => {

@@ -55,6 +55,12 @@ export interface TrainOptions {
   maxGradNorm?: number | null;
   /** Micro-batches per optimiser step (default 1). */
   gradientAccumulation?: number;
+  /**
+   * Recompute each transformer block's forward during backward instead of keeping its
+   * activations: less memory, about one more forward pass of time; same losses and gradients
+   * (default false).
+   */
+  gradientCheckpointing?: boolean;
   /** Tokens per example at most (default 128). */
   maxLength?: number;
   /** Seeds shuffling, the validation split and dropout (default 0). */

@@ -40,6 +40,7 @@ impl KronShape {
 /// `update_product`): still a thin, memory-bound product, so the zeros cost little.
 const MAX_BLOCK_DIAGONAL_WIDTH: usize = 64;
 
+#[derive(Clone)]
 pub struct KronLora {
     shape: KronShape,
     scale: f64,
@@ -82,6 +83,10 @@ impl KronLora {
 }
 
 impl Adapter for KronLora {
+    fn clone_box(&self) -> Box<dyn Adapter> {
+        Box::new(self.clone())
+    }
+
     fn kind(&self) -> AdapterKind {
         AdapterKind::KronLora
     }

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::grad_mode::param;
 use crate::ops::{matmul_t, UpdateProduct};
 
+#[derive(Clone)]
 pub struct Lora {
     in_features: usize,
     out_features: usize,
@@ -43,6 +44,10 @@ impl Lora {
 }
 
 impl Adapter for Lora {
+    fn clone_box(&self) -> Box<dyn Adapter> {
+        Box::new(self.clone())
+    }
+
     fn kind(&self) -> AdapterKind {
         AdapterKind::Lora
     }

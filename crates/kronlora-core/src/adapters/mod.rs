@@ -129,4 +129,7 @@ pub trait Adapter: Send + Sync {
     fn num_trainable_parameters(&self) -> usize {
         self.parameters().iter().map(|(_, v)| v.elem_count()).sum()
     }
+    /// The same adapter sharing its variables (a checkpointed block's recomputation runs on a
+    /// clone of the layer; gradients reach the same variables).
+    fn clone_box(&self) -> Box<dyn Adapter>;
 }

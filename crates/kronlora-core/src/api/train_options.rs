@@ -25,6 +25,7 @@ struct Raw {
     weight_decay: Option<Value>,
     max_grad_norm: Option<Value>,
     gradient_accumulation: Option<Value>,
+    gradient_checkpointing: Option<Value>,
     max_length: Option<Value>,
     seed: Option<Value>,
     eval_every: Option<Value>,
@@ -217,6 +218,7 @@ pub fn train_options(json: &str) -> Result<TrainOptions> {
         max_grad_norm,
         gradient_accumulation: bounded_int("gradientAccumulation", raw.gradient_accumulation.as_ref(), 1 << 16)?
             .unwrap_or(1),
+        gradient_checkpointing: flag("gradientCheckpointing", raw.gradient_checkpointing.as_ref())?,
         max_length: bounded_int("maxLength", raw.max_length.as_ref(), 1 << 20)?,
         seed: seed("seed", raw.seed.as_ref())?,
         eval_every: positive_int("evalEvery", raw.eval_every.as_ref())?.map(|x| x as u64),

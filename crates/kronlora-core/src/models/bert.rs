@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::backbone::{Backbone, Family, Task};
+use super::checkpoint;
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::head::HeadStyle;
 use super::nn::{attention, gelu_erf, layer_norm};
@@ -201,6 +202,7 @@ fn default_eps() -> f64 {
     1e-12
 }
 
+#[derive(Clone)]
 struct Norm {
     weight: Tensor,
     bias: Tensor,
@@ -226,6 +228,7 @@ fn projection(w: &dyn TensorSource, name: &str, out: usize, inp: usize) -> Resul
     AdaptedLinear::new(name.to_string(), weight, Some(bias))
 }
 
+#[derive(Clone)]
 struct BertLayer {
     query: AdaptedLinear,
     key: AdaptedLinear,
@@ -335,21 +338,27 @@ impl BertModel {
         let mut x = self.embedding_norm.forward(&x)?;
         // Additive key mask [b, t]: 0 for tokens, a large negative number for padding.
         let mask = ((attention_mask.to_dtype(DType::F32)? - 1.0)? * 1e30)?;
+        let heads = c.num_attention_heads;
         for layer in &self.layers {
-            x = self.layer_forward(layer, &x, &mask)?;
+            x = if checkpoint::is_enabled() {
+                let (layer, mask) = (layer.clone(), mask.clone());
+                checkpoint::checkpointed(&x, move |x| layer_forward(&layer, x, &mask, heads))?
+            } else {
+                layer_forward(layer, &x, &mask, heads)?
+            };
         }
         Ok(x)
     }
+}
 
-    fn layer_forward(&self, l: &BertLayer, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let heads = self.config.num_attention_heads;
-        let spec = AttentionSpec { heads, kv_heads: heads, causal: false, key_mask: Some(mask) };
-        let (q, k, v) = (l.query.forward(x)?, l.key.forward(x)?, l.value.forward(x)?);
-        let context = attention(&q, &k, &v, &spec)?;
-        let attended = l.attention_norm.forward(&(l.attention_output.forward(&context)? + x)?)?;
-        let inner = gelu_erf(&l.intermediate.forward(&attended)?)?;
-        l.output_norm.forward(&(l.output.forward(&inner)? + attended)?)
-    }
+/// One encoder block (a free function: a checkpointed block runs it again on a clone of `l`).
+fn layer_forward(l: &BertLayer, x: &Tensor, mask: &Tensor, heads: usize) -> Result<Tensor> {
+    let spec = AttentionSpec { heads, kv_heads: heads, causal: false, key_mask: Some(mask) };
+    let (q, k, v) = (l.query.forward(x)?, l.key.forward(x)?, l.value.forward(x)?);
+    let context = attention(&q, &k, &v, &spec)?;
+    let attended = l.attention_norm.forward(&(l.attention_output.forward(&context)? + x)?)?;
+    let inner = gelu_erf(&l.intermediate.forward(&attended)?)?;
+    l.output_norm.forward(&(l.output.forward(&inner)? + attended)?)
 }
 
 impl Backbone for BertModel {

@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::backbone::{Backbone, Family, LlamaCppLayout};
+use super::checkpoint;
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{attention, rms_norm, rope, swiglu};
 use super::KvCache;
@@ -254,6 +255,7 @@ fn rope_theta_from_parameters(mut probe: serde_json::Value, path: &str) -> Resul
     Ok(probe)
 }
 
+#[derive(Clone)]
 struct DecoderLayer {
     input_norm: Tensor,
     q_proj: AdaptedLinear,
@@ -388,9 +390,15 @@ impl LlamaModel {
         }
         let (cos, sin) = self.rope_tables(start, t)?;
         let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        let shape = BlockShape::of(c);
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
-            x = self.layer_forward(layer, &x, &cos, &sin, kv)?;
+            x = if kv.is_none() && checkpoint::is_enabled() {
+                let (layer, cos, sin) = (layer.clone(), cos.clone(), sin.clone());
+                checkpoint::checkpointed(&x, move |x| layer_forward(&layer, x, &cos, &sin, None, shape))?
+            } else {
+                layer_forward(layer, &x, &cos, &sin, kv, shape)?
+            };
         }
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
         Ok(match &self.lm_head {
@@ -398,39 +406,52 @@ impl LlamaModel {
             None => frozen_matmul(&x, &self.embed_tokens)?,
         })
     }
+}
 
-    /// One decoder block on token-major `x [b, t, hidden]`; queries and keys are rotated and
-    /// attended in the layout the projections write (no head-major copies). With a cache entry,
-    /// the keys and values before these tokens are read from it and these are appended.
-    fn layer_forward(
-        &self,
-        l: &DecoderLayer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        kv: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
-        let c = &self.config;
-        let (heads, kv_heads) = (c.num_attention_heads, c.kv_heads());
-        let h = rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
-        let q = rope(&l.q_proj.forward(&h)?, cos, sin)?;
-        let mut k = rope(&l.k_proj.forward(&h)?, cos, sin)?;
-        let mut v = l.v_proj.forward(&h)?;
-        if let Some(kv) = kv {
-            if let Some((pk, pv)) = kv.as_ref() {
-                k = Tensor::cat(&[pk, &k], 1)?;
-                v = Tensor::cat(&[pv, &v], 1)?;
-            }
-            *kv = Some((k.clone(), v.clone()));
-        }
-        // Causal with the cache's offset: query i sees the cached keys and the tokens up to itself.
-        let spec = AttentionSpec { heads, kv_heads, causal: true, key_mask: None };
-        let context = attention(&q, &k, &v, &spec)?;
-        let x = (x + l.o_proj.forward(&context)?)?;
-        let h = rms_norm(&x, &l.post_attention_norm, c.rms_norm_eps)?;
-        let mlp = l.down_proj.forward(&swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?)?;
-        Ok((x + mlp)?)
+/// What a decoder block needs of the config (copied into a checkpointed block's closure).
+#[derive(Clone, Copy)]
+struct BlockShape {
+    heads: usize,
+    kv_heads: usize,
+    eps: f64,
+}
+
+impl BlockShape {
+    fn of(c: &LlamaConfig) -> Self {
+        BlockShape { heads: c.num_attention_heads, kv_heads: c.kv_heads(), eps: c.rms_norm_eps }
     }
+}
+
+/// One decoder block on token-major `x [b, t, hidden]`; queries and keys are rotated and
+/// attended in the layout the projections write (no head-major copies). With a cache entry,
+/// the keys and values before these tokens are read from it and these are appended.
+fn layer_forward(
+    l: &DecoderLayer,
+    x: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    kv: Option<&mut Option<(Tensor, Tensor)>>,
+    shape: BlockShape,
+) -> Result<Tensor> {
+    let BlockShape { heads, kv_heads, eps } = shape;
+    let h = rms_norm(x, &l.input_norm, eps)?;
+    let q = rope(&l.q_proj.forward(&h)?, cos, sin)?;
+    let mut k = rope(&l.k_proj.forward(&h)?, cos, sin)?;
+    let mut v = l.v_proj.forward(&h)?;
+    if let Some(kv) = kv {
+        if let Some((pk, pv)) = kv.as_ref() {
+            k = Tensor::cat(&[pk, &k], 1)?;
+            v = Tensor::cat(&[pv, &v], 1)?;
+        }
+        *kv = Some((k.clone(), v.clone()));
+    }
+    // Causal with the cache's offset: query i sees the cached keys and the tokens up to itself.
+    let spec = AttentionSpec { heads, kv_heads, causal: true, key_mask: None };
+    let context = attention(&q, &k, &v, &spec)?;
+    let x = (x + l.o_proj.forward(&context)?)?;
+    let h = rms_norm(&x, &l.post_attention_norm, eps)?;
+    let mlp = l.down_proj.forward(&swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?)?;
+    Ok((x + mlp)?)
 }
 
 impl Backbone for LlamaModel {

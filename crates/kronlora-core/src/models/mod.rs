@@ -4,6 +4,7 @@ pub mod adapted_linear;
 mod adapter_selection;
 mod backbone;
 pub mod bert;
+pub mod checkpoint;
 mod config_check;
 pub mod head;
 mod kv_cache;

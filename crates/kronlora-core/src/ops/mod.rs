@@ -2,6 +2,7 @@
 
 mod attention;
 mod cpu_slices;
+pub(crate) use cpu_slices::contiguous_f32;
 mod fast_math;
 mod fused;
 mod gelu;

@@ -88,6 +88,9 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub max_grad_norm: Option<f64>,
     pub gradient_accumulation: usize,
+    /// Recompute each transformer block's forward in backward instead of keeping its
+    /// activations (`models::checkpoint`): less memory, about one more forward pass of time.
+    pub gradient_checkpointing: bool,
     /// Tokens per example at most (None: 128, or the model's context when shorter).
     pub max_length: Option<usize>,
     pub seed: u64,

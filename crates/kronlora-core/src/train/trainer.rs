@@ -22,6 +22,7 @@ use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
 use crate::error::{Error, Result};
 use crate::io::{join, Storage};
+use crate::models::checkpoint::{take_parameter_grads, with_checkpointing};
 use crate::pretrained::PretrainedModel;
 use crate::reuse_freed_memory::ReuseFreedMemory;
 use crate::TensorData;
@@ -465,13 +466,22 @@ impl<'a> Trainer<'a> {
             self.model.set_dropout_seed(Some(mix(o.seed ^ mix(position))));
             let (model, data, n) = (self.model, &self.data.train, group.len() as f64);
             // On the compute pool (see `compute_pool`); the loss's value comes back to check it here.
+            let checkpointing = o.gradient_checkpointing;
             let computed = crate::compute_pool::tracked_on(model.device(), || -> Result<_> {
-                let batch = data.loss(model, indices)?;
-                // Scaled so the summed gradients are those of the mean over the group.
-                let loss = (batch.loss / n)?;
-                let value = loss.to_scalar::<f32>()? as f64;
-                let grads = if value.is_finite() { Some(loss.backward()?) } else { None };
-                Ok((batch.tokens, value, grads))
+                with_checkpointing(checkpointing, || {
+                    let batch = data.loss(model, indices)?;
+                    // Scaled so the summed gradients are those of the mean over the group.
+                    let loss = (batch.loss / n)?;
+                    let value = loss.to_scalar::<f32>()? as f64;
+                    if !value.is_finite() {
+                        return Ok((batch.tokens, value, None));
+                    }
+                    // Checkpointed blocks hand their parameters' gradients over beside the
+                    // outer backward's (none without checkpointing).
+                    let mut grads = vec![loss.backward()?];
+                    grads.extend(take_parameter_grads());
+                    Ok((batch.tokens, value, Some(grads)))
+                })
             });
             self.model.set_dropout_seed(None);
             let (tokens, value, grads) = computed?;
@@ -479,7 +489,9 @@ impl<'a> Trainer<'a> {
                 return Err(self
                     .non_finite(&format!("the training loss is {value}; lower the learning rate or check the data")));
             };
-            accumulate(&mut gradients, &self.vars, &grads)?;
+            for grads in &grads {
+                accumulate(&mut gradients, &self.vars, grads)?;
+            }
             step_loss += value;
             self.window.examples += indices.len();
             self.run_examples += indices.len();

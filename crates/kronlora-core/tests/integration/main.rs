@@ -7,6 +7,7 @@ mod reference;
 mod tiny;
 
 mod bert;
+mod checkpointing;
 mod cli_setup;
 mod device;
 mod device_parity;

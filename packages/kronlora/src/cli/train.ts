@@ -26,6 +26,7 @@ interface TrainFlags extends CommonFlags, AdapterFlags {
   batchSize: string;
   lr: string;
   maxLength?: string;
+  gradientCheckpointing?: boolean;
   seed: string;
   evalEvery?: string;
   out: string;
@@ -43,6 +44,10 @@ export function trainCommand(root: Command, io: Io): void {
     .option('--batch-size <n>', 'examples per step', '16')
     .option('--lr <x>', 'peak learning rate (linear warmup over 6 %, then linear decay)', '1e-3')
     .option('--max-length <n>', "tokens per example at most (default: 128, or the model's context if shorter)")
+    .option(
+      '--gradient-checkpointing',
+      'recompute each block in backward instead of keeping its activations (less memory, ~1 more forward of time)',
+    )
     .option('--seed <n>', 'seed of shuffling, the split, dropout and initialisation', '0')
     .option('--eval-every <n>', 'evaluate every n steps (default: each epoch)')
     .requiredOption('--out <dir>', 'output directory: checkpoints and the final adapter (out/adapter); nothing else in it is touched')
@@ -85,6 +90,7 @@ Examples:
       batchSize: int('batch-size', f.batchSize),
       learningRate: num('lr', f.lr),
       ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}),
+      ...(f.gradientCheckpointing ? { gradientCheckpointing: true } : {}),
       seed: num('seed', f.seed),
       ...(f.evalEvery ? { evalEvery: int('eval-every', f.evalEvery) } : {}),
       outputDir: out,

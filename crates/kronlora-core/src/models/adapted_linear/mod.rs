@@ -21,6 +21,19 @@ struct Attached {
     weight: Option<f64>,
 }
 
+impl Clone for Attached {
+    fn clone(&self) -> Self {
+        Attached {
+            name: self.name.clone(),
+            adapter: self.adapter.clone_box(),
+            dropout: self.dropout.clone(),
+            weight: self.weight,
+        }
+    }
+}
+
+/// Cloning shares the weights and the adapters' variables (tensors are handles).
+#[derive(Clone)]
 pub struct AdaptedLinear {
     /// The module path (`encoder.layer.0.attention.self.query`) or the standalone layer's name.
     pub name: String,

@@ -1,0 +1,137 @@
+// Gradient checkpointing's memory and time: peak resident memory and median step seconds of
+// short Kron-LoRA training runs (d_A1 = 2, d_A2 = 4, r = 8, all linear layers) with and without
+// `gradientCheckpointing`, on all-MiniLM-L6-v2 (classification, batch 16 × 128 tokens) and
+// SmolLM2-135M Q4_1 (causal LM, batch 8 × 256 tokens), on long IMDB reviews. Every run is a fresh
+// process (peak RSS is the process's); the two settings alternate round by round. Prints the
+// runs and medians; writes bench/results/checkpointing.json.
+//
+//   npm run bench:checkpointing [-- --rounds 2] [--steps 4] [--only minilm|smollm2]
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+const { values: a } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '2' },
+    steps: { type: 'string', default: '4' },
+    only: { type: 'string' },
+    child: { type: 'string' },
+  },
+});
+const setups = {
+  minilm: { model: '.cache/models/minilm', task: 'sequence-classification', batch: 16, maxLength: 128 },
+  smollm2: { model: '.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', task: 'causal-lm', batch: 8, maxLength: 256 },
+};
+
+if (a.child) {
+  // One run: { setup, checkpointing, steps } → one JSON line.
+  const { setup, checkpointing, steps } = JSON.parse(a.child);
+  const s = setups[setup];
+  const { loadModel } = await import('kronlora');
+  const classify = s.task === 'sequence-classification';
+  const model = await loadModel(join(root, s.model), classify ? { task: s.task, numLabels: 2 } : {});
+  const rssAfterLoadMiB = process.memoryUsage().rss / 2 ** 20;
+  await model.addAdapter('k', { type: 'kron-lora', rank: 8, alpha: 16, targetModules: 'all-linear' });
+  const records = readFileSync(join(root, '.cache/data/bench-checkpointing.jsonl'), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .slice(0, steps * s.batch)
+    .map((l) => JSON.parse(l))
+    .map((r) => (classify ? r : { text: r.text }));
+  const run = model.train({
+    data: records,
+    validationSplit: 0,
+    maxSteps: steps,
+    batchSize: s.batch,
+    maxLength: s.maxLength,
+    learningRate: 1e-3,
+    logEvery: 1,
+    seed: 1,
+    gradientCheckpointing: checkpointing,
+  });
+  const seconds = [];
+  const losses = [];
+  for await (const e of run) {
+    if (e.type !== 'step') continue;
+    losses.push(e.loss);
+    if (e.step > 1) seconds.push(s.batch / e.examplesPerSecond);
+  }
+  await run.result;
+  seconds.sort((x, y) => x - y);
+  const peakRssMiB = process.resourceUsage().maxRSS / 1024;
+  console.log(JSON.stringify({ rssAfterLoadMiB, peakRssMiB, medianStepSeconds: seconds[Math.floor((seconds.length - 1) / 2)], losses }));
+  process.exit(0);
+}
+
+const [rounds, steps] = [Number(a.rounds), Number(a.steps)];
+if (!(rounds >= 1 && steps >= 2)) throw new Error('--rounds ≥ 1 and --steps ≥ 2');
+const { fetchImdb, imdbSplit } = await import('../scripts/fetch-data.mjs');
+const { fetchModel } = await import('../scripts/fetch-models.mjs');
+await fetchModel('minilm');
+await fetchModel('smollm2');
+await fetchImdb();
+// Reviews of 250 words or more: longer than 256 tokens, so every batch is full length.
+const { train: split } = imdbSplit({ dir: join(root, '.cache/data/bench-train'), train: 4000, test: 10 });
+const long = readFileSync(split, 'utf8')
+  .split('\n')
+  .filter((l) => l && JSON.parse(l).text.split(' ').length >= 250);
+if (long.length < steps * 16) throw new Error(`only ${long.length} long reviews; lower --steps`);
+writeFileSync(join(root, '.cache/data/bench-checkpointing.jsonl'), `${long.join('\n')}\n`);
+
+const runs = [];
+const names = a.only ? a.only.split(',') : Object.keys(setups);
+for (let round = 1; round <= rounds; round++) {
+  for (const setup of names) {
+    for (const checkpointing of [false, true]) {
+      const out = execFileSync(
+        process.execPath,
+        [fileURLToPath(import.meta.url), '--child', JSON.stringify({ setup, checkpointing, steps })],
+        {
+          encoding: 'utf8',
+          maxBuffer: 1 << 26,
+        },
+      );
+      const r = { round, setup, checkpointing, ...JSON.parse(out.trim().split('\n').at(-1)) };
+      runs.push(r);
+      console.log(
+        `${setup} checkpointing=${checkpointing}: peak RSS ${r.peakRssMiB.toFixed(0)} MiB (after load ${r.rssAfterLoadMiB.toFixed(0)}), step ${r.medianStepSeconds.toFixed(2)} s, losses ${r.losses.map((l) => l.toFixed(4)).join(' ')}`,
+      );
+    }
+  }
+}
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)];
+const summary = names.flatMap((setup) =>
+  [false, true].map((checkpointing) => {
+    const rs = runs.filter((r) => r.setup === setup && r.checkpointing === checkpointing);
+    return {
+      setup,
+      ...setups[setup],
+      checkpointing,
+      peakRssMiB: median(rs.map((r) => r.peakRssMiB)),
+      rssAfterLoadMiB: median(rs.map((r) => r.rssAfterLoadMiB)),
+      medianStepSeconds: median(rs.map((r) => r.medianStepSeconds)),
+    };
+  }),
+);
+console.log('\nmodel    | batch    | checkpointing | peak RSS MiB | training memory MiB (peak − after load) | step s');
+for (const s of summary)
+  console.log(
+    `${s.setup.padEnd(8)} | ${`${s.batch} × ${s.maxLength}`.padEnd(8)} | ${String(s.checkpointing).padEnd(13)} | ${s.peakRssMiB.toFixed(0).padStart(12)} | ${(s.peakRssMiB - s.rssAfterLoadMiB).toFixed(0).padStart(39)} | ${s.medianStepSeconds.toFixed(2)}`,
+  );
+const cpuModel = cpus()[0]?.model ?? 'unknown';
+const isa = /avx512f/.test(readFileSync('/proc/cpuinfo', 'utf8')) ? 'AVX-512' : 'AVX2';
+console.log(`\n${cpuModel} (${isa}), ${cpus().length} threads`);
+const dir = join(here, 'results');
+mkdirSync(dir, { recursive: true });
+const file = join(dir, 'checkpointing.json');
+writeFileSync(
+  `${file}.tmp-${process.pid}`,
+  JSON.stringify({ date: new Date().toISOString(), cpu: cpuModel, isa, steps, rounds, runs, summary }, null, 2),
+);
+renameSync(`${file}.tmp-${process.pid}`, file);
+console.log(`written: ${file}`);
