@@ -4,52 +4,63 @@
 //! runs the block again from that input (this time recorded) and backpropagates through it.
 //!
 //! candle's custom ops give a gradient for their inputs only, while the recomputed block also
-//! yields gradients for the adapter parameters inside it. Those are collected here, per thread,
-//! and the trainer adds them to the ones the outer backward returns (`take_parameter_grads`).
+//! yields gradients for the adapter parameters inside it. The trainable parameters' ones are
+//! summed here, per thread, as each block's backward ends (the rest of that block's gradients
+//! are dropped at once: kept, they would cost more than the activations saved), and the trainer
+//! adds them to the ones the outer backward returns (`take_parameter_grads`).
 //! Everything happens on the thread that runs the training step: the forward, the outer
 //! backward that calls `bwd`, and the collection after it.
 //!
 //! Dropout masks are a pure function of the step's seed and the module, so the recomputed
 //! block draws the masks of the first pass; the result is the plain backward's to rounding.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
-use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor, Var};
 
 use crate::error::Result;
 use crate::grad_mode::with_grad_mode;
 use crate::ops::contiguous_f32;
 
-thread_local! {
-    static ENABLED: Cell<bool> = const { Cell::new(false) };
-    static PARAMETER_GRADS: RefCell<Vec<GradStore>> = const { RefCell::new(Vec::new()) };
+/// The parameters whose gradients recomputed blocks hand over, and their sums so far.
+struct Collected {
+    parameters: Vec<Var>,
+    sums: Vec<Option<Tensor>>,
 }
 
-/// Run `f` with blocks checkpointed (`true`) or not on this thread; the mode is restored after.
-pub fn with_checkpointing<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
+thread_local! {
+    static COLLECTED: RefCell<Option<Collected>> = const { RefCell::new(None) };
+}
+
+/// Run `f` with blocks checkpointed on this thread when `parameters` is Some: the variables
+/// whose gradients to collect from recomputed blocks. The previous mode is restored after.
+pub fn with_checkpointing<T>(parameters: Option<Vec<Var>>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Collected>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            ENABLED.with(|e| e.set(self.0));
+            COLLECTED.with(|c| *c.borrow_mut() = self.0.take());
         }
     }
-    let _restore = Restore(ENABLED.with(|e| e.replace(enabled)));
+    let collected = parameters.map(|parameters| Collected { sums: vec![None; parameters.len()], parameters });
+    let _restore = Restore(COLLECTED.with(|c| c.replace(collected)));
     f()
 }
 
-/// The gradient stores of every block recomputed since the last call: sum each variable's
-/// entries across them (and the outer backward's) for its full gradient.
-pub fn take_parameter_grads() -> Vec<GradStore> {
-    PARAMETER_GRADS.with(|g| std::mem::take(&mut *g.borrow_mut()))
+/// Each parameter's gradient summed over the blocks recomputed since the last call (in the
+/// order given to `with_checkpointing`; None where no block used it), and the sums reset.
+pub fn take_parameter_grads() -> Vec<Option<Tensor>> {
+    COLLECTED.with(|c| match c.borrow_mut().as_mut() {
+        Some(c) => c.sums.iter_mut().map(Option::take).collect(),
+        None => Vec::new(),
+    })
 }
 
 type Block = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
 
 /// Whether blocks are checkpointed on this thread now (a model then calls `checkpointed`).
 pub fn is_enabled() -> bool {
-    ENABLED.with(Cell::get)
+    COLLECTED.with(|c| c.borrow().is_some())
 }
 
 /// `block(x)` as a checkpointed node; `block` owns what it needs (a clone of the layer: its
@@ -114,7 +125,20 @@ impl CustomOp1 for Recompute {
             .map_err(|e| candle_core::Error::Msg(format!("recomputing a checkpointed block: {e}")))?;
         let grads = (recomputed * grad.detach())?.sum_all()?.backward()?;
         let input_grad = grads.get(input.as_tensor()).cloned();
-        PARAMETER_GRADS.with(|g| g.borrow_mut().push(grads));
+        COLLECTED.with(|c| -> candle_core::Result<()> {
+            let mut c = c.borrow_mut();
+            let Some(c) = c.as_mut() else { return Ok(()) };
+            for (p, sum) in c.parameters.iter().zip(c.sums.iter_mut()) {
+                if let Some(g) = grads.get(p.as_tensor()) {
+                    let g = g.detach();
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + g)?,
+                        None => g,
+                    });
+                }
+            }
+            Ok(())
+        })?;
         Ok(input_grad)
     }
 }

@@ -466,9 +466,9 @@ impl<'a> Trainer<'a> {
             self.model.set_dropout_seed(Some(mix(o.seed ^ mix(position))));
             let (model, data, n) = (self.model, &self.data.train, group.len() as f64);
             // On the compute pool (see `compute_pool`); the loss's value comes back to check it here.
-            let checkpointing = o.gradient_checkpointing;
+            let checkpointed = o.gradient_checkpointing.then(|| self.vars.iter().map(|(_, v)| v.clone()).collect());
             let computed = crate::compute_pool::tracked_on(model.device(), || -> Result<_> {
-                with_checkpointing(checkpointing, || {
+                with_checkpointing(checkpointed, || {
                     let batch = data.loss(model, indices)?;
                     // Scaled so the summed gradients are those of the mean over the group.
                     let loss = (batch.loss / n)?;
@@ -476,11 +476,10 @@ impl<'a> Trainer<'a> {
                     if !value.is_finite() {
                         return Ok((batch.tokens, value, None));
                     }
-                    // Checkpointed blocks hand their parameters' gradients over beside the
+                    let grads = loss.backward()?;
+                    // Checkpointed blocks hand over their parameters' gradients beside the
                     // outer backward's (none without checkpointing).
-                    let mut grads = vec![loss.backward()?];
-                    grads.extend(take_parameter_grads());
-                    Ok((batch.tokens, value, Some(grads)))
+                    Ok((batch.tokens, value, Some((grads, take_parameter_grads()))))
                 })
             });
             self.model.set_dropout_seed(None);
@@ -489,8 +488,16 @@ impl<'a> Trainer<'a> {
                 return Err(self
                     .non_finite(&format!("the training loss is {value}; lower the learning rate or check the data")));
             };
-            for grads in &grads {
-                accumulate(&mut gradients, &self.vars, grads)?;
+            let (grads, from_blocks) = grads;
+            accumulate(&mut gradients, &self.vars, &grads)?;
+            drop(grads);
+            for (sum, g) in gradients.iter_mut().zip(from_blocks) {
+                if let Some(g) = g {
+                    *sum = Some(match sum.take() {
+                        Some(s) => (s + g)?,
+                        None => g,
+                    });
+                }
             }
             step_loss += value;
             self.window.examples += indices.len();
