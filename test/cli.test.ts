@@ -116,6 +116,15 @@ describe('kronlora CLI', () => {
     const em = cli(['eval', '--model', merged, '--data', test, '--json']);
     expect(em.code, em.stderr).toBe(0);
     expect(json(em.stdout).metrics.loss).toBeCloseTo(metrics.loss, 5);
+    // Several files: one row each (a forgetting table is one command), in the order given.
+    const rows = cli(['eval', '--model', bert, '--adapter', join(out, 'adapter'), '--data', test, train]);
+    expect(rows.code, rows.stderr).toBe(0);
+    const lines = rows.stdout.trim().split('\n');
+    expect(lines.map((l) => l.split(':')[0])).toEqual([test, train]);
+    expect(lines[0]).toMatch(/16 examples · loss [\d.]+/);
+    const both = json(cli(['eval', '--model', bert, '--adapter', join(out, 'adapter'), '--data', test, train, '--json']).stdout);
+    expect(both.results.map((r: { data: string }) => r.data)).toEqual([test, train]);
+    expect(both.results[0].metrics.loss).toBeCloseTo(metrics.loss, 5);
     const t = cli([
       'train',
       '--model',

@@ -19,8 +19,18 @@ use crate::models::Task;
 const CONFIG: &str = "config.json";
 const WEIGHTS: &str = "model.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
-/// Copied unchanged when the base has them: what a tokenizer (and generation) needs.
-const COPIED: &[&str] = &[
+/// kronlora's merged `config.json` has a `kronlora` block naming the merged adapters.
+const MERGED_MARKER: Marker = Marker {
+    file: CONFIG,
+    holds: "`kronlora` block",
+    is_ours: |bytes| serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v["kronlora"]["merged_adapters"].is_array()),
+};
+
+/// The files of a merged directory: the weights, the config (kronlora's marker), then
+/// what is copied unchanged when the base has it: what a tokenizer (and generation) needs.
+const MERGED_FILES: &[&str] = &[
+    WEIGHTS,
+    CONFIG,
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -32,32 +42,9 @@ const COPIED: &[&str] = &[
     "chat_template.jinja",
     "generation_config.json",
 ];
+const COPIED: &[&str] = MERGED_FILES.split_at(2).1;
 
-/// kronlora's merged `config.json` has a `kronlora` block naming the merged adapters.
-const MERGED_MARKER: Marker = Marker {
-    file: CONFIG,
-    holds: "`kronlora` block",
-    is_ours: |bytes| serde_json::from_slice::<Value>(bytes).is_ok_and(|v| v["kronlora"]["merged_adapters"].is_array()),
-};
-
-const MERGED_LAYOUT: OwnedLayout = OwnedLayout {
-    what: "merged model",
-    files: &[
-        WEIGHTS,
-        CONFIG,
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "added_tokens.json",
-        "vocab.txt",
-        "vocab.json",
-        "merges.txt",
-        "tokenizer.model",
-        "chat_template.jinja",
-        "generation_config.json",
-    ],
-    markers: &[MERGED_MARKER],
-};
+const MERGED_LAYOUT: OwnedLayout = OwnedLayout { what: "merged model", files: MERGED_FILES, markers: &[MERGED_MARKER] };
 
 /// Prefixes a Hugging Face checkpoint may put before a backbone's names (`bert.` in a task
 /// model's file, `model.` in some exports); the first one the file uses for a projection is it.

@@ -91,20 +91,22 @@ Examples:
 
 interface EvalFlags extends CommonFlags {
   adapter?: string;
-  data: string;
+  data: string[];
   task?: TrainTask;
   batchSize: string;
   maxLength?: string;
 }
 
 export function evalCommand(root: Command, io: Io): void {
-  const cmd = root.command('eval').description('evaluate a model, with a saved adapter or as it is (a merged model), on a JSONL dataset');
+  const cmd = root
+    .command('eval')
+    .description('evaluate a model, with a saved adapter or as it is (a merged model), on one or more JSONL datasets');
   common(cmd)
     .option(
       '--adapter <dir>',
       'adapter directory (adapter_config.json + adapter_model.safetensors), or the --out directory of kronlora train (its adapter/ is used); without it the model is evaluated as it is',
     )
-    .requiredOption('--data <file>', 'records, one JSON object per line')
+    .requiredOption('--data <files...>', 'records, one JSON object per line; several files give one row each')
     .option('--task <task>', "classification | causal-lm | multiple-choice (default: the adapter's, else the model family's)")
     .option('--batch-size <n>', 'examples per batch', '32')
     .option('--max-length <n>', "tokens per example at most (default: 128, or the model's context if shorter)")
@@ -115,32 +117,41 @@ Examples:
   kronlora eval --model .cache/models/minilm --adapter runs/kron/adapter --data test.jsonl
   kronlora eval --model .cache/models/minilm --adapter runs/kron --data test.jsonl      (same: runs/kron/adapter)
   kronlora eval --model smollm2.gguf --adapter runs/arc/adapter --task multiple-choice --data arc.jsonl --json
-  kronlora eval --model minilm-imdb --data test.jsonl                       (a merged model: kronlora merge)`,
+  kronlora eval --model minilm-imdb --data test.jsonl                       (a merged model: kronlora merge)
+  kronlora eval --model .cache/models/minilm --adapter runs/b --data task-a.jsonl task-b.jsonl   (one row per file)`,
     );
   cmd.action(async (f: EvalFlags) => {
-    checkFile('data', f.data);
+    for (const file of f.data) checkFile('data', file);
     const saved = f.adapter === undefined ? undefined : savedAdapter(f, f.adapter);
     const adapter = saved?.dir ?? null;
-    // Without an adapter, the head is sized by the data's labels, as training would size it.
+    // Without an adapter, the head is sized by the (first) data's labels, as training would size it.
     const model = saved
       ? await loadFor(f, saved.task, saved.numLabels)
-      : await loadModelFor(f, trainingSetup(f, f.task, f.data).modelOptions);
+      : await loadModelFor(f, trainingSetup(f, f.task, f.data[0]).modelOptions);
     const modules = saved ? (await model.loadAdapter(saved.dir)).modules : 0;
-    // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
-    if (!f.json) io.err(`  evaluating ${f.data} with ${adapter ?? 'no adapter'} (${model.backend} backend)…`);
-    const started = performance.now();
-    const metrics = await model.evaluate(f.data, {
+    const options = {
       ...(f.task ? { task: f.task } : {}),
       batchSize: int('batch-size', f.batchSize),
       ...(f.maxLength ? { maxLength: int('max-length', f.maxLength) } : {}),
-    });
-    if (f.json) {
-      io.out(JSON.stringify({ command: 'eval', model: f.model, adapter, backend: model.backend, modules, metrics }));
-      return;
+    };
+    const results = [];
+    for (const data of f.data) {
+      // Evaluation reports no progress of its own: say what is running (stderr, not in --json).
+      if (!f.json) io.err(`  evaluating ${data} with ${adapter ?? 'no adapter'} (${model.backend} backend)…`);
+      const started = performance.now();
+      const metrics = await model.evaluate(data, options);
+      const seconds = (performance.now() - started) / 1000;
+      results.push({ data, metrics });
+      if (!f.json)
+        io.out(
+          `${data}: ${metrics.examples} examples · ${metricsLine(metrics)} · ${duration(seconds)} (${(metrics.examples / seconds).toFixed(1)} examples/s)`,
+        );
     }
-    const seconds = (performance.now() - started) / 1000;
-    io.out(
-      `${f.data}: ${metrics.examples} examples · ${metricsLine(metrics)} · ${duration(seconds)} (${(metrics.examples / seconds).toFixed(1)} examples/s)`,
-    );
+    if (f.json) {
+      // `metrics`: the first file's (the only one's, usually); `results`: one entry per file.
+      io.out(
+        JSON.stringify({ command: 'eval', model: f.model, adapter, backend: model.backend, modules, metrics: results[0].metrics, results }),
+      );
+    }
   });
 }
