@@ -16,6 +16,7 @@ mod rms_norm;
 mod rope;
 mod strided_gemm;
 mod swiglu;
+mod target_log_probs;
 
 pub use attention::{fused_attention, AttentionSpec};
 pub use fused::{composed_ops, fusable, fused_layer_norm, fused_softmax_last_dim, with_composed_ops};
@@ -27,3 +28,4 @@ pub use matmul_t::{frozen_matmul, matmul_t};
 pub use rms_norm::fused_rms_norm;
 pub use rope::fused_rope;
 pub use swiglu::fused_swiglu;
+pub use target_log_probs::fused_target_log_probs;

@@ -1,11 +1,11 @@
 //! A tokenised dataset of one task, and what training and evaluation need from it: the
 //! loss of a micro-batch (a differentiable scalar) and the metrics of a whole set.
 
-use candle_core::{Tensor, D};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::options::{DataSpec, TrainTask};
-use super::{cross_entropy, log_softmax};
+use super::{cross_entropy, target_log_probs};
 use crate::data::{
     classification_batch, encode_choice_record, encode_lm_record, lm_batch, parse_placed_records,
     placed_records_from_json, ChoiceExample, EncodedExample, LabelMap, LabelSummary, LmBatch, LmExample, Record,
@@ -220,9 +220,13 @@ pub fn encode(
 /// Sum of log-probabilities of the scored tokens of each row, and their mean loss: `[b]`, scalar.
 fn lm_log_likelihood(model: &PretrainedModel, batch: &LmBatch) -> Result<(Tensor, Tensor)> {
     let logits = model.backbone.forward(&batch.ids, None, None)?;
-    let t = logits.dim(1)?;
-    let logits = logits.narrow(1, 0, t - 1)?;
-    let picked = log_softmax(&logits)?.gather(&batch.targets.unsqueeze(D::Minus1)?, D::Minus1)?.squeeze(D::Minus1)?;
+    let (b, t) = batch.ids.dims2()?;
+    // The last position predicts nothing: it gets target 0, and its log-probability is dropped.
+    // Reading every position keeps the logits as the head wrote them (a narrowed copy would
+    // keep both alive through backward: each is vocabulary × tokens in size).
+    let last = Tensor::zeros((b, 1), DType::U32, logits.device())?;
+    let targets = Tensor::cat(&[&batch.targets, &last], 1)?;
+    let picked = target_log_probs(&logits, &targets)?.narrow(1, 0, t - 1)?;
     let weighted = (picked * &batch.weights)?;
     let per_row = weighted.sum(1)?;
     let loss = (per_row.sum_all()?.neg()? / batch.scored.max(1) as f64)?;

@@ -323,3 +323,30 @@ fn kron_mix_matches_naive_loops_and_the_composition_with_gradients() {
     assert!(kron_mix(&z(&[5, 3]), &z(&[4, 2]), 1.0).is_err(), "5 rows do not group by d_A1 = 2");
     assert!(kron_mix(&z(&[4, 0]), &z(&[4, 2]), 1.0).is_err(), "rank 0");
 }
+
+#[test]
+fn fused_target_log_probs_match_the_composition_with_gradients() {
+    use kronlora_core::ops::fused_target_log_probs;
+    use kronlora_core::train::target_log_probs_composed;
+    let mut rng = Lcg::new(11);
+    // The second shape has more rows than one parallel task takes; its rows are vocabulary-wide.
+    for shape in [&[2, 3, 7][..], &[3, 40, 3000]] {
+        let n = *shape.last().unwrap();
+        let rows: usize = shape[..shape.len() - 1].iter().product();
+        let logits = Var::from_tensor(&random(&mut rng, shape, 8.0, 0.0)).unwrap();
+        let targets: Vec<u32> = rng.vec(rows).iter().map(|v| ((v.abs() * 7919.0) as usize % n) as u32).collect();
+        let targets = Tensor::from_vec(targets, &shape[..shape.len() - 1], &Device::Cpu).unwrap();
+        let probe = random(&mut rng, &shape[..shape.len() - 1], 1.0, 0.0);
+        let fused = fused_target_log_probs(logits.as_tensor(), &targets).unwrap();
+        let composed = target_log_probs_composed(logits.as_tensor(), &targets).unwrap();
+        assert_eq!(fused.dims(), &shape[..shape.len() - 1]);
+        assert!(max_diff(&fused, &composed) < 2e-5, "{shape:?}: {}", max_diff(&fused, &composed));
+        for (name, d) in gradient_differences(&fused, &composed, &probe, &[("logits", &logits)]) {
+            assert!(d < 1e-6, "{shape:?} d{name}: {d}");
+        }
+    }
+    // A target outside the classes is an error, not a read past the row.
+    let logits = Tensor::zeros((2, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let err = fused_target_log_probs(&logits, &Tensor::new(&[1u32, 4], &Device::Cpu).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("target 4 is outside the 4 classes"), "{err}");
+}
