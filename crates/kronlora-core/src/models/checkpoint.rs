@@ -56,6 +56,17 @@ pub fn take_parameter_grads() -> Vec<Option<Tensor>> {
     })
 }
 
+/// Add `gradient` to a running sum (None: nothing summed yet). Detached, so that the sum does
+/// not keep the graph that produced it alive. The trainer sums micro-batches with it too.
+pub fn add_gradient(sum: &mut Option<Tensor>, gradient: &Tensor) -> candle_core::Result<()> {
+    let g = gradient.detach();
+    *sum = Some(match sum.take() {
+        Some(s) => (s + g)?,
+        None => g,
+    });
+    Ok(())
+}
+
 type Block = Arc<dyn Fn(&Tensor) -> Result<Tensor> + Send + Sync>;
 
 /// Whether blocks are checkpointed on this thread now (a model then calls `checkpointed`).
@@ -130,11 +141,7 @@ impl CustomOp1 for Recompute {
             let Some(c) = c.as_mut() else { return Ok(()) };
             for (p, sum) in c.parameters.iter().zip(c.sums.iter_mut()) {
                 if let Some(g) = grads.get(p.as_tensor()) {
-                    let g = g.detach();
-                    *sum = Some(match sum.take() {
-                        Some(s) => (s + g)?,
-                        None => g,
-                    });
+                    add_gradient(sum, g)?;
                 }
             }
             Ok(())

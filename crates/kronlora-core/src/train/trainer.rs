@@ -22,7 +22,7 @@ use super::{clip_grads, grad_norm, AdamW, AdamWConfig, LrSchedule};
 use crate::data::{bucketed_batches, train_validation_split};
 use crate::error::{Error, Result};
 use crate::io::{join, Storage};
-use crate::models::checkpoint::{take_parameter_grads, with_checkpointing};
+use crate::models::checkpoint::{add_gradient, take_parameter_grads, with_checkpointing};
 use crate::pretrained::PretrainedModel;
 use crate::reuse_freed_memory::ReuseFreedMemory;
 use crate::TensorData;
@@ -194,12 +194,7 @@ fn accumulate(
 ) -> Result<()> {
     for (sum, (_, v)) in sums.iter_mut().zip(vars) {
         if let Some(g) = grads.get(v.as_tensor()) {
-            // Detached, so the running sum does not keep this micro-batch's graph alive.
-            let g = g.detach();
-            *sum = Some(match sum.take() {
-                Some(s) => (s + g)?,
-                None => g,
-            });
+            add_gradient(sum, g)?;
         }
     }
     Ok(())
@@ -493,10 +488,7 @@ impl<'a> Trainer<'a> {
             drop(grads);
             for (sum, g) in gradients.iter_mut().zip(from_blocks) {
                 if let Some(g) = g {
-                    *sum = Some(match sum.take() {
-                        Some(s) => (s + g)?,
-                        None => g,
-                    });
+                    add_gradient(sum, &g)?;
                 }
             }
             step_loss += value;
