@@ -2,7 +2,7 @@
 // short Kron-LoRA training runs (d_A1 = 2, d_A2 = 4, r = 8, all linear layers) with and without
 // `gradientCheckpointing`, on all-MiniLM-L6-v2 (classification, batch 16 × 128 tokens) and
 // SmolLM2-135M Q4_1 (causal LM, batch 8 × 256 tokens), on long IMDB reviews. Every run is a fresh
-// process (peak RSS is the process's); the two settings alternate round by round. Prints the
+// process (`training-child.mjs`: peak RSS is the process's); the two settings alternate round by round. Prints the
 // runs and medians; writes bench/results/checkpointing.json.
 //
 //   npm run bench:checkpointing [-- --rounds 2] [--steps 4] [--only minilm|smollm2]
@@ -20,53 +20,20 @@ const { values: a } = parseArgs({
     rounds: { type: 'string', default: '2' },
     steps: { type: 'string', default: '4' },
     only: { type: 'string' },
-    child: { type: 'string' },
   },
 });
 const setups = {
   minilm: { model: '.cache/models/minilm', task: 'sequence-classification', batch: 16, maxLength: 128 },
-  smollm2: { model: '.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf', task: 'causal-lm', batch: 8, maxLength: 256 },
+  // The f32 base, as measured before quantised GGUF weights became the default (bench/quantized.mjs
+  // measures both).
+  smollm2: {
+    model: '.cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf',
+    task: 'causal-lm',
+    batch: 8,
+    maxLength: 256,
+    loadOptions: { quantized: false },
+  },
 };
-
-if (a.child) {
-  // One run: { setup, checkpointing, steps } → one JSON line.
-  const { setup, checkpointing, steps } = JSON.parse(a.child);
-  const s = setups[setup];
-  const { loadModel } = await import('kronlora');
-  const classify = s.task === 'sequence-classification';
-  const model = await loadModel(join(root, s.model), classify ? { task: s.task, numLabels: 2 } : {});
-  const rssAfterLoadMiB = process.memoryUsage().rss / 2 ** 20;
-  await model.addAdapter('k', { type: 'kron-lora', rank: 8, alpha: 16, targetModules: 'all-linear' });
-  const records = readFileSync(join(root, '.cache/data/bench-checkpointing.jsonl'), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .slice(0, steps * s.batch)
-    .map((l) => JSON.parse(l))
-    .map((r) => (classify ? r : { text: r.text }));
-  const run = model.train({
-    data: records,
-    validationSplit: 0,
-    maxSteps: steps,
-    batchSize: s.batch,
-    maxLength: s.maxLength,
-    learningRate: 1e-3,
-    logEvery: 1,
-    seed: 1,
-    gradientCheckpointing: checkpointing,
-  });
-  const seconds = [];
-  const losses = [];
-  for await (const e of run) {
-    if (e.type !== 'step') continue;
-    losses.push(e.loss);
-    if (e.step > 1) seconds.push(s.batch / e.examplesPerSecond);
-  }
-  await run.result;
-  seconds.sort((x, y) => x - y);
-  const peakRssMiB = process.resourceUsage().maxRSS / 1024;
-  console.log(JSON.stringify({ rssAfterLoadMiB, peakRssMiB, medianStepSeconds: seconds[Math.floor((seconds.length - 1) / 2)], losses }));
-  process.exit(0);
-}
 
 const [rounds, steps] = [Number(a.rounds), Number(a.steps)];
 if (!(rounds >= 1 && steps >= 2)) throw new Error('--rounds ≥ 1 and --steps ≥ 2');
@@ -88,9 +55,17 @@ const names = a.only ? a.only.split(',') : Object.keys(setups);
 for (let round = 1; round <= rounds; round++) {
   for (const setup of names) {
     for (const checkpointing of [false, true]) {
+      const s = setups[setup];
+      const child = {
+        ...s,
+        model: join(root, s.model),
+        steps,
+        data: join(root, '.cache/data/bench-checkpointing.jsonl'),
+        trainOptions: { gradientCheckpointing: checkpointing },
+      };
       const out = execFileSync(
         process.execPath,
-        [fileURLToPath(import.meta.url), '--child', JSON.stringify({ setup, checkpointing, steps })],
+        [join(here, 'training-child.mjs'), JSON.stringify(child)],
         {
           encoding: 'utf8',
           maxBuffer: 1 << 26,

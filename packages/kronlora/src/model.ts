@@ -22,6 +22,13 @@ export interface LoadModelOptions {
    * overrides this option.
    */
   device?: Device;
+  /**
+   * GGUF models only: keep the projections and token embeddings in the file's quantised blocks
+   * (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K–Q6_K), QLoRA-style: resident memory about the file's
+   * size; adapters train in f32 on top. Default `true` on the CPU (the only device that runs
+   * them); `false` dequantises every weight to f32.
+   */
+  quantized?: boolean;
 }
 
 /** A compute device: `cpu`, `cuda` (the first GPU), `cuda:N`, or `auto`. */
@@ -95,6 +102,11 @@ export interface ModuleInfo {
   outFeatures: number;
   /** Names of the adapters on it. */
   adapters: string[];
+  /**
+   * How the frozen weight is held: `F32`, or the GGUF block type (`Q4_1`, `Q4_K`, `Q8_0`, ...)
+   * when a GGUF model keeps it quantised (`loadModel`'s `quantized`).
+   */
+  weightType: string;
   /** Each adapter's shape here, by name: its rank, and Kron-LoRA's resolved `d_A1` / `d_A2`. */
   factors: Record<string, { rank: number; kronIn?: number; kronOut?: number }>;
 }

@@ -32,7 +32,7 @@ pub(crate) fn task(value: Option<&Value>) -> Result<Option<Task>> {
     }
 }
 
-/// `{ task?, numLabels?, seed?, device? }`; `task` defaults to the model family's natural one.
+/// `{ task?, numLabels?, seed?, device?, quantized? }`; `task` defaults to the model family's natural one.
 pub fn model_options(json: &str) -> Result<ModelOptions> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -41,6 +41,7 @@ pub fn model_options(json: &str) -> Result<ModelOptions> {
         num_labels: Option<Value>,
         seed: Option<Value>,
         device: Option<Value>,
+        quantized: Option<Value>,
     }
     let raw: Raw = serde_json::from_str(json).map_err(|e| json_error("model options", e))?;
     let task = task(raw.task.as_ref())?;
@@ -53,6 +54,11 @@ pub fn model_options(json: &str) -> Result<ModelOptions> {
         num_labels: num_labels.unwrap_or(2),
         seed: seed("seed", raw.seed.as_ref())?,
         device: device(raw.device.as_ref())?,
+        quantized: match raw.quantized.filter(|v| !v.is_null()) {
+            None => None,
+            Some(Value::Bool(b)) => Some(b),
+            Some(v) => return Err(invalid(format!("option `quantized` must be true or false, got {v}"))),
+        },
     })
 }
 

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::safetensors_dir::{check_finite, model_file_error};
 use super::TensorSource;
 use crate::error::{Error, Result};
+use crate::models::FrozenWeight;
+use crate::ops::{QuantizedWeight, QUANTIZED_TYPES};
 
 trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -177,14 +180,58 @@ pub struct GgufWeights {
     /// llama.cpp stores Q and K of `llama`-architecture models permuted for its interleaved
     /// RoPE; (heads, kv heads) to undo that, or None (e.g. qwen2, stored as in HF).
     unpermute: Option<(usize, usize)>,
+    /// `get_frozen` keeps quantised blocks as they are (on the CPU).
+    quantized: bool,
     /// GGUF names that `get` has returned.
     read: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl GgufWeights {
-    pub fn new(file: std::sync::Arc<GgufFile>, device: &Device, unpermute: Option<(usize, usize)>) -> Self {
-        GgufWeights { file, device: device.clone(), unpermute, read: Default::default() }
+    pub fn new(
+        file: std::sync::Arc<GgufFile>,
+        device: &Device,
+        unpermute: Option<(usize, usize)>,
+        quantized: bool,
+    ) -> Self {
+        GgufWeights { file, device: device.clone(), unpermute, quantized, read: Default::default() }
     }
+
+    fn mark_read(&self, gguf_name: String) -> Result<()> {
+        self.read
+            .lock()
+            .map_err(|_| Error::InvalidState("GGUF weights lock poisoned by an earlier panic".into()))?
+            .insert(gguf_name);
+        Ok(())
+    }
+
+    /// The heads to undo llama.cpp's Q / K row permutation over, for tensor `name`.
+    fn permuted_heads(&self, name: &str) -> Option<usize> {
+        let (heads, kv_heads) = self.unpermute?;
+        if name.ends_with("self_attn.q_proj.weight") {
+            Some(heads)
+        } else if name.ends_with("self_attn.k_proj.weight") {
+            Some(kv_heads)
+        } else {
+            None
+        }
+    }
+}
+
+/// `unpermute` of a quantised tensor: its rows are whole blocks, so rows move as bytes.
+fn unpermute_rows(q: &QTensor, heads: usize) -> candle_core::Result<QTensor> {
+    let (rows, cols) = q.shape().dims2()?;
+    let row_bytes = cols / q.dtype().block_size() * q.dtype().type_size();
+    let (head_dim, half) = (rows / heads, rows / heads / 2);
+    let data = q.data()?;
+    let mut out = Vec::with_capacity(data.len());
+    for new in 0..rows {
+        // New row (h, j, i) of [h, 2, half] is old row (h, i, j) of [h, half, 2].
+        let (h, j, i) = (new / head_dim, new % head_dim / half, new % half);
+        let old = h * head_dim + i * 2 + j;
+        out.extend_from_slice(&data[old * row_bytes..(old + 1) * row_bytes]);
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Owned(out), &Device::Cpu, q.dtype())?;
+    QTensor::new(storage, (rows, cols))
 }
 
 /// The GGUF name of a Hugging Face Llama-family tensor name.
@@ -244,19 +291,54 @@ impl TensorSource for GgufWeights {
                 format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", t.dims()),
             ));
         }
-        if let Some((heads, kv_heads)) = self.unpermute {
-            // The shape matched the config above, whose head_dim is even: the split cannot fail.
-            if name.ends_with("self_attn.q_proj.weight") {
-                t = unpermute(&t, heads)?;
-            } else if name.ends_with("self_attn.k_proj.weight") {
-                t = unpermute(&t, kv_heads)?;
-            }
+        // The shape matched the config above, whose head_dim is even: the split cannot fail.
+        if let Some(heads) = self.permuted_heads(name) {
+            t = unpermute(&t, heads)?;
         }
-        self.read
-            .lock()
-            .map_err(|_| Error::InvalidState("GGUF weights lock poisoned by an earlier panic".into()))?
-            .insert(g);
+        self.mark_read(g)?;
         Ok(t)
+    }
+
+    fn get_frozen(&self, name: &str, shape: &[usize]) -> Result<FrozenWeight> {
+        if !self.quantized {
+            return Ok(self.get(name, shape)?.into());
+        }
+        let g = gguf_tensor_name(name)
+            .ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
+        if !self.file.has_tensor(&g) {
+            return Err(model_file_error(self.path(), format!("tensor `{g}` is missing")));
+        }
+        let q = self.file.raw_tensor(&g)?;
+        let dtype = q.dtype();
+        if matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+            return Ok(self.get(name, shape)?.into());
+        }
+        if !QUANTIZED_TYPES.contains(&dtype) {
+            return Err(Error::Unsupported(format!(
+                "{}: tensor `{g}` is stored as {dtype:?}, which kronlora cannot keep quantised (it keeps {}); load the model with {{ quantized: false }} to dequantise it to f32",
+                self.path().display(),
+                QUANTIZED_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if q.shape().dims() != shape {
+            return Err(model_file_error(
+                self.path(),
+                format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", q.shape().dims()),
+            ));
+        }
+        let q = match self.permuted_heads(name) {
+            Some(heads) => unpermute_rows(&q, heads)?,
+            None => q,
+        };
+        let weight = QuantizedWeight::new(q)?;
+        if !weight.is_finite()? {
+            return Err(model_file_error(
+                self.path(),
+                format!("tensor `{g}` holds NaN or infinite values; the file is corrupt"),
+            ));
+        }
+        self.mark_read(g)?;
+        Ok(FrozenWeight::Quantized(weight))
     }
 
     fn unread(&self) -> Vec<String> {

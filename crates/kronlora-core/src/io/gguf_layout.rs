@@ -28,7 +28,8 @@ pub struct TensorEntry {
     pub offset: u64,
 }
 
-/// The candle type of a GGML type id, when candle can dequantise it.
+/// The candle type of a GGML type id, when candle can read it: the float types and every
+/// block type but the 8-bit activation types Q8_1 and Q8_K.
 pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
     Some(match id {
         0 => GgmlDType::F32,
@@ -38,17 +39,44 @@ pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
         6 => GgmlDType::Q5_0,
         7 => GgmlDType::Q5_1,
         8 => GgmlDType::Q8_0,
-        9 => GgmlDType::Q8_1,
         10 => GgmlDType::Q2K,
         11 => GgmlDType::Q3K,
         12 => GgmlDType::Q4K,
         13 => GgmlDType::Q5K,
         14 => GgmlDType::Q6K,
-        15 => GgmlDType::Q8K,
         30 => GgmlDType::BF16,
         _ => return None,
     })
 }
+
+/// llama.cpp's name of a GGML type id that kronlora cannot read (`ggml_type` in ggml.h).
+fn unreadable_type_name(id: u32) -> Option<&'static str> {
+    Some(match id {
+        9 => "Q8_1",
+        15 => "Q8_K",
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => return None,
+    })
+}
+
+/// The GGML types `ggml_dtype` knows, as llama.cpp names them.
+const READABLE: &str = "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
 
 struct Walker<'a, R: Read + Seek> {
     reader: &'a mut R,
@@ -215,7 +243,14 @@ pub fn check<R: Read + Seek>(reader: &mut R, path: &Path) -> Result<Vec<TensorEn
         let shown: Vec<u64> = t.dims.iter().rev().copied().collect();
         let what = format!("tensor `{}` (dims {shown:?}, GGML type {})", t.name, t.type_id);
         let Some(dtype) = ggml_dtype(t.type_id) else {
-            return Err(w.bad(format!("{what}: type {} is not one kronlora can read (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K to Q8_K)", t.type_id)));
+            if let Some(type_name) = unreadable_type_name(t.type_id) {
+                return Err(Error::Unsupported(format!(
+                    "{}: tensor `{}` is stored as {type_name}, which kronlora cannot read; it reads {READABLE}: requantise the model to one of them (llama.cpp's `llama-quantize`, e.g. Q4_K_M or Q8_0)",
+                    w.path.display(),
+                    t.name
+                )));
+            }
+            return Err(w.bad(format!("{what}: type {} is not a GGML type (kronlora reads {READABLE})", t.type_id)));
         };
         let (block, type_size) = (dtype.block_size() as u64, dtype.type_size() as u64);
         let elems = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));

@@ -34,6 +34,11 @@ pub use storage::{join, read_safetensors_bytes, read_text, safetensors_bytes, En
 pub trait TensorSource {
     /// Load `name` as f32 with exactly `shape`, or an error naming the file and the tensor.
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// A frozen projection or embedding table as the model should hold it: `get`'s f32 tensor,
+    /// unless the source keeps its quantised blocks (GGUF loaded with `quantized`).
+    fn get_frozen(&self, name: &str, shape: &[usize]) -> Result<crate::models::FrozenWeight> {
+        Ok(self.get(name, shape)?.into())
+    }
     fn contains(&self, name: &str) -> bool;
     /// Stored names (as the file spells them) that no `get` has read: a checkpoint holding more
     /// than its config describes (more layers, say) is refused rather than half-read.

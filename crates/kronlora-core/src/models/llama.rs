@@ -12,12 +12,12 @@ use super::backbone::{Backbone, Family, LlamaCppLayout};
 use super::checkpoint;
 use super::config_check::{check_json_fields, epsilon, invalid, size};
 use super::nn::{attention, rms_norm, rope, swiglu};
-use super::KvCache;
+use super::{FrozenWeight, KvCache};
 use crate::adapters::DropoutSeed;
 use crate::error::{Error, Result};
 use crate::io::{GgufFile, GgufWeights, TensorSource, Weights};
 use crate::models::adapted_linear::AdaptedLinear;
-use crate::ops::{frozen_matmul, AttentionSpec};
+use crate::ops::AttentionSpec;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LlamaConfig {
@@ -272,7 +272,8 @@ pub struct LlamaModel {
     /// Switches adapter dropout on for a training step.
     dropout_seed: DropoutSeed,
     pub config: LlamaConfig,
-    embed_tokens: Tensor,
+    /// Kept quantised when loaded so from GGUF (it is also the tied output head).
+    embed_tokens: FrozenWeight,
     layers: Vec<DecoderLayer>,
     norm: Tensor,
     /// Untied output head; None when tied to `embed_tokens`.
@@ -291,12 +292,13 @@ impl LlamaModel {
         Self::from_weights(config, &weights)
     }
 
-    /// A llama.cpp GGUF file, weights dequantised to f32.
-    pub fn load_gguf(file: Arc<GgufFile>, device: &Device) -> Result<Self> {
+    /// A llama.cpp GGUF file; `quantized`: its projections and token embeddings stay in their
+    /// quantised blocks (CPU only), else every weight is dequantised to f32.
+    pub fn load_gguf(file: Arc<GgufFile>, device: &Device, quantized: bool) -> Result<Self> {
         let config = LlamaConfig::from_gguf(&file)?;
         let permuted = file.string("general.architecture")? != "qwen2";
         let unpermute = permuted.then(|| (config.num_attention_heads, config.kv_heads()));
-        let weights = GgufWeights::new(file, device, unpermute);
+        let weights = GgufWeights::new(file, device, unpermute, quantized);
         Self::from_weights(config, &weights)
     }
 
@@ -309,7 +311,7 @@ impl LlamaModel {
         let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim());
         let (q_out, kv_out) = (c.num_attention_heads * hd, c.kv_heads() * hd);
         let proj = |name: &str, out: usize, inp: usize, bias: bool| -> Result<AdaptedLinear> {
-            let weight = w.get(&format!("{name}.weight"), &[out, inp])?;
+            let weight = w.get_frozen(&format!("{name}.weight"), &[out, inp])?;
             let bias = if bias { Some(w.get(&format!("{name}.bias"), &[out])?) } else { None };
             AdaptedLinear::new(name.to_string(), weight, bias)
         };
@@ -337,7 +339,7 @@ impl LlamaModel {
         };
         let model = LlamaModel {
             dropout_seed: Default::default(),
-            embed_tokens: w.get("model.embed_tokens.weight", &[c.vocab_size, h])?,
+            embed_tokens: w.get_frozen("model.embed_tokens.weight", &[c.vocab_size, h])?,
             norm: w.get("model.norm.weight", &[h])?,
             layers,
             lm_head,
@@ -389,7 +391,7 @@ impl LlamaModel {
             cache.layers.resize(self.layers.len(), None);
         }
         let (cos, sin) = self.rope_tables(start, t)?;
-        let mut x = self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, c.hidden_size))?;
+        let mut x = self.embed_tokens.embedding(&input_ids.flatten_all()?)?.reshape((b, t, c.hidden_size))?;
         let shape = BlockShape::of(c);
         for (l, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| &mut c.layers[l]);
@@ -403,7 +405,7 @@ impl LlamaModel {
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
         Ok(match &self.lm_head {
             Some(head) => head.forward(&x)?,
-            None => frozen_matmul(&x, &self.embed_tokens)?,
+            None => self.embed_tokens.matmul(&x)?,
         })
     }
 }

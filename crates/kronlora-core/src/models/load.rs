@@ -69,10 +69,24 @@ pub fn family_of_model_type(model_type: &str, config_path: &str) -> Result<Famil
     }
 }
 
-/// Load the backbone and tokenizer at `source` with their weights on `device`.
-pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedBackbone> {
+/// Load the backbone and tokenizer at `source` with their weights on `device`. `quantized`: a
+/// GGUF model's quantised weights stay quantised (default: yes on the CPU, the only device that
+/// runs them); None elsewhere.
+pub fn load_backbone(mut source: ModelSource, device: &Device, quantized: Option<bool>) -> Result<LoadedBackbone> {
     source.check()?;
-    if let Some(name) = source.gguf_name() {
+    let gguf = source.gguf_name();
+    if gguf.is_none() && quantized == Some(true) {
+        return Err(Error::InvalidOption(format!(
+            "option `quantized` applies to .gguf models; `{}` is a Hugging Face model whose weights are loaded as stored",
+            source.display()
+        )));
+    }
+    if quantized == Some(true) && !device.is_cpu() {
+        return Err(Error::Unsupported(
+            "quantised weights run on the CPU only; load with { quantized: false } to use a GPU".into(),
+        ));
+    }
+    if let Some(name) = gguf {
         let file = match &source {
             ModelSource::Path(p) => GgufFile::open(p)?,
             ModelSource::Files(_) => {
@@ -83,7 +97,7 @@ pub fn load_backbone(mut source: ModelSource, device: &Device) -> Result<LoadedB
         let config_path = file.path().display().to_string();
         let file = Arc::new(file);
         let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let backbone = Box::new(LlamaModel::load_gguf(file, device)?);
+        let backbone = Box::new(LlamaModel::load_gguf(file, device, quantized.unwrap_or(device.is_cpu()))?);
         return Ok(LoadedBackbone { backbone, tokenizer, weights: None, config_path, labels: Vec::new() });
     }
     let config_path = source.file_path("config.json").display().to_string();

@@ -226,7 +226,7 @@ pub fn frozen_linear(
 ///
 /// # Safety
 /// As `strided_gemm::gemm_into`.
-unsafe fn frozen_gemm(
+pub(super) unsafe fn frozen_gemm(
     mnk: (usize, usize, usize),
     c: View<*mut f32>,
     accumulate: bool,

@@ -12,6 +12,7 @@ mod linear;
 mod matmul_t;
 #[cfg(all(feature = "openblas", target_os = "linux"))]
 mod openblas;
+mod quantized_linear;
 mod rms_norm;
 mod rope;
 mod strided_gemm;
@@ -25,6 +26,7 @@ pub use kron::kron;
 pub use kron_mix::{kron_mix, kron_mix_composed};
 pub use linear::{frozen_linear, UpdateProduct};
 pub use matmul_t::{frozen_matmul, matmul_t};
+pub use quantized_linear::{quantized_matmul, QuantizedWeight, QUANTIZED_KERNEL_ROWS, QUANTIZED_TYPES};
 pub use rms_norm::fused_rms_norm;
 pub use rope::fused_rope;
 pub use swiglu::fused_swiglu;

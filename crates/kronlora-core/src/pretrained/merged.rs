@@ -21,20 +21,23 @@ impl PretrainedModel {
         }
         let mut out = Vec::new();
         for p in self.backbone.projections() {
-            let Some(w) = p.weight() else { continue };
             if p.is_merged() {
-                out.push((p.name.clone(), w.clone()));
+                if let Some(w) = p.weight()? {
+                    out.push((p.name.clone(), w));
+                }
                 continue;
             }
-            let mut merged: Option<Tensor> = None;
+            let mut deltas = Vec::new();
             for (name, adapter) in p.adapters() {
                 let Some(weight) = active.iter().find(|a| a.name == name).map(|a| a.weight) else { continue };
-                let delta = adapter.delta_weight()?.affine(weight, 0.0)?;
-                merged = Some((merged.as_ref().unwrap_or(w) + delta)?);
+                deltas.push(adapter.delta_weight()?.affine(weight, 0.0)?);
             }
-            if let Some(m) = merged {
-                out.push((p.name.clone(), m));
+            // Only a changed projection is read in f32 (a quantised one is dequantised here).
+            let Some(mut merged) = (if deltas.is_empty() { None } else { p.weight()? }) else { continue };
+            for delta in deltas {
+                merged = (merged + delta)?;
             }
+            out.push((p.name.clone(), merged));
         }
         Ok(out)
     }

@@ -17,7 +17,7 @@ use crate::adapters::AdapterConfig;
 use crate::error::{Error, Result};
 use crate::io::{ModelSource, TensorSource};
 use crate::models::head::ClassificationHead;
-use crate::models::{attach_adapter, load_backbone, AdapterPlan, Backbone, LoadedBackbone};
+use crate::models::{attach_adapter, load_backbone, AdapterPlan, Backbone, FrozenWeight, LoadedBackbone};
 use crate::tokenizer::TextTokenizer;
 
 pub use crate::io::peft::{
@@ -105,6 +105,9 @@ pub struct ModuleDescription {
     pub in_features: usize,
     pub out_features: usize,
     pub adapters: Vec<String>,
+    /// How the frozen weight is held: `F32` (or the file's float type), or its GGUF block type
+    /// (`Q4_1`, `Q8_0`, ...) when kept quantised.
+    pub weight_type: String,
     /// Each adapter's shape here, by adapter name: its rank, and Kron-LoRA's `(d_A1, d_A2)`.
     pub factors: std::collections::BTreeMap<String, AdapterFactors>,
 }
@@ -163,7 +166,7 @@ impl PretrainedModel {
 
     fn load_inner(source: ModelSource, options: &ModelOptions) -> Result<Self> {
         let LoadedBackbone { backbone, tokenizer, weights, config_path, labels } =
-            load_backbone(source, &options.device)?;
+            load_backbone(source, &options.device, options.quantized)?;
         let family = backbone.family();
         let task = options.task.unwrap_or(family.tasks()[0]);
         if !family.tasks().contains(&task) {
@@ -293,6 +296,11 @@ impl PretrainedModel {
                 in_features: p.in_features(),
                 out_features: p.out_features(),
                 adapters: p.adapters().map(|(n, _)| n.to_string()).collect(),
+                weight_type: match p.frozen_weight() {
+                    Some(FrozenWeight::Quantized(q)) => ggml_type_name(q.dtype()),
+                    Some(FrozenWeight::Dense(t)) => format!("{:?}", t.dtype()).to_uppercase(),
+                    None => "none".into(),
+                },
                 factors: p
                     .adapters()
                     .map(|(n, a)| {
@@ -332,5 +340,14 @@ impl PretrainedModel {
             head,
             adapted_modules: self.adapters.iter().map(|a| (a.name.clone(), a.modules)).collect(),
         }
+    }
+}
+
+/// llama.cpp's name of a block type (`Q4_K`, not candle's `Q4K`).
+fn ggml_type_name(t: candle_core::quantized::GgmlDType) -> String {
+    let name = format!("{t:?}");
+    match name.strip_suffix('K') {
+        Some(stem) if stem.starts_with('Q') => format!("{stem}_K"),
+        _ => name,
     }
 }

@@ -14,10 +14,12 @@ pub struct ModelOptions {
     pub seed: u64,
     /// Where the weights, adapters, batches and optimiser state live.
     pub device: Device,
+    /// A GGUF model's quantised weights stay quantised (None: yes on the CPU).
+    pub quantized: Option<bool>,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { task: None, num_labels: 2, seed: 0, device: Device::Cpu }
+        ModelOptions { task: None, num_labels: 2, seed: 0, device: Device::Cpu, quantized: None }
     }
 }

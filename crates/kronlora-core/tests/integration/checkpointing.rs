@@ -14,7 +14,7 @@ use crate::tiny::llama::{temp_dir, tensors, write_gguf};
 use crate::tiny::tiny_classifier;
 use crate::training::Recorder;
 
-fn randomise(model: &PretrainedModel, seed: u64) {
+pub(crate) fn randomise(model: &PretrainedModel, seed: u64) {
     let mut rng = Lcg::new(seed);
     for var in model.trainable_variables() {
         let v: Vec<f32> = rng.vec(var.elem_count()).into_iter().map(|x| x * 0.3).collect();
@@ -30,7 +30,7 @@ fn weighted_sum(output: &Tensor, seed: u64) -> Tensor {
 
 /// The loss and each trainable variable's gradient, summed over the outer backward and the
 /// stores of recomputed blocks (as the trainer sums them).
-fn loss_and_grads(model: &PretrainedModel, checkpointing: bool, output: impl Fn() -> Tensor) -> (f32, Vec<Vec<f32>>) {
+pub(crate) fn loss_and_grads(model: &PretrainedModel, checkpointing: bool, output: impl Fn() -> Tensor) -> (f32, Vec<Vec<f32>>) {
     let vars = model.trainable_variables();
     with_checkpointing(checkpointing.then(|| vars.clone()), || {
         model.set_dropout_seed(Some(99));

@@ -24,7 +24,7 @@ fn a_model_keeps_everything_on_the_device_it_was_handed() {
     assert!(model.device().same_device(&device));
     assert_eq!(model.describe().device, "cpu");
     api::add_adapter(&mut model, "default", KRON).unwrap();
-    assert!(model.backbone.projections().iter().all(|p| p.weight().is_some_and(|w| on(&device, w))));
+    assert!(model.backbone.projections().iter().all(|p| p.weight().unwrap().is_some_and(|w| on(&device, &w))));
     let options = serde_json::json!({ "data": dataset(24, 1), "epochs": 1, "batchSize": 8, "seed": 3 }).to_string();
     api::train_json(&mut model, &options, &FsStorage, &mut Recorder::default()).unwrap();
     let trained = trainable_named(&model);

@@ -44,7 +44,7 @@ fn gguf_and_hf_directory_of_the_same_weights_agree() {
         let gguf = dir.join("tiny.gguf");
         write_gguf(&gguf, &t);
         let hf = LlamaModel::load(&dir, &Device::Cpu).unwrap();
-        let gg = LlamaModel::load_gguf(Arc::new(GgufFile::open(&gguf).unwrap()), &Device::Cpu).unwrap();
+        let gg = LlamaModel::load_gguf(Arc::new(GgufFile::open(&gguf).unwrap()), &Device::Cpu, false).unwrap();
         assert_eq!(gg.config.tie_word_embeddings, tied);
         let (a, b) = (logits(&hf, &IDS), logits(&gg, &IDS));
         assert!(

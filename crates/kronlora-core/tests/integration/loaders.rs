@@ -229,7 +229,7 @@ fn gguf(name: &str) -> PathBuf {
 }
 
 fn load_gguf(path: &Path) -> Result<LlamaModel, Error> {
-    LlamaModel::load_gguf(Arc::new(GgufFile::open(path)?), &Device::Cpu)
+    LlamaModel::load_gguf(Arc::new(GgufFile::open(path)?), &Device::Cpu, true)
 }
 
 /// The byte position of tensor `name`'s directory entry fields: (n_dims at, dims at, type at, offset at).

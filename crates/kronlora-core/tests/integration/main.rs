@@ -22,6 +22,7 @@ mod loaders;
 mod matmul_t;
 mod multi_adapter;
 mod parity;
+mod quantized;
 mod train;
 mod training;
 mod untrusted_input;

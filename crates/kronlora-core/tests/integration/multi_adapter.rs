@@ -108,7 +108,7 @@ fn the_active_set_weights_and_per_call_choices_select_the_updates() {
         .backbone
         .projections()
         .iter()
-        .map(|p| p.weight().unwrap().flatten_all().unwrap().to_vec1().unwrap())
+        .map(|p| p.weight().unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap())
         .collect();
     assert_eq!(api::merge_adapters(&mut m).unwrap(), 12);
     assert!(m.is_merged());
@@ -132,7 +132,7 @@ fn the_active_set_weights_and_per_call_choices_select_the_updates() {
         .backbone
         .projections()
         .iter()
-        .map(|p| p.weight().unwrap().flatten_all().unwrap().to_vec1().unwrap())
+        .map(|p| p.weight().unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap())
         .collect();
     assert!(weights_before == weights_after, "unmerge restores the weights bit for bit");
     assert_eq!(logits(&m, "{}"), weighted);

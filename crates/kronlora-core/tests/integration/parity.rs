@@ -56,7 +56,7 @@ fn minilm_mean_pooled_embeddings_match_transformers() {
 fn smollm2_next_token_logits_match_transformers() {
     let f = fixture("smollm2.json");
     let file = Arc::new(GgufFile::open(&repo().join(".cache/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap());
-    let model = LlamaModel::load_gguf(file, &Device::Cpu).unwrap();
+    let model = LlamaModel::load_gguf(file, &Device::Cpu, false).unwrap();
     for case in f["cases"].as_array().unwrap() {
         let ids: Vec<u32> = case["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         let t = ids.len();

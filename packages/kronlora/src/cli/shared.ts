@@ -14,6 +14,7 @@ export interface CommonFlags {
   model: string;
   backend?: BackendName;
   device?: string;
+  dequantize?: boolean;
   json?: boolean;
   debug?: boolean;
 }
@@ -90,10 +91,14 @@ export function trainingSetup(
   return JSON.parse(call(() => binding(flags).trainingSetup(flags.model, JSON.stringify({ task, data }))));
 }
 
-/** Load `--model` (on `--device`) with `options`. */
+/** Load `--model` (on `--device`, dequantised with `--dequantize`) with `options`. */
 export async function loadModelFor(flags: CommonFlags, options: LoadModelOptions): Promise<Model> {
   checkFile('model', flags.model);
-  return api(flags).loadModel(flags.model, { ...options, ...(flags.device ? { device: flags.device as LoadModelOptions['device'] } : {}) });
+  return api(flags).loadModel(flags.model, {
+    ...options,
+    ...(flags.device ? { device: flags.device as LoadModelOptions['device'] } : {}),
+    ...(flags.dequantize ? { quantized: false } : {}),
+  });
 }
 
 /** Load `--model` for `task` (the family's own when absent). */
@@ -124,6 +129,7 @@ export function common(cmd: Command): Command {
       ]),
     )
     .option('--device <device>', 'cpu (default), cuda, cuda:N or auto (a GPU when the CUDA addon sees one); KRONLORA_DEVICE overrides')
+    .option('--dequantize', 'GGUF models: dequantise every weight to f32 instead of keeping the quantised blocks (the CPU default)')
     .option('--json', 'print one JSON object with the result instead of text')
     .option('--debug', 'print stack traces on errors');
 }

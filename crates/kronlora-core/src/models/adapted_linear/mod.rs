@@ -9,8 +9,8 @@ use candle_core::{Device, Tensor};
 
 use crate::adapters::{out_shape, Adapter, AdapterDropout};
 use crate::error::{Error, Result};
-use crate::models::adapter_selection;
-use crate::ops::frozen_linear;
+use crate::models::{adapter_selection, FrozenWeight};
+use crate::ops::{frozen_linear, quantized_matmul};
 
 /// One adapter on a layer, under its name, with optional dropout in front of it.
 struct Attached {
@@ -39,21 +39,27 @@ pub struct AdaptedLinear {
     pub name: String,
     in_features: usize,
     out_features: usize,
-    /// `[out, in]`, frozen: its backward computes only the input gradient. None for a
-    /// standalone adapter without a base layer.
-    weight: Option<Tensor>,
+    /// `[out, in]`, frozen (f32 or quantised): its backward computes only the input gradient.
+    /// None for a standalone adapter without a base layer.
+    weight: Option<FrozenWeight>,
     bias: Option<Tensor>,
     adapters: Vec<Attached>,
-    /// While merged: the exact weight from before `merge`, so `unmerge` restores it bit for bit.
-    weight_before_merge: Option<Tensor>,
+    /// While merged: the exact weight from before `merge` (quantised blocks stay as they were),
+    /// so `unmerge` restores it bit for bit.
+    weight_before_merge: Option<FrozenWeight>,
     device: Device,
 }
 
 impl AdaptedLinear {
     /// A model projection: frozen `weight [out, in]` and optional `bias [out]`, no adapters yet.
-    pub fn new(name: String, weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+    /// A quantised weight lives on the CPU, as does its layer.
+    pub fn new(name: String, weight: impl Into<FrozenWeight>, bias: Option<Tensor>) -> Result<Self> {
+        let weight = weight.into();
         let (out_features, in_features) = weight.dims2()?;
-        let device = weight.device().clone();
+        let device = match &weight {
+            FrozenWeight::Dense(t) => t.device().clone(),
+            FrozenWeight::Quantized(_) => Device::Cpu,
+        };
         Ok(AdaptedLinear {
             name,
             in_features,
@@ -96,8 +102,13 @@ impl AdaptedLinear {
     pub fn num_parameters(&self) -> usize {
         self.weight.as_ref().map_or(0, |w| w.elem_count()) + self.bias.as_ref().map_or(0, |b| b.elem_count())
     }
-    /// The base weight as it is now (with the update folded in while merged).
-    pub fn weight(&self) -> Option<&Tensor> {
+    /// The base weight as it is now (with the update folded in while merged), dense: a
+    /// quantised weight is dequantised into a temporary copy.
+    pub fn weight(&self) -> Result<Option<Tensor>> {
+        self.weight.as_ref().map(|w| w.to_dense(&self.device)).transpose()
+    }
+    /// The base weight as the layer holds it.
+    pub fn frozen_weight(&self) -> Option<&FrozenWeight> {
         self.weight.as_ref()
     }
     pub fn is_merged(&self) -> bool {
@@ -177,10 +188,21 @@ impl AdaptedLinear {
                 Error::InvalidState(format!("layer `{}` has neither a base weight nor an adapter", self.name))
             });
         };
-        // The first update is accumulated into the base product in one node; any further
-        // (several adapters at once) are added.
-        let first = updates.next().transpose()?;
-        let mut y = frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?;
+        let mut y = match weight {
+            FrozenWeight::Dense(weight) => {
+                // The first update is accumulated into the base product in one node; any
+                // further (several adapters at once) are added.
+                let first = updates.next().transpose()?;
+                frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?
+            }
+            FrozenWeight::Quantized(q) => {
+                let y = quantized_matmul(x, q)?;
+                match &self.bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+        };
         for update in updates {
             y = (y + update?.evaluate(out.clone())?)?;
         }
@@ -198,7 +220,8 @@ impl AdaptedLinear {
         if self.is_merged() {
             return Err(Error::InvalidState(format!("layer `{}` is already merged", self.name)));
         }
-        let mut merged = w.clone();
+        // Merged into a dense copy: re-quantising the sum would lose the update's precision.
+        let mut merged = w.to_dense(&self.device)?;
         for a in &self.adapters {
             match a.weight {
                 Some(1.0) => merged = (merged + a.adapter.delta_weight()?)?,
@@ -206,7 +229,7 @@ impl AdaptedLinear {
                 None => {}
             }
         }
-        self.weight_before_merge = self.weight.replace(merged);
+        self.weight_before_merge = self.weight.replace(FrozenWeight::Dense(merged));
         Ok(())
     }
 

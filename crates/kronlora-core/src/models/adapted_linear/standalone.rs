@@ -176,7 +176,7 @@ impl AdaptedLinear {
 
     /// The current base weight (merged or not), if any, as host data.
     pub fn weight_data(&self) -> Result<Option<TensorData>> {
-        self.weight().map(TensorData::from_tensor).transpose()
+        self.weight()?.as_ref().map(TensorData::from_tensor).transpose()
     }
 
     /// The exact LoRA equivalent: `(lora_A [rank, in], lora_B [out, rank], rank, alpha)`.

@@ -143,6 +143,13 @@ pub fn permute(t: &Tensor, heads: usize) -> Tensor {
 }
 
 pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
+    write_gguf_typed(path, &TINY, tensors, |_| GgmlDType::F32)
+}
+
+/// A GGUF file of a Llama with sizes `d` (vocabulary `VOCAB`), each tensor stored as
+/// `dtype(gguf name)` (1-D norms always F32).
+pub fn write_gguf_typed(path: &Path, d: &LlamaDims, tensors: &[(String, Tensor)], dtype: impl Fn(&str) -> GgmlDType) {
+    assert_eq!(d.vocab, VOCAB);
     let (tokens, merges) = vocab();
     let gguf_name = |hf: &str| -> String {
         let map = [
@@ -173,13 +180,15 @@ pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
         .iter()
         .map(|(n, t)| {
             let t = if n.ends_with("q_proj.weight") {
-                permute(t, HEADS)
+                permute(t, d.heads)
             } else if n.ends_with("k_proj.weight") {
-                permute(t, KV_HEADS)
+                permute(t, d.kv_heads)
             } else {
                 t.clone()
             };
-            (gguf_name(n), QTensor::quantize(&t, GgmlDType::F32).unwrap())
+            let g = gguf_name(n);
+            let ty = if t.rank() == 1 { GgmlDType::F32 } else { dtype(&g) };
+            (g, QTensor::quantize(&t, ty).unwrap())
         })
         .collect();
     let strings = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
@@ -188,11 +197,11 @@ pub fn write_gguf(path: &Path, tensors: &[(String, Tensor)]) {
     let eos = tokens.iter().position(|t| t == "<|endoftext|>").unwrap() as u32;
     let meta: Vec<(&str, Value)> = vec![
         ("general.architecture", Value::String("llama".into())),
-        ("llama.block_count", Value::U32(LAYERS as u32)),
-        ("llama.embedding_length", Value::U32(HIDDEN as u32)),
-        ("llama.feed_forward_length", Value::U32(FFN as u32)),
-        ("llama.attention.head_count", Value::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv", Value::U32(KV_HEADS as u32)),
+        ("llama.block_count", Value::U32(d.layers as u32)),
+        ("llama.embedding_length", Value::U32(d.hidden as u32)),
+        ("llama.feed_forward_length", Value::U32(d.ffn as u32)),
+        ("llama.attention.head_count", Value::U32(d.heads as u32)),
+        ("llama.attention.head_count_kv", Value::U32(d.kv_heads as u32)),
         ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
         ("llama.rope.freq_base", Value::F32(10000.0)),
         ("llama.context_length", Value::U32(64)),
