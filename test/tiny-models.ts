@@ -9,6 +9,38 @@ interface NamedArray {
   name: string;
   shape: number[];
   data: Float32Array;
+  /** Store as GGML Q8_0 (blocks of 32 values: an f16 scale and 32 signed bytes). */
+  q8_0?: boolean;
+}
+
+/** f32 → IEEE half bits, for the normal-range scales of Q8_0 blocks (truncating the mantissa). */
+function f16Bits(x: number): number {
+  const view = new DataView(new ArrayBuffer(4));
+  view.setFloat32(0, x, true);
+  const bits = view.getUint32(0, true);
+  const exponent = ((bits >>> 23) & 0xff) - 127 + 15;
+  if (x === 0 || exponent <= 0) return 0;
+  return ((bits >>> 16) & 0x8000) | (exponent << 10) | ((bits >>> 13) & 0x3ff);
+}
+
+function f16Value(h: number): number {
+  const exponent = (h >>> 10) & 0x1f;
+  if (exponent === 0) return 0;
+  return (h & 0x8000 ? -1 : 1) * 2 ** (exponent - 15) * (1 + (h & 0x3ff) / 1024);
+}
+
+/** GGML's Q8_0 blocks of `data` (a multiple of 32 values), as llama.cpp's `quantize_row_q8_0`. */
+function q8_0Bytes(data: Float32Array): Uint8Array {
+  const out = new Uint8Array((data.length / 32) * 34);
+  const view = new DataView(out.buffer);
+  for (let b = 0; b < data.length / 32; b++) {
+    const block = data.subarray(b * 32, b * 32 + 32);
+    const bits = f16Bits(block.reduce((m, v) => Math.max(m, Math.abs(v)), 0) / 127);
+    const d = f16Value(bits);
+    view.setUint16(b * 34, bits, true);
+    for (let i = 0; i < 32; i++) view.setInt8(b * 34 + 2 + i, d === 0 ? 0 : Math.max(-127, Math.min(127, Math.round(block[i] / d))));
+  }
+  return out;
 }
 
 /** The safetensors format: 8-byte header length, JSON header, raw little-endian data. */
@@ -232,25 +264,29 @@ export function ggufBytes(metadata: [string, GgufValue][], tensors: NamedArray[]
   }
   let offset = 0;
   const offsets: number[] = [];
-  for (const t of tensors) {
+  const data = tensors.map((t) => (t.q8_0 ? q8_0Bytes(t.data) : new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)));
+  for (const [i, t] of tensors.entries()) {
     str(t.name);
     u32(t.shape.length);
     for (const d of [...t.shape].reverse()) u64(d);
-    u32(0);
+    u32(t.q8_0 ? 8 : 0);
     u64(offset);
     offsets.push(offset);
-    offset += Math.ceil(t.data.byteLength / 32) * 32;
+    offset += Math.ceil(data[i].byteLength / 32) * 32;
   }
   while (parts.length % 32) parts.push(0);
   const out = new Uint8Array(parts.length + offset);
   out.set(parts);
-  for (const [i, t] of tensors.entries())
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), parts.length + offsets[i]);
+  for (const [i, d] of data.entries()) out.set(d, parts.length + offsets[i]);
   return out;
 }
 
-/** The tiny Llama as a GGUF file; with `chatTemplate`, that is its `tokenizer.chat_template`. */
-export function tinyLlamaGguf(seed = 1, chatTemplate?: string): string {
+/**
+ * The tiny Llama as a GGUF file; with `chatTemplate`, that is its `tokenizer.chat_template`;
+ * with `q8_0`, every 2-D tensor whose rows hold whole 32-value blocks is stored as Q8_0 (all but
+ * `ffn_down`, whose rows are 48 wide).
+ */
+export function tinyLlamaGguf(seed = 1, chatTemplate?: string, { q8_0 = false } = {}): string {
   const { vocab, hidden: h, layers, heads, kvHeads, ffn, context } = LLAMA;
   const hd = h / heads;
   const chars = byteChars();
@@ -281,6 +317,7 @@ export function tinyLlamaGguf(seed = 1, chatTemplate?: string): string {
       t(`blk.${l}.ffn_down.weight`, [h, ffn]),
     );
   }
+  if (q8_0) for (const x of tensors) x.q8_0 = x.shape.length === 2 && x.shape[1] % 32 === 0;
   const bytes = ggufBytes(
     [
       ['general.architecture', { type: 'string', value: 'llama' }],

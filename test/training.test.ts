@@ -222,6 +222,31 @@ describe('training across backends', () => {
     for (const [i, l] of native.losses.entries()) expect(Math.abs(l - wasm.losses[i])).toBeLessThan(1e-4);
   });
 
+  it('trains on a quantised GGUF base as on its dequantised weights, on both backends', async () => {
+    // Q8_0 projections and embeddings; ffn_down stays F32 (mixed types, as llama.cpp files have).
+    const file = tinyLlamaGguf(4, undefined, { q8_0: true });
+    const data = [{ text: 'the cat sat on the mat and the hat' }, { text: 'a hat, the hat, that cat there' }];
+    const losses: number[][] = [];
+    for (const name of backends) {
+      for (const quantized of [true, false]) {
+        const model = await on(name).loadModel(file, { quantized });
+        const types = model.modules().map((m) => `${m.name.split('.').at(-1)}:${m.weightType}`);
+        expect(types).toContain(quantized ? 'q_proj:Q8_0' : 'q_proj:F32');
+        expect(types).toContain('down_proj:F32');
+        await model.addAdapter('default', KRON);
+        losses.push((await model.train({ data, epochs: 3, batchSize: 2, learningRate: 2e-2, validationSplit: 0 }).result).losses);
+      }
+    }
+    // Many rows per product (2 × 10 tokens): the quantised path multiplies dequantised blocks
+    // in f32, so every run has the dequantised run's losses.
+    for (const run of losses) for (const [i, l] of losses[1].entries()) expect(Math.abs(run[i] - l)).toBeLessThan(1e-4 * Math.max(1, l));
+    const defaults = await on('native').loadModel(file);
+    expect(defaults.modules().find((m) => m.name.endsWith('q_proj'))?.weightType).toBe('Q8_0');
+    const e = await rejection(on('wasm').loadModel(bertDir, { quantized: true }));
+    expect(e.code).toBe('ERR_INVALID_OPTION');
+    expect(e.message).toMatch(/`quantized` applies to \.gguf models/);
+  });
+
   it('refuses other calls on a model while it trains (native)', async () => {
     const model = await on('native').loadModel(bertDir, { task: 'sequence-classification', numLabels: 2 });
     await model.addAdapter('default', LORA);

@@ -6,7 +6,6 @@ mod backbone;
 pub mod bert;
 pub mod checkpoint;
 mod config_check;
-mod frozen_weight;
 pub mod head;
 mod kv_cache;
 pub mod llama;
@@ -16,7 +15,7 @@ mod targets;
 
 pub use adapted_linear::AdaptedLinear;
 pub use adapter_selection::{adapter_selection, with_adapter_selection, AdapterSelection};
-pub use frozen_weight::FrozenWeight;
+pub use crate::ops::FrozenWeight;
 pub use backbone::{Backbone, Family, LlamaCppLayout, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};

@@ -6,14 +6,16 @@
 //! output-sized buffers in forward and, in backward, candle's `zeros_like + add` for each of the
 //! four edges. Here the bias is copied into the output once and both products accumulate into it
 //! (gemm's `C += A·B`); backward returns the input, `L` and `R` gradients and nothing for the
-//! frozen `W` and `b`.
+//! frozen `W` and `b`. `W` is f32 or kept quantised (`quantized_linear`): only the base product
+//! and the input gradient differ, so a quantised base keeps no extra output-sized buffer either.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::cpu_slices::{contiguous_f32, cpu_f32};
+use super::frozen_weight::FrozenWeight;
 use super::fused::fusable;
-use super::matmul_t::{frozen_matmul, matmul_t};
+use super::matmul_t::matmul_t;
 use super::strided_gemm::{gemm_into_parallel, View};
 
 /// An adapter's update `Δy` as the product `left · rightᵀ`: `left [rows, r]`, `right [cols, r]`,
@@ -32,7 +34,7 @@ impl UpdateProduct {
 }
 
 struct FrozenLinear {
-    weight: Tensor,
+    weight: FrozenWeight,
     bias: Option<Tensor>,
     /// Rows of `x` and of `y`.
     m: usize,
@@ -45,23 +47,42 @@ impl FrozenLinear {
         (k, n)
     }
 
+    /// `∂L/∂x = g · W` for the output gradient `g`.
+    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            FrozenWeight::Dense(w) => self.dense_input_grad(w, x, grad),
+            FrozenWeight::Quantized(q) => {
+                let g = grad.contiguous()?;
+                let (gs, gl) = g.storage_and_layout();
+                let dx = q.input_grad(cpu_f32(&gs, gl)?, self.m)?;
+                Tensor::from_vec(dx, x.shape(), x.device())
+            }
+        }
+    }
+
     /// `x·Wᵀ + b`, plus `left·rightᵀ` when given (each `(data, rows, r)` / `(data, cols)`).
     fn forward(&self, x: &[f32], update: Option<(&[f32], &[f32], usize)>) -> Result<CpuStorage> {
         let (k, n) = self.k_n();
         let m = self.m;
-        let (ws, wl) = self.weight.storage_and_layout();
-        let w = cpu_f32(&ws, wl)?;
         let mut y = vec![0f32; m * n];
         if let Some(bias) = &self.bias {
             let (bs, bl) = bias.storage_and_layout();
             let b = cpu_f32(&bs, bl)?;
             y.par_chunks_mut(n * 64).for_each(|rows| rows.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(b)));
         }
-        let c = (y.as_mut_ptr(), n, 1);
-        // SAFETY: sizes were checked in `frozen_linear` / `check_update`; `y` is a fresh buffer.
-        // Wᵀ is read in place: element (i, j) of Wᵀ is W[j, i], at row stride 1, column stride k.
+        match &self.weight {
+            FrozenWeight::Dense(w) => {
+                let (ws, wl) = w.storage_and_layout();
+                let w = cpu_f32(&ws, wl)?;
+                let c = (y.as_mut_ptr(), n, 1);
+                // SAFETY: sizes were checked in `frozen_linear`; `y` is a fresh buffer. Wᵀ is
+                // read in place: element (i, j) of Wᵀ is W[j, i], at row stride 1, column stride k.
+                unsafe { frozen_gemm((m, n, k), c, self.bias.is_some(), (x.as_ptr(), k, 1), (w.as_ptr(), 1, k)) };
+            }
+            FrozenWeight::Quantized(q) => q.product_into(x, m, &mut y, self.bias.is_some())?,
+        }
+        // SAFETY: sizes were checked in `check_update`.
         unsafe {
-            frozen_gemm((m, n, k), c, self.bias.is_some(), (x.as_ptr(), k, 1), (w.as_ptr(), 1, k));
             if let Some((left, right, r)) = update {
                 let cols = right.len() / r;
                 let rows = m * n / cols;
@@ -72,22 +93,22 @@ impl FrozenLinear {
         Ok(CpuStorage::F32(y))
     }
 
-    /// `∂L/∂x = g · W` for the output gradient `g`.
+    /// `g · W` for an f32 `W`.
     #[cfg(not(all(feature = "openblas", target_os = "linux")))]
-    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    fn dense_input_grad(&self, weight: &Tensor, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (_, n) = self.k_n();
-        grad.reshape((self.m, n))?.matmul(&self.weight)?.reshape(x.shape())
+        grad.reshape((self.m, n))?.matmul(weight)?.reshape(x.shape())
     }
 
-    /// `∂L/∂x = g · W` for the output gradient `g`, through OpenBLAS.
+    /// `g · W` for an f32 `W`, through OpenBLAS.
     #[cfg(all(feature = "openblas", target_os = "linux"))]
-    fn input_grad(&self, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
+    fn dense_input_grad(&self, weight: &Tensor, x: &Tensor, grad: &Tensor) -> Result<Tensor> {
         let (k, n) = self.k_n();
         let m = self.m;
         let g = grad.contiguous()?;
         let (gs, gl) = g.storage_and_layout();
         let g = cpu_f32(&gs, gl)?;
-        let (ws, wl) = self.weight.storage_and_layout();
+        let (ws, wl) = weight.storage_and_layout();
         let w = cpu_f32(&ws, wl)?;
         let mut dx = vec![0f32; m * k];
         // SAFETY: g is [m, n] and W [n, k], both contiguous; dx is a fresh [m, k] buffer.
@@ -164,18 +185,18 @@ fn check_update(update: &UpdateProduct, m: usize, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// `x·Wᵀ + b (+ update)` for `x [.., in]`, frozen `W [out, in]` and `b [out]`: no gradient
-/// reaches `W` or `b`; the update's factors and `x` get theirs. One node on CPU f32, candle's ops
-/// elsewhere.
+/// `x·Wᵀ + b (+ update)` for `x [.., in]`, frozen `W [out, in]` (f32 or quantised) and
+/// `b [out]`: no gradient reaches `W` or `b`; the update's factors and `x` get theirs. One node on
+/// CPU f32, candle's ops elsewhere.
 pub fn frozen_linear(
     x: &Tensor,
-    weight: &Tensor,
+    weight: &FrozenWeight,
     bias: Option<&Tensor>,
     update: Option<&UpdateProduct>,
 ) -> Result<Tensor> {
     let (n, k) = weight.dims2()?;
     if n == 0 || k == 0 {
-        candle_core::bail!("frozen_linear: the weight {:?} is empty", weight.dims());
+        candle_core::bail!("frozen_linear: the weight [{n}, {k}] is empty");
     }
     let dims = x.dims();
     if dims.last() != Some(&k) {
@@ -192,12 +213,16 @@ pub fn frozen_linear(
     if let Some(u) = update {
         check_update(u, m, n)?;
     }
+    let weight_fusable = match weight {
+        FrozenWeight::Dense(w) => fusable(w),
+        FrozenWeight::Quantized(_) => true,
+    };
     let all_fusable = fusable(x)
-        && fusable(weight)
+        && weight_fusable
         && bias.is_none_or(fusable)
         && update.is_none_or(|u| fusable(&u.left) && fusable(&u.right));
     if !all_fusable {
-        let mut y = frozen_matmul(x, weight)?;
+        let mut y = weight.matmul(x)?;
         if let Some(b) = bias {
             y = y.broadcast_add(b)?;
         }
@@ -209,7 +234,10 @@ pub fn frozen_linear(
     // Detached: a weight computed from variables (a merged weight, say) must not become a
     // tracked input.
     let op = FrozenLinear {
-        weight: weight.detach().contiguous()?,
+        weight: match weight {
+            FrozenWeight::Dense(w) => FrozenWeight::Dense(w.detach().contiguous()?),
+            FrozenWeight::Quantized(q) => FrozenWeight::Quantized(q.clone()),
+        },
         bias: bias.map(|b| b.detach().contiguous()).transpose()?,
         m,
         out: out.into(),

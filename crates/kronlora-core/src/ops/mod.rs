@@ -4,6 +4,7 @@ mod attention;
 mod cpu_slices;
 pub(crate) use cpu_slices::contiguous_f32;
 mod fast_math;
+mod frozen_weight;
 mod fused;
 mod gelu;
 mod kron;
@@ -20,6 +21,7 @@ mod swiglu;
 mod target_log_probs;
 
 pub use attention::{fused_attention, AttentionSpec};
+pub use frozen_weight::FrozenWeight;
 pub use fused::{composed_ops, fusable, fused_layer_norm, fused_softmax_last_dim, with_composed_ops};
 pub use gelu::fused_gelu_erf;
 pub use kron::kron;

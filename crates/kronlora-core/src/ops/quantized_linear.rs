@@ -1,6 +1,9 @@
 //! `x · Wᵀ` for a frozen weight kept in its GGUF blocks (QLoRA-style training on a quantised
 //! base): the weight is never held in f32 as a whole; only the input gradient flows back.
 //!
+//! Used inside `frozen_linear` (with the bias and an adapter's update in the same node) and alone
+//! (`quantized_matmul`: a tied output head).
+//!
 //! - Few rows (generation's one-token steps, ≤ `QUANTIZED_KERNEL_ROWS`): candle's quantised
 //!   matmul, which reads the blocks directly (it quantises `x` to 8 bits per block, as llama.cpp
 //!   does).
@@ -133,10 +136,26 @@ impl QuantizedWeight {
         (SLAB_VALUES / self.cols.max(1)).clamp(1, self.rows.max(1))
     }
 
-    /// `y [m, out] = x [m, in] · Wᵀ`, slab by slab.
-    fn forward_slabs(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    /// `y [m, out] (+)= x [m, in] · Wᵀ`: candle's quantised kernel for a few rows, else slab
+    /// by slab in f32.
+    pub(super) fn product_into(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) -> Result<()> {
+        if m > QUANTIZED_KERNEL_ROWS {
+            return self.forward_slabs(x, m, y, accumulate);
+        }
+        let layout = Layout::contiguous((m, self.cols));
+        let (product, _) = self.blocks.cpu_fwd(&CpuStorage::F32(x.to_vec()), &layout)?;
+        let CpuStorage::F32(product) = product else { candle_core::bail!("quantized matmul: f32 output expected") };
+        if accumulate {
+            y.iter_mut().zip(&product).for_each(|(y, p)| *y += p);
+        } else {
+            y.copy_from_slice(&product);
+        }
+        Ok(())
+    }
+
+    /// `y [m, out] (+)= x [m, in] · Wᵀ`, slab by slab.
+    fn forward_slabs(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) -> Result<()> {
         let (n, k) = (self.rows, self.cols);
-        let mut y = vec![0f32; m * n];
         let mut slab = vec![0f32; self.slab_rows() * k];
         for start in (0..n).step_by(self.slab_rows()) {
             let end = (start + self.slab_rows()).min(n);
@@ -148,17 +167,17 @@ impl QuantizedWeight {
                 frozen_gemm(
                     (m, end - start, k),
                     (y.as_mut_ptr().add(start), n, 1),
-                    false,
+                    accumulate,
                     (x.as_ptr(), k, 1),
                     (slab.as_ptr(), 1, k),
                 )
             };
         }
-        Ok(y)
+        Ok(())
     }
 
     /// `dx [m, in] = g [m, out] · W`, slab by slab.
-    fn input_grad(&self, g: &[f32], m: usize) -> Result<Vec<f32>> {
+    pub(super) fn input_grad(&self, g: &[f32], m: usize) -> Result<Vec<f32>> {
         let (n, k) = (self.rows, self.cols);
         let mut dx = vec![0f32; m * k];
         let mut slab = vec![0f32; self.slab_rows() * k];
@@ -224,11 +243,10 @@ impl CustomOp1 for QuantizedMatmul {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let mut out = l.dims().to_vec();
         *out.last_mut().expect("checked in quantized_matmul") = self.weight.rows;
-        if self.m <= QUANTIZED_KERNEL_ROWS {
-            return self.weight.blocks.cpu_fwd(s, l);
-        }
         let x = contiguous_f32(s, l, "quantized matmul")?;
-        Ok((CpuStorage::F32(self.weight.forward_slabs(x, self.m)?), out.into()))
+        let mut y = vec![0f32; self.m * self.weight.rows];
+        self.weight.product_into(x, self.m, &mut y, false)?;
+        Ok((CpuStorage::F32(y), out.into()))
     }
 
     fn bwd(&self, x: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

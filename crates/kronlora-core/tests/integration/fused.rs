@@ -178,7 +178,7 @@ fn check_frozen_linear(seed: u64, (m, k, n): (usize, usize, usize), cols: usize,
     let probe = random(&mut rng, &[m, n], 1.0, 0.0);
     let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
     let bias = with_bias.then_some(b.as_tensor());
-    let fused = frozen_linear(x.as_tensor(), w.as_tensor(), bias, Some(&update)).unwrap();
+    let fused = frozen_linear(x.as_tensor(), &w.as_tensor().clone().into(), bias, Some(&update)).unwrap();
     let mut composed = x.matmul(&w.t().unwrap()).unwrap();
     if with_bias {
         composed = composed.broadcast_add(&b).unwrap();
@@ -209,7 +209,7 @@ fn frozen_linear_without_an_update_or_a_tracked_input() {
     let x = random(&mut rng, &[2, 3, 6], 1.0, 0.0);
     let w = random(&mut rng, &[5, 6], 1.0, 0.0);
     let b = random(&mut rng, &[5], 1.0, 0.0);
-    let y = frozen_linear(&x, &w, Some(&b), None).unwrap();
+    let y = frozen_linear(&x, &w.clone().into(), Some(&b), None).unwrap();
     let reference = x.broadcast_matmul(&w.t().unwrap()).unwrap().broadcast_add(&b).unwrap();
     assert_eq!(y.dims(), &[2, 3, 5]);
     assert!(max_diff(&y, &reference) < 1e-5);
@@ -217,17 +217,17 @@ fn frozen_linear_without_an_update_or_a_tracked_input() {
     let right = Var::from_tensor(&random(&mut rng, &[5, 2], 1.0, 0.0)).unwrap();
     let left = Var::from_tensor(&random(&mut rng, &[6, 2], 1.0, 0.0)).unwrap();
     let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
-    let grads = frozen_linear(&x, &w, None, Some(&update)).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = frozen_linear(&x, &w.clone().into(), None, Some(&update)).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(left.as_tensor()).is_some() && grads.get(right.as_tensor()).is_some());
     // Shapes that do not fit are refused, not read out of bounds.
-    assert!(frozen_linear(&x, &w.t().unwrap(), None, None).is_err(), "input width");
-    assert!(frozen_linear(&x, &w, Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(), "bias length");
+    assert!(frozen_linear(&x, &w.t().unwrap().into(), None, None).is_err(), "input width");
+    assert!(frozen_linear(&x, &w.clone().into(), Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(), "bias length");
     let short = UpdateProduct { left: random(&mut rng, &[5, 2], 1.0, 0.0), right: right.as_tensor().clone() };
-    assert!(frozen_linear(&x, &w, None, Some(&short)).is_err(), "update rows");
+    assert!(frozen_linear(&x, &w.clone().into(), None, Some(&short)).is_err(), "update rows");
     let rank0 = UpdateProduct { left: random(&mut rng, &[6, 0], 1.0, 0.0), right: random(&mut rng, &[5, 0], 1.0, 0.0) };
-    assert!(frozen_linear(&x, &w, None, Some(&rank0)).is_err(), "rank 0 (would divide by zero)");
+    assert!(frozen_linear(&x, &w.clone().into(), None, Some(&rank0)).is_err(), "rank 0 (would divide by zero)");
     assert!(
-        frozen_linear(&random(&mut rng, &[2, 0], 1.0, 0.0), &random(&mut rng, &[5, 0], 1.0, 0.0), None, None).is_err(),
+        frozen_linear(&random(&mut rng, &[2, 0], 1.0, 0.0), &random(&mut rng, &[5, 0], 1.0, 0.0).into(), None, None).is_err(),
         "empty weight"
     );
 }

@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor, Var};
 use kronlora_core::api;
 use kronlora_core::io::ModelSource;
 use kronlora_core::models::FrozenWeight;
-use kronlora_core::ops::{quantized_matmul, QuantizedWeight, QUANTIZED_TYPES};
+use kronlora_core::ops::{frozen_linear, quantized_matmul, QuantizedWeight, UpdateProduct, QUANTIZED_TYPES};
 use kronlora_core::pretrained::PretrainedModel;
 
 use crate::checkpointing::{loss_and_grads, randomise};
@@ -60,6 +60,35 @@ fn the_quantised_product_and_its_input_gradient_equal_the_dequantised_weights() 
             let expected = r.broadcast_matmul(&dense).unwrap();
             let d = relative_diff(dx, &expected);
             assert!(d <= 1e-5, "{dtype:?}, {rows} rows: input gradient differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn a_quantised_frozen_linear_with_bias_and_update_matches_the_composition_with_gradients() {
+    // One node: base product, bias and an adapter's update (LoRA-shaped: left [m, r], right [out, r]).
+    let w = random(&[96, 64], 4, 0.2);
+    let blocks = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+    let dense = blocks.dequantize(&Device::Cpu).unwrap();
+    let weight = FrozenWeight::Quantized(QuantizedWeight::new(blocks).unwrap());
+    let bias = random(&[96], 5, 1.0);
+    for (rows, tolerance) in [(30, 1e-5), (4, 2e-2)] {
+        let x = Var::from_tensor(&random(&[rows, 64], 6, 1.0)).unwrap();
+        let left = Var::from_tensor(&random(&[rows, 3], 7, 1.0)).unwrap();
+        let right = Var::from_tensor(&random(&[96, 3], 8, 1.0)).unwrap();
+        let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
+        let y = frozen_linear(x.as_tensor(), &weight, Some(&bias), Some(&update)).unwrap();
+        let composed = (x.as_tensor().matmul(&dense.t().unwrap()).unwrap().broadcast_add(&bias).unwrap()
+            + left.as_tensor().matmul(&right.as_tensor().t().unwrap()).unwrap())
+        .unwrap();
+        let d = relative_diff(&y, &composed);
+        assert!(d <= tolerance, "{rows} rows: forward differs by {d}");
+        let r = random(y.dims(), 9, 1.0);
+        let got = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let want = (&composed * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &left, &right] {
+            let d = relative_diff(got.get(v.as_tensor()).unwrap(), want.get(v.as_tensor()).unwrap());
+            assert!(d <= 1e-5, "{rows} rows: a gradient differs by {d}");
         }
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use crate::adapters::{out_shape, Adapter, AdapterDropout};
 use crate::error::{Error, Result};
 use crate::models::{adapter_selection, FrozenWeight};
-use crate::ops::{frozen_linear, quantized_matmul};
+use crate::ops::frozen_linear;
 
 /// One adapter on a layer, under its name, with optional dropout in front of it.
 struct Attached {
@@ -105,7 +105,7 @@ impl AdaptedLinear {
     /// The base weight as it is now (with the update folded in while merged), dense: a
     /// quantised weight is dequantised into a temporary copy.
     pub fn weight(&self) -> Result<Option<Tensor>> {
-        self.weight.as_ref().map(|w| w.to_dense(&self.device)).transpose()
+        Ok(self.weight.as_ref().map(|w| w.to_dense(&self.device)).transpose()?)
     }
     /// The base weight as the layer holds it.
     pub fn frozen_weight(&self) -> Option<&FrozenWeight> {
@@ -188,21 +188,10 @@ impl AdaptedLinear {
                 Error::InvalidState(format!("layer `{}` has neither a base weight nor an adapter", self.name))
             });
         };
-        let mut y = match weight {
-            FrozenWeight::Dense(weight) => {
-                // The first update is accumulated into the base product in one node; any
-                // further (several adapters at once) are added.
-                let first = updates.next().transpose()?;
-                frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?
-            }
-            FrozenWeight::Quantized(q) => {
-                let y = quantized_matmul(x, q)?;
-                match &self.bias {
-                    Some(b) => y.broadcast_add(b)?,
-                    None => y,
-                }
-            }
-        };
+        // The first update is accumulated into the base product in one node; any further
+        // (several adapters at once) are added.
+        let first = updates.next().transpose()?;
+        let mut y = frozen_linear(x, weight, self.bias.as_ref(), first.as_ref())?;
         for update in updates {
             y = (y + update?.evaluate(out.clone())?)?;
         }

@@ -3,8 +3,9 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::error::Result;
-use crate::ops::{frozen_matmul, quantized_matmul, QuantizedWeight};
+use candle_core::Result;
+
+use super::{frozen_matmul, quantized_matmul, QuantizedWeight};
 
 /// Cloning shares the data (tensors and blocks are handles).
 #[derive(Clone, Debug)]
