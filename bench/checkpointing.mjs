@@ -63,14 +63,10 @@ for (let round = 1; round <= rounds; round++) {
         data: join(root, '.cache/data/bench-checkpointing.jsonl'),
         trainOptions: { gradientCheckpointing: checkpointing },
       };
-      const out = execFileSync(
-        process.execPath,
-        [join(here, 'training-child.mjs'), JSON.stringify(child)],
-        {
-          encoding: 'utf8',
-          maxBuffer: 1 << 26,
-        },
-      );
+      const out = execFileSync(process.execPath, [join(here, 'training-child.mjs'), JSON.stringify(child)], {
+        encoding: 'utf8',
+        maxBuffer: 1 << 26,
+      });
       const r = { round, setup, checkpointing, ...JSON.parse(out.trim().split('\n').at(-1)) };
       runs.push(r);
       console.log(

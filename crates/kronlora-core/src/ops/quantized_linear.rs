@@ -205,7 +205,7 @@ impl QuantizedWeight {
 fn blocks_to_f32(dtype: GgmlDType, bytes: &[u8], blocks: Range<usize>, out: &mut [f32]) -> Result<()> {
     fn typed<T: GgmlType>(bytes: &[u8], blocks: Range<usize>, out: &mut [f32]) -> Result<()> {
         let size = std::mem::size_of::<T>();
-        if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 || bytes.len() % size != 0 {
+        if bytes.as_ptr().align_offset(std::mem::align_of::<T>()) != 0 || !bytes.len().is_multiple_of(size) {
             candle_core::bail!("quantised blocks are misaligned or truncated");
         }
         // SAFETY: aligned and a whole number of blocks (checked above); the blocks are plain data

@@ -30,7 +30,11 @@ fn weighted_sum(output: &Tensor, seed: u64) -> Tensor {
 
 /// The loss and each trainable variable's gradient, summed over the outer backward and the
 /// stores of recomputed blocks (as the trainer sums them).
-pub(crate) fn loss_and_grads(model: &PretrainedModel, checkpointing: bool, output: impl Fn() -> Tensor) -> (f32, Vec<Vec<f32>>) {
+pub(crate) fn loss_and_grads(
+    model: &PretrainedModel,
+    checkpointing: bool,
+    output: impl Fn() -> Tensor,
+) -> (f32, Vec<Vec<f32>>) {
     let vars = model.trainable_variables();
     with_checkpointing(checkpointing.then(|| vars.clone()), || {
         model.set_dropout_seed(Some(99));

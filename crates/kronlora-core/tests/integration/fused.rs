@@ -217,17 +217,22 @@ fn frozen_linear_without_an_update_or_a_tracked_input() {
     let right = Var::from_tensor(&random(&mut rng, &[5, 2], 1.0, 0.0)).unwrap();
     let left = Var::from_tensor(&random(&mut rng, &[6, 2], 1.0, 0.0)).unwrap();
     let update = UpdateProduct { left: left.as_tensor().clone(), right: right.as_tensor().clone() };
-    let grads = frozen_linear(&x, &w.clone().into(), None, Some(&update)).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads =
+        frozen_linear(&x, &w.clone().into(), None, Some(&update)).unwrap().sum_all().unwrap().backward().unwrap();
     assert!(grads.get(left.as_tensor()).is_some() && grads.get(right.as_tensor()).is_some());
     // Shapes that do not fit are refused, not read out of bounds.
     assert!(frozen_linear(&x, &w.t().unwrap().into(), None, None).is_err(), "input width");
-    assert!(frozen_linear(&x, &w.clone().into(), Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(), "bias length");
+    assert!(
+        frozen_linear(&x, &w.clone().into(), Some(&random(&mut rng, &[4], 1.0, 0.0)), None).is_err(),
+        "bias length"
+    );
     let short = UpdateProduct { left: random(&mut rng, &[5, 2], 1.0, 0.0), right: right.as_tensor().clone() };
     assert!(frozen_linear(&x, &w.clone().into(), None, Some(&short)).is_err(), "update rows");
     let rank0 = UpdateProduct { left: random(&mut rng, &[6, 0], 1.0, 0.0), right: random(&mut rng, &[5, 0], 1.0, 0.0) };
     assert!(frozen_linear(&x, &w.clone().into(), None, Some(&rank0)).is_err(), "rank 0 (would divide by zero)");
     assert!(
-        frozen_linear(&random(&mut rng, &[2, 0], 1.0, 0.0), &random(&mut rng, &[5, 0], 1.0, 0.0).into(), None, None).is_err(),
+        frozen_linear(&random(&mut rng, &[2, 0], 1.0, 0.0), &random(&mut rng, &[5, 0], 1.0, 0.0).into(), None, None)
+            .is_err(),
         "empty weight"
     );
 }

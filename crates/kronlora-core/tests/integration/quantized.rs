@@ -4,7 +4,7 @@
 //! adapter gradient must match it to summation-order error; with few rows (generation's steps)
 //! candle's quantised kernel rounds the activations to 8 bits and is only close.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -100,8 +100,8 @@ fn quantised_gguf(name: &str, dtype: GgmlDType, tied: bool) -> PathBuf {
     path
 }
 
-fn load(path: &PathBuf, options: &str) -> PretrainedModel {
-    api::load_model(ModelSource::Path(path.clone()), options).unwrap()
+fn load(path: &Path, options: &str) -> PretrainedModel {
+    api::load_model(ModelSource::Path(path.to_path_buf()), options).unwrap()
 }
 
 fn weight_types(model: &PretrainedModel) -> Vec<String> {
@@ -145,7 +145,12 @@ fn a_quantised_model_has_the_dequantised_models_loss_and_gradients_at_a_fraction
         for checkpointing in [false, true] {
             let got =
                 loss_and_grads(&quantised, checkpointing, || quantised.backbone.forward(&ids, None, None).unwrap());
-            assert!((got.0 - reference.0).abs() <= 1e-4 * reference.0.abs().max(1.0), "{name}: loss {} vs {}", got.0, reference.0);
+            assert!(
+                (got.0 - reference.0).abs() <= 1e-4 * reference.0.abs().max(1.0),
+                "{name}: loss {} vs {}",
+                got.0,
+                reference.0
+            );
             for (v, (a, b)) in got.1.iter().zip(&reference.1).enumerate() {
                 let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
                 let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
@@ -170,7 +175,8 @@ fn a_quantised_model_has_the_dequantised_models_loss_and_gradients_at_a_fraction
 fn merging_into_a_quantised_model_is_exact_and_unmerging_restores_the_blocks() {
     let path = quantised_gguf("merge", GgmlDType::Q4_0, true);
     let mut model = load(&path, "{}");
-    api::add_adapter(&mut model, "k", r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#).unwrap();
+    api::add_adapter(&mut model, "k", r#"{"type":"kron-lora","rank":2,"alpha":4,"targetModules":"all-linear"}"#)
+        .unwrap();
     randomise(&model, 4);
     let texts = vec!["the cat sat on the mat and looked at the hat".to_string()];
     let (before, _) = model.logits(&texts).unwrap();
@@ -208,7 +214,10 @@ fn unsupported_block_types_options_and_corrupt_scales_are_refused_with_what_to_c
         let e = api::load_model(ModelSource::Path(path.clone()), options).err().unwrap();
         let text = e.to_string();
         assert_eq!(e.code(), "ERR_UNSUPPORTED", "{text}");
-        assert!(text.contains("blk.0.attn_q.weight") && text.contains("IQ4_XS") && text.contains("requantise"), "{text}");
+        assert!(
+            text.contains("blk.0.attn_q.weight") && text.contains("IQ4_XS") && text.contains("requantise"),
+            "{text}"
+        );
     }
 
     let e = api::load_model(ModelSource::Path(path.clone()), r#"{"quantized":"yes"}"#).err().unwrap();

@@ -81,7 +81,11 @@ pub(crate) fn params(m: &PretrainedModel) -> Vec<Vec<f32>> {
 }
 
 fn frozen(m: &PretrainedModel) -> Vec<Vec<f32>> {
-    m.backbone.projections().iter().map(|p| p.weight().unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap()).collect()
+    m.backbone
+        .projections()
+        .iter()
+        .map(|p| p.weight().unwrap().unwrap().flatten_all().unwrap().to_vec1().unwrap())
+        .collect()
 }
 
 #[test]
