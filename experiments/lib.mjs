@@ -3,6 +3,7 @@
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import * as vega from 'vega';
 import { compile } from 'vega-lite';
 
@@ -62,4 +63,22 @@ export function writeOutputs(dir, result, svgs = {}) {
 export async function svgOf(spec) {
   const view = new vega.View(vega.parse(compile({ config: { background: 'white' }, ...spec }).spec), { renderer: 'none' });
   return view.toSVG();
+}
+
+/**
+ * The options every experiment takes (`--quick`, `--train N`, `--test N`, `--batch-size N`,
+ * `--lr X`, with these defaults) and its own `extra` ones, parsed from `argv`.
+ */
+export function experimentArgs(argv, { batchSize, lr }, extra = {}) {
+  return parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      train: { type: 'string' },
+      test: { type: 'string' },
+      'batch-size': { type: 'string', default: batchSize },
+      lr: { type: 'string', default: lr },
+      ...extra,
+    },
+  }).values;
 }

@@ -7,25 +7,17 @@
 //   npm run experiment -- parameter-budget [--quick] [--train N] [--test N] [--max-length N]
 //                                          [--epochs N] [--lr X] [--out DIR]
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadModel } from 'kronlora';
 import { fetchImdb, fetchSpamAssassin, imdbSplit, spamSplit } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
-import { machine, markdownTable, meanSd, progress, svgOf, writeOutputs } from './lib.mjs';
+import { experimentArgs, machine, markdownTable, meanSd, progress, svgOf, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
-  const { values: a } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: 'boolean', default: false },
-      train: { type: 'string' },
-      test: { type: 'string' },
-      'max-length': { type: 'string' },
-      epochs: { type: 'string', default: '1' },
-      lr: { type: 'string', default: '3e-3' },
-      'batch-size': { type: 'string', default: '16' },
-    },
-  });
+  const a = experimentArgs(
+    argv,
+    { batchSize: '16', lr: '3e-3' },
+    { 'max-length': { type: 'string' }, epochs: { type: 'string', default: '1' } },
+  );
   const settings = {
     train: Number(a.train ?? (a.quick ? 640 : 2000)),
     test: Number(a.test ?? (a.quick ? 500 : 1000)),
@@ -43,12 +35,21 @@ export async function run(argv, { root, out }) {
   ];
   const headline = (c) => (c.type === 'kron-lora' ? c.kronIn === 2 && c.kronOut === 4 && c.rank === 8 : c.rank === 8 || c.rank === 16);
   const configs = [
-    ...[[2, 2], [2, 4], [4, 4], [4, 8]].flatMap(([kronIn, kronOut]) => [4, 8, 16].map((rank) => ({ type: 'kron-lora', kronIn, kronOut, rank }))),
+    ...[
+      [2, 2],
+      [2, 4],
+      [4, 4],
+      [4, 8],
+    ].flatMap(([kronIn, kronOut]) => [4, 8, 16].map((rank) => ({ type: 'kron-lora', kronIn, kronOut, rank }))),
     ...[1, 2, 4, 8, 16].map((rank) => ({ type: 'lora', rank })),
   ];
-  const jobs = datasets.flatMap((data) => configs.flatMap((config) => (headline(config) ? [1, 2, 3] : [1]).map((seed) => ({ data, config, seed }))));
+  const jobs = datasets.flatMap((data) =>
+    configs.flatMap((config) => (headline(config) ? [1, 2, 3] : [1]).map((seed) => ({ data, config, seed }))),
+  );
   const label = (c) => (c.type === 'kron-lora' ? `Kron-LoRA ${c.kronIn}×${c.kronOut} r${c.rank}` : `LoRA r${c.rank}`);
-  console.log(`parameter budget: ${jobs.length} runs (${configs.length} adapters × 2 data sets, headline points × 3 seeds); ${JSON.stringify(settings)}`);
+  console.log(
+    `parameter budget: ${jobs.length} runs (${configs.length} adapters × 2 data sets, headline points × 3 seeds); ${JSON.stringify(settings)}`,
+  );
   const bar = progress(jobs.length);
   const runs = [];
   for (const { data, config, seed } of jobs) {
@@ -67,14 +68,32 @@ export async function run(argv, { root, out }) {
     }).result;
     const trainSeconds = (performance.now() - t0) / 1000;
     const metrics = await m.evaluate(data.test, { maxLength: settings.maxLength });
-    runs.push({ data: data.name, ...config, label: label(config), seed, parameters, accuracy: metrics.accuracy, loss: metrics.loss, finalTrainLoss: result.losses.at(-1), trainSeconds });
+    runs.push({
+      data: data.name,
+      ...config,
+      label: label(config),
+      seed,
+      parameters,
+      accuracy: metrics.accuracy,
+      loss: metrics.loss,
+      finalTrainLoss: result.losses.at(-1),
+      trainSeconds,
+    });
     bar.tick(`${data.name} ${label(config)} seed ${seed}: ${parameters} parameters, accuracy ${(metrics.accuracy * 100).toFixed(1)} %`);
   }
   const points = datasets.flatMap((data) =>
     configs.map((config) => {
       const rs = runs.filter((r) => r.data === data.name && r.label === label(config));
       const acc = meanSd(rs.map((r) => r.accuracy));
-      return { data: data.name, method: config.type === 'kron-lora' ? 'Kron-LoRA' : 'LoRA', label: label(config), parameters: rs[0].parameters, seeds: rs.length, accuracy: acc.mean, sd: acc.sd };
+      return {
+        data: data.name,
+        method: config.type === 'kron-lora' ? 'Kron-LoRA' : 'LoRA',
+        label: label(config),
+        parameters: rs[0].parameters,
+        seeds: rs.length,
+        accuracy: acc.mean,
+        sd: acc.sd,
+      };
     }),
   );
   const pct = (p) => (p.seeds > 1 ? `${(p.accuracy * 100).toFixed(1)} ± ${(p.sd * 100).toFixed(1)}` : (p.accuracy * 100).toFixed(1));
@@ -117,7 +136,17 @@ export async function run(argv, { root, out }) {
       ],
     },
   });
-  const result = { experiment: 'parameter-budget', date: new Date().toISOString(), machine: machine(), durationSeconds: bar.seconds(), settings, model: 'all-MiniLM-L6-v2', points, runs, table };
+  const result = {
+    experiment: 'parameter-budget',
+    date: new Date().toISOString(),
+    machine: machine(),
+    durationSeconds: bar.seconds(),
+    settings,
+    model: 'all-MiniLM-L6-v2',
+    points,
+    runs,
+    table,
+  };
   writeOutputs(out, result, { 'accuracy-vs-parameters.svg': svg });
   return result;
 }

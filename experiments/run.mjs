@@ -23,4 +23,6 @@ const { run } = await import(`./${name}.mjs`);
 const started = new Date();
 const result = await run(argv, { root, out });
 const m = result.machine;
-console.log(`${name}: ${m.cpu} (${m.isa}), ${m.threads} threads, Node ${m.node}; ${started.toISOString()}, ${(result.durationSeconds / 60).toFixed(1)} min`);
+console.log(
+  `${name}: ${m.cpu} (${m.isa}), ${m.threads} threads, Node ${m.node}; ${started.toISOString()}, ${(result.durationSeconds / 60).toFixed(1)} min`,
+);

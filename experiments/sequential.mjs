@@ -7,24 +7,13 @@
 //
 //   npm run experiment -- sequential [--quick] [--train N] [--test N] [--seeds N] [--lr X] [--out DIR]
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { loadModel } from 'kronlora';
 import { arcSplit, fetchArc } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
-import { machine, markdownTable, meanSd, progress, writeOutputs } from './lib.mjs';
+import { experimentArgs, machine, markdownTable, meanSd, progress, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
-  const { values: a } = parseArgs({
-    args: argv,
-    options: {
-      quick: { type: 'boolean', default: false },
-      train: { type: 'string' },
-      test: { type: 'string' },
-      seeds: { type: 'string' },
-      lr: { type: 'string', default: '1e-3' },
-      'batch-size': { type: 'string', default: '8' },
-    },
-  });
+  const a = experimentArgs(argv, { batchSize: '8', lr: '1e-3' }, { seeds: { type: 'string' } });
   const settings = {
     train: Number(a.train ?? (a.quick ? 240 : 1000)),
     test: Number(a.test ?? (a.quick ? 200 : 400)),
@@ -37,8 +26,19 @@ export async function run(argv, { root, out }) {
   const model = join(await fetchModel('smollm2'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
   await fetchArc();
   const tasks = {
-    A: { name: 'ARC-Challenge', ...arcSplit({ set: 'challenge', dir: join(root, '.cache/data/experiment-arc-challenge'), train: settings.train, test: settings.test }) },
-    B: { name: 'ARC-Easy', ...arcSplit({ set: 'easy', dir: join(root, '.cache/data/experiment-arc-easy'), train: settings.train, test: settings.test }) },
+    A: {
+      name: 'ARC-Challenge',
+      ...arcSplit({
+        set: 'challenge',
+        dir: join(root, '.cache/data/experiment-arc-challenge'),
+        train: settings.train,
+        test: settings.test,
+      }),
+    },
+    B: {
+      name: 'ARC-Easy',
+      ...arcSplit({ set: 'easy', dir: join(root, '.cache/data/experiment-arc-easy'), train: settings.train, test: settings.test }),
+    },
   };
   const adapters = [
     { name: 'Kron-LoRA 2×4 r8', config: { type: 'kron-lora', kronIn: 2, kronOut: 4, rank: 8, alpha: 16, targetModules: 'all-linear' } },
@@ -49,7 +49,16 @@ export async function run(argv, { root, out }) {
   const bar = progress(2 + adapters.length * seeds.length * 5);
   const evaluate = async (m, task) => (await m.evaluate(task.test, { task: 'multiple-choice', maxLength: settings.maxLength })).accuracy;
   const train = (m, task, seed) =>
-    m.train({ data: task.train, task: 'multiple-choice', epochs: settings.epochs, batchSize: settings.batchSize, maxLength: settings.maxLength, learningRate: settings.learningRate, validationSplit: 0, seed }).result;
+    m.train({
+      data: task.train,
+      task: 'multiple-choice',
+      epochs: settings.epochs,
+      batchSize: settings.batchSize,
+      maxLength: settings.maxLength,
+      learningRate: settings.learningRate,
+      validationSplit: 0,
+      seed,
+    }).result;
 
   const base = await loadModel(model);
   const baseAccuracy = {};
@@ -82,15 +91,42 @@ export async function run(argv, { root, out }) {
   };
   const rows = adapters.map((adapter) => {
     const rs = runs.filter((r) => r.adapter === adapter.name);
-    return [adapter.name, rs[0].parameters.toLocaleString('en-US'), pct(rs.map((r) => r.aAfterA)), pct(rs.map((r) => r.aAfterB)), pct(rs.map((r) => r.retention)), pct(rs.map((r) => r.bAfterB))];
+    return [
+      adapter.name,
+      rs[0].parameters.toLocaleString('en-US'),
+      pct(rs.map((r) => r.aAfterA)),
+      pct(rs.map((r) => r.aAfterB)),
+      pct(rs.map((r) => r.retention)),
+      pct(rs.map((r) => r.bAfterB)),
+    ];
   });
   rows.unshift(['base model (no adapter)', '0', (baseAccuracy.A * 100).toFixed(1), '', '', (baseAccuracy.B * 100).toFixed(1)]);
   const table = markdownTable(
-    ['adapter', 'trainable parameters', `${tasks.A.name} % after A`, `${tasks.A.name} % after B`, 'retention % (after B / after A)', `${tasks.B.name} % after B`],
+    [
+      'adapter',
+      'trainable parameters',
+      `${tasks.A.name} % after A`,
+      `${tasks.A.name} % after B`,
+      'retention % (after B / after A)',
+      `${tasks.B.name} % after B`,
+    ],
     rows,
   );
-  console.log(`\n${table}\n(${settings.test} test questions per task; ${settings.seeds > 1 ? `mean ± sd over ${settings.seeds} seeds` : 'one seed'})`);
-  const result = { experiment: 'sequential', date: new Date().toISOString(), machine: machine(), durationSeconds: bar.seconds(), settings, model: 'SmolLM2-135M-Instruct Q4_1 (quantised base)', tasks: { A: tasks.A.name, B: tasks.B.name }, baseAccuracy, runs, table };
+  console.log(
+    `\n${table}\n(${settings.test} test questions per task; ${settings.seeds > 1 ? `mean ± sd over ${settings.seeds} seeds` : 'one seed'})`,
+  );
+  const result = {
+    experiment: 'sequential',
+    date: new Date().toISOString(),
+    machine: machine(),
+    durationSeconds: bar.seconds(),
+    settings,
+    model: 'SmolLM2-135M-Instruct Q4_1 (quantised base)',
+    tasks: { A: tasks.A.name, B: tasks.B.name },
+    baseAccuracy,
+    runs,
+    table,
+  };
   writeOutputs(out, result);
   return result;
 }

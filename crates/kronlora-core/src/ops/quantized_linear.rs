@@ -119,16 +119,11 @@ impl QuantizedWeight {
 
     /// Whether every value is finite (a corrupt file's scales can be NaN), checked slab by slab.
     pub fn is_finite(&self) -> Result<bool> {
-        let mut slab = vec![0f32; self.slab_rows() * self.cols];
-        for start in (0..self.rows).step_by(self.slab_rows()) {
-            let end = (start + self.slab_rows()).min(self.rows);
-            let slab = &mut slab[..(end - start) * self.cols];
-            self.dequantize_rows(start..end, slab)?;
-            if !slab.par_iter().all(|v| v.is_finite()) {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let mut finite = true;
+        self.for_each_slab(|_, slab| {
+            finite &= slab.par_iter().all(|v| v.is_finite());
+        })?;
+        Ok(finite)
     }
 
     /// Weight rows per slab.
@@ -136,67 +131,65 @@ impl QuantizedWeight {
         (SLAB_VALUES / self.cols.max(1)).clamp(1, self.rows.max(1))
     }
 
-    /// `y [m, out] (+)= x [m, in] · Wᵀ`: candle's quantised kernel for a few rows, else slab
-    /// by slab in f32.
-    pub(super) fn product_into(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) -> Result<()> {
-        if m > QUANTIZED_KERNEL_ROWS {
-            return self.forward_slabs(x, m, y, accumulate);
-        }
-        let layout = Layout::contiguous((m, self.cols));
-        let (product, _) = self.blocks.cpu_fwd(&CpuStorage::F32(x.to_vec()), &layout)?;
-        let CpuStorage::F32(product) = product else { candle_core::bail!("quantized matmul: f32 output expected") };
-        if accumulate {
-            y.iter_mut().zip(&product).for_each(|(y, p)| *y += p);
-        } else {
-            y.copy_from_slice(&product);
+    /// `f(rows, slab)` for consecutive row ranges, each dequantised into one reused buffer.
+    fn for_each_slab(&self, mut f: impl FnMut(Range<usize>, &[f32])) -> Result<()> {
+        let mut buffer = vec![0f32; self.slab_rows() * self.cols];
+        for start in (0..self.rows).step_by(self.slab_rows()) {
+            let end = (start + self.slab_rows()).min(self.rows);
+            let slab = &mut buffer[..(end - start) * self.cols];
+            self.dequantize_rows(start..end, slab)?;
+            f(start..end, slab);
         }
         Ok(())
     }
 
-    /// `y [m, out] (+)= x [m, in] · Wᵀ`, slab by slab.
-    fn forward_slabs(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) -> Result<()> {
+    /// `y [m, out] (+)= x [m, in] · Wᵀ`: candle's quantised kernel for a few rows, else slab
+    /// by slab in f32.
+    pub(super) fn product_into(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool) -> Result<()> {
+        if m <= QUANTIZED_KERNEL_ROWS {
+            let layout = Layout::contiguous((m, self.cols));
+            let (product, _) = self.blocks.cpu_fwd(&CpuStorage::F32(x.to_vec()), &layout)?;
+            let CpuStorage::F32(product) = product else { candle_core::bail!("quantized matmul: f32 output expected") };
+            if accumulate {
+                y.iter_mut().zip(&product).for_each(|(y, p)| *y += p);
+            } else {
+                y.copy_from_slice(&product);
+            }
+            return Ok(());
+        }
         let (n, k) = (self.rows, self.cols);
-        let mut slab = vec![0f32; self.slab_rows() * k];
-        for start in (0..n).step_by(self.slab_rows()) {
-            let end = (start + self.slab_rows()).min(n);
-            let slab = &mut slab[..(end - start) * k];
-            self.dequantize_rows(start..end, slab)?;
-            // SAFETY: x is [m, k]; the slab [end - start, k] is read transposed (element (i, j) of
-            // its transpose at j·k + i); y's columns start..end at row stride n lie inside y.
+        self.for_each_slab(|rows, slab| {
+            // SAFETY: x is [m, k]; the slab [rows, k] is read transposed (element (i, j) of its
+            // transpose at j·k + i); y's columns `rows` at row stride n lie inside y [m, n].
             unsafe {
                 frozen_gemm(
-                    (m, end - start, k),
-                    (y.as_mut_ptr().add(start), n, 1),
+                    (m, rows.len(), k),
+                    (y.as_mut_ptr().add(rows.start), n, 1),
                     accumulate,
                     (x.as_ptr(), k, 1),
                     (slab.as_ptr(), 1, k),
                 )
             };
-        }
-        Ok(())
+        })
     }
 
     /// `dx [m, in] = g [m, out] · W`, slab by slab.
     pub(super) fn input_grad(&self, g: &[f32], m: usize) -> Result<Vec<f32>> {
         let (n, k) = (self.rows, self.cols);
         let mut dx = vec![0f32; m * k];
-        let mut slab = vec![0f32; self.slab_rows() * k];
-        for start in (0..n).step_by(self.slab_rows()) {
-            let end = (start + self.slab_rows()).min(n);
-            let slab = &mut slab[..(end - start) * k];
-            self.dequantize_rows(start..end, slab)?;
-            // SAFETY: g's columns start..end at row stride n; the slab is [end - start, k]
-            // row-major; dx is a fresh [m, k] buffer.
+        self.for_each_slab(|rows, slab| {
+            // SAFETY: g [m, n]'s columns `rows` at row stride n; the slab is [rows, k] row-major;
+            // dx is a fresh [m, k] buffer.
             unsafe {
                 frozen_gemm(
-                    (m, k, end - start),
+                    (m, k, rows.len()),
                     (dx.as_mut_ptr(), k, 1),
-                    start > 0,
-                    (g.as_ptr().add(start), n, 1),
+                    rows.start > 0,
+                    (g.as_ptr().add(rows.start), n, 1),
                     (slab.as_ptr(), k, 1),
                 )
             };
-        }
+        })?;
         Ok(dx)
     }
 }
