@@ -79,6 +79,18 @@ describe('kronlora CLI', () => {
     const human = cli(['info', '--model', bert]);
     expect(human.stdout).toMatch(/kron-lora \(rank 8, alpha 16, d_A1 2, d_A2 4\) on 12 modules: query, key, value, dense/);
     expect(human.stdout).toMatch(/\n {2}device {9}cpu \((native|wasm) backend\)\n/);
+    expect(human.stdout).toMatch(/linear modules 12 \(12 F32\)/);
+  });
+
+  it('keeps a GGUF model quantised unless told --dequantize', () => {
+    // 2 layers × 7 projections: all Q8_0 but ffn_down (48-wide rows are no whole 32-value block).
+    const q8 = tinyLlamaGguf(6, undefined, { q8_0: true });
+    const kept = json(cli(['info', '--model', q8, '--json']).stdout);
+    expect(kept.weightTypes).toEqual({ Q8_0: 12, F32: 2 });
+    const dequantised = json(cli(['info', '--model', q8, '--dequantize', '--json']).stdout);
+    expect(dequantised.weightTypes).toEqual({ F32: 14 });
+    // quantized: false is what a Hugging Face directory is anyway.
+    expect(cli(['info', '--model', bert, '--dequantize']).code).toBe(0);
   });
 
   it('trains, evaluates the saved adapter, and prints plain progress lines off a terminal', () => {

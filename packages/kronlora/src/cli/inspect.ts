@@ -45,6 +45,9 @@ Examples:
     const report = model.trainableParameters();
     const modules = model.modules();
     const adapted = modules.filter((m) => m.adapters.includes('default'));
+    // How the frozen projections are held: { F32: n } or the GGUF block types kept quantised.
+    const weightTypes: Record<string, number> = {};
+    for (const m of modules) weightTypes[m.weightType] = (weightTypes[m.weightType] ?? 0) + 1;
     const kinds = [...new Set(adapted.map((m) => m.name.split('.').at(-1)!))];
     // The Kronecker factors each module got (the core's defaults, or a divisor where they do not fit).
     const shapes = [
@@ -68,6 +71,7 @@ Examples:
           baseParameters: base.total - base.trainable,
           trainableParameters: report,
           linearModules: modules.length,
+          weightTypes,
           adaptedModules: adapted.map((m) => m.name),
         }),
       );
@@ -78,7 +82,7 @@ Examples:
     io.out(`  task           ${model.task}`);
     io.out(`  device         ${model.device} (${model.backend} backend)`);
     io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
-    io.out(`  linear modules ${modules.length}`);
+    io.out(`  linear modules ${modules.length} (${Object.entries(weightTypes).map(([type, n]) => `${n} ${type}`).join(', ')})`);
     io.out(
       `  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${shapes.length ? `, ${shapes.join(' / ')}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`,
     );
