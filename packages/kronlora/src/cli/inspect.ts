@@ -82,7 +82,8 @@ Examples:
     io.out(`  task           ${model.task}`);
     io.out(`  device         ${model.device} (${model.backend} backend)`);
     io.out(`  parameters     ${count(base.total - base.trainable)} frozen${base.head ? ` + ${count(base.head)} head` : ''}`);
-    io.out(`  linear modules ${modules.length} (${Object.entries(weightTypes).map(([type, n]) => `${n} ${type}`).join(', ')})`);
+    const held = Object.entries(weightTypes).map(([type, n]) => `${n} ${type}`);
+    io.out(`  linear modules ${modules.length} (${held.join(', ')})`);
     io.out(
       `  ${adapter.type} (rank ${adapter.rank}, alpha ${adapter.alpha}${shapes.length ? `, ${shapes.join(' / ')}` : ''}) on ${adapted.length} modules: ${kinds.join(', ')}`,
     );
