@@ -202,9 +202,16 @@ export async function fetchArc() {
   }
 }
 
-/** Seeded train/test JSONL of one ARC set's questions. */
+/** Seeded train/test JSONL of one ARC set's questions (`{ question, choices, answer }`). */
 export function arcSplit({ set, dir, train, test, seed = 42 }) {
-  const questions = readFileSync(arcFile(set), 'utf8').split('\n').filter(Boolean);
+  // kronlora's multiple-choice records are exactly { question, choices, answer }.
+  const questions = readFileSync(arcFile(set), 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const { question, choices, answer } = JSON.parse(l);
+      return JSON.stringify({ question, choices, answer });
+    });
   const next = seeded(seed);
   for (let i = questions.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
