@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use super::safetensors_dir::{check_finite, model_file_error};
@@ -142,26 +142,31 @@ impl GgufFile {
 
     /// A tensor as stored (quantised or not), for copying it unchanged into another file.
     pub fn raw_tensor(&self, name: &str) -> Result<candle_core::quantized::QTensor> {
-        let mut reader =
-            self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
-        self.content
-            .tensor(&mut *reader, name, &Device::Cpu)
-            .map_err(|e| model_file_error(&self.path, format!("tensor `{name}` cannot be read: {e}")))
+        self.stored(name, &Device::Cpu)
     }
 
-    /// Read and dequantise a tensor to f32 (candle orders dims as PyTorch does: `[out, in]`).
-    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+    /// A tensor as stored, on `device`.
+    fn stored(&self, name: &str, device: &Device) -> Result<QTensor> {
         if !self.has_tensor(name) {
             return Err(model_file_error(&self.path, format!("tensor `{name}` is missing")));
         }
         let mut reader =
             self.reader.lock().map_err(|_| Error::InvalidState("GGUF reader poisoned by an earlier panic".into()))?;
-        let q = self.content.tensor(&mut *reader, name, device).map_err(|e| {
+        self.content.tensor(&mut *reader, name, device).map_err(|e| {
             model_file_error(
                 &self.path,
                 format!("tensor `{name}` cannot be read (truncated file or unsupported quantisation?): {e}"),
             )
-        })?;
+        })
+    }
+
+    /// Read and dequantise a tensor to f32 (candle orders dims as PyTorch does: `[out, in]`).
+    pub fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        self.to_f32(name, &self.stored(name, device)?, device)
+    }
+
+    /// The stored tensor `name` as checked f32.
+    fn to_f32(&self, name: &str, q: &QTensor, device: &Device) -> Result<Tensor> {
         let t = q.dequantize(device).map_err(|e| {
             model_file_error(&self.path, format!("tensor `{name}` ({:?}) cannot be dequantised: {e}", q.dtype()))
         })?;
@@ -280,51 +285,48 @@ pub fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(t.reshape((heads, half, 2, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
 }
 
-impl TensorSource for GgufWeights {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+impl GgufWeights {
+    /// The stored tensor for the Hugging Face name `name`, on `device`, checked against `shape`;
+    /// and its GGUF name.
+    fn stored(&self, name: &str, shape: &[usize], device: &Device) -> Result<(String, QTensor)> {
         let g = gguf_tensor_name(name)
             .ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
-        let mut t = self.file.tensor(&g, &self.device)?;
-        if t.dims() != shape {
+        let q = self.file.stored(&g, device)?;
+        if q.shape().dims() != shape {
             return Err(model_file_error(
                 self.path(),
-                format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", t.dims()),
+                format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", q.shape().dims()),
             ));
         }
-        // The shape matched the config above, whose head_dim is even: the split cannot fail.
+        Ok((g, q))
+    }
+
+    /// `stored`'s tensor in f32 under Hugging Face's layout.
+    fn dense(&self, name: &str, g: String, q: &QTensor) -> Result<Tensor> {
+        let mut t = self.file.to_f32(&g, q, &self.device)?;
+        // The shape matched the config, whose head_dim is even: the split cannot fail.
         if let Some(heads) = self.permuted_heads(name) {
             t = unpermute(&t, heads)?;
         }
         self.mark_read(g)?;
         Ok(t)
     }
+}
+
+impl TensorSource for GgufWeights {
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (g, q) = self.stored(name, shape, &self.device)?;
+        self.dense(name, g, &q)
+    }
 
     fn get_frozen(&self, name: &str, shape: &[usize]) -> Result<FrozenWeight> {
         if !self.quantized {
             return Ok(self.get(name, shape)?.into());
         }
-        let g = gguf_tensor_name(name)
-            .ok_or_else(|| model_file_error(self.path(), format!("no GGUF tensor corresponds to `{name}`")))?;
-        if !self.file.has_tensor(&g) {
-            return Err(model_file_error(self.path(), format!("tensor `{g}` is missing")));
-        }
-        let q = self.file.raw_tensor(&g)?;
-        let dtype = q.dtype();
-        if matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
-            return Ok(self.get(name, shape)?.into());
-        }
-        if !QUANTIZED_TYPES.contains(&dtype) {
-            return Err(Error::Unsupported(format!(
-                "{}: tensor `{g}` is stored as {dtype:?}, which kronlora cannot keep quantised (it keeps {}); load the model with {{ quantized: false }} to dequantise it to f32",
-                self.path().display(),
-                QUANTIZED_TYPES.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        if q.shape().dims() != shape {
-            return Err(model_file_error(
-                self.path(),
-                format!("tensor `{g}` has shape {:?}, but the metadata implies {shape:?}", q.shape().dims()),
-            ));
+        let (g, q) = self.stored(name, shape, &Device::Cpu)?;
+        // The layout check lets through only float types and QUANTIZED_TYPES.
+        if !QUANTIZED_TYPES.contains(&q.dtype()) {
+            return Ok(self.dense(name, g, &q)?.into());
         }
         let q = match self.permuted_heads(name) {
             Some(heads) => unpermute_rows(&q, heads)?,
