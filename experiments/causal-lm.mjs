@@ -46,6 +46,7 @@ export async function run(argv, { root, out }) {
   ];
   const jobs = adapters.flatMap((adapter) => [true, false].map((quantized) => ({ adapter, quantized })));
   const steps = Math.ceil(settings.train / settings.batchSize);
+  if (steps < 2) throw new Error('--train must give at least 2 steps of --batch-size (the first step is not timed)');
   console.log(`causal LM: ${jobs.length} runs of ${steps} steps; ${JSON.stringify(settings)}`);
   const bar = progress(jobs.length);
   const runs = [];

@@ -82,3 +82,9 @@ export function experimentArgs(argv, { batchSize, lr }, extra = {}) {
     },
   }).values;
 }
+
+/** `model.train` options from an experiment's settings: no validation split, the run's seed. */
+export function trainOptions(settings, seed) {
+  const { epochs, batchSize, maxLength, learningRate } = settings;
+  return { epochs, batchSize, maxLength, learningRate, validationSplit: 0, seed };
+}

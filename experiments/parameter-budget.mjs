@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { loadModel } from 'kronlora';
 import { fetchImdb, fetchSpamAssassin, imdbSplit, spamSplit } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
-import { experimentArgs, machine, markdownTable, meanSd, progress, svgOf, writeOutputs } from './lib.mjs';
+import { experimentArgs, machine, markdownTable, meanSd, progress, svgOf, trainOptions, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
   const a = experimentArgs(
@@ -57,15 +57,7 @@ export async function run(argv, { root, out }) {
     await m.addAdapter('default', { ...config, alpha: 2 * config.rank, targetModules: 'all-linear', seed });
     const parameters = m.trainableParameters().adapters.default;
     const t0 = performance.now();
-    const result = await m.train({
-      data: data.train,
-      epochs: settings.epochs,
-      batchSize: settings.batchSize,
-      maxLength: settings.maxLength,
-      learningRate: settings.learningRate,
-      validationSplit: 0,
-      seed,
-    }).result;
+    const result = await m.train({ data: data.train, ...trainOptions(settings, seed) }).result;
     const trainSeconds = (performance.now() - t0) / 1000;
     const metrics = await m.evaluate(data.test, { maxLength: settings.maxLength });
     runs.push({

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { loadModel } from 'kronlora';
 import { fetchMultipleChoice, MC_SETS, mcSplit } from '../scripts/fetch-data.mjs';
 import { fetchModel } from '../scripts/fetch-models.mjs';
-import { experimentArgs, machine, markdownTable, meanSd, progress, writeOutputs } from './lib.mjs';
+import { experimentArgs, machine, markdownTable, meanSd, progress, trainOptions, writeOutputs } from './lib.mjs';
 
 export async function run(argv, { root, out }) {
   const a = experimentArgs(
@@ -46,17 +46,7 @@ export async function run(argv, { root, out }) {
   // Units: the base's two evaluations, then per adapter and seed: train A, evaluate A, train B, evaluate A and B.
   const bar = progress(2 + adapters.length * seeds.length * 5);
   const evaluate = async (m, task) => (await m.evaluate(task.test, { task: 'multiple-choice', maxLength: settings.maxLength })).accuracy;
-  const train = (m, task, seed) =>
-    m.train({
-      data: task.train,
-      task: 'multiple-choice',
-      epochs: settings.epochs,
-      batchSize: settings.batchSize,
-      maxLength: settings.maxLength,
-      learningRate: settings.learningRate,
-      validationSplit: 0,
-      seed,
-    }).result;
+  const train = (m, task, seed) => m.train({ data: task.train, task: 'multiple-choice', ...trainOptions(settings, seed) }).result;
 
   const base = await loadModel(model);
   const baseAccuracy = {};
