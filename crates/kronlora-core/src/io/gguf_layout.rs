@@ -49,6 +49,15 @@ pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
     })
 }
 
+/// llama.cpp's name of a type candle reads (`Q4_K`, not candle's `Q4K`).
+pub fn ggml_type_name(t: GgmlDType) -> String {
+    let name = format!("{t:?}");
+    match name.strip_suffix('K') {
+        Some(stem) if stem.starts_with('Q') => format!("{stem}_K"),
+        _ => name,
+    }
+}
+
 /// llama.cpp's name of a GGML type id that kronlora cannot read (`ggml_type` in ggml.h).
 fn unreadable_type_name(id: u32) -> Option<&'static str> {
     Some(match id {

@@ -19,6 +19,7 @@ use candle_core::{Device, Tensor};
 use crate::error::Result;
 
 pub use gguf::{gguf_tensor_name, permute, unpermute, GgufFile, GgufWeights};
+pub use gguf_layout::ggml_type_name;
 pub use gguf_lora::{gguf_lora_bytes, is_kronlora_gguf, GgufLoraPair, GGUF_LORA_MARKER};
 pub use lycoris::{is_kronlora_safetensors, lycoris_module_key, LYCORIS_MARKER, LYCORIS_PREFIX};
 pub use owned_dir::{

@@ -36,10 +36,6 @@ impl FrozenWeight {
         }
     }
 
-    pub fn is_quantized(&self) -> bool {
-        matches!(self, FrozenWeight::Quantized(_))
-    }
-
     /// Resident bytes of the weight.
     pub fn size_in_bytes(&self) -> usize {
         match self {

@@ -297,7 +297,7 @@ impl PretrainedModel {
                 out_features: p.out_features(),
                 adapters: p.adapters().map(|(n, _)| n.to_string()).collect(),
                 weight_type: match p.frozen_weight() {
-                    Some(FrozenWeight::Quantized(q)) => ggml_type_name(q.dtype()),
+                    Some(FrozenWeight::Quantized(q)) => crate::io::ggml_type_name(q.dtype()),
                     Some(FrozenWeight::Dense(t)) => format!("{:?}", t.dtype()).to_uppercase(),
                     None => "none".into(),
                 },
@@ -340,14 +340,5 @@ impl PretrainedModel {
             head,
             adapted_modules: self.adapters.iter().map(|a| (a.name.clone(), a.modules)).collect(),
         }
-    }
-}
-
-/// llama.cpp's name of a block type (`Q4_K`, not candle's `Q4K`).
-fn ggml_type_name(t: candle_core::quantized::GgmlDType) -> String {
-    let name = format!("{t:?}");
-    match name.strip_suffix('K') {
-        Some(stem) if stem.starts_with('Q') => format!("{stem}_K"),
-        _ => name,
     }
 }
