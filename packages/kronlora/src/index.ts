@@ -5,17 +5,17 @@
  * CUDA build of the addon for models on a GPU);
  * `withBackend(name)` gives the same API pinned to one backend.
  */
-import { type BackendName, type Binding, bindingForDevice, defaultBinding, deviceOverride, loadBackend } from './backend.js';
+import { bindingForDevice, defaultBinding, deviceOverride, loadBackend } from './backend.js';
+import type { BackendName, Binding, ModelFiles } from './binding.js';
 import { call } from './errors.js';
 import { layersOn } from './layers.js';
-import { type LoadModelOptions, Model } from './model.js';
-import type { ModelFiles } from './backend.js';
+import { type Device, type LoadModelOptions, Model } from './model.js';
 
 export { KronLoraError, type KronLoraErrorCode } from './errors.js';
-export type { BackendName } from './backend.js';
+export type { BackendName } from './binding.js';
 export { KronLoraLinear, LoraLinear } from './layers.js';
 export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
-export { Model, loadModel } from './model.js';
+export { Model } from './model.js';
 export type {
   ActiveAdapter,
   AdapterConfig,
@@ -31,7 +31,7 @@ export type {
   Task,
   TrainableParameters,
 } from './model.js';
-export type { ModelFiles } from './backend.js';
+export type { ModelFiles } from './binding.js';
 export { TrainingRun } from './training.js';
 export type {
   CausalLmRecord,
@@ -75,6 +75,26 @@ export function withBackend(name: BackendName) {
     ...layersOn(binding),
     factorization: (dim: number, factor = -1) => factorizationOn(binding, dim, factor),
     backend: (): BackendName => binding.name,
-    loadModel: (source: ModelFiles, options?: LoadModelOptions) => Model.create(binding, source, options),
+    loadModel: (source: ModelFiles, options?: LoadModelOptions) => Model.create(binding, source, withDeviceOverride(options)),
   };
+}
+
+/** `options` with `KRONLORA_DEVICE`, when set, as its `device`. */
+function withDeviceOverride(options: LoadModelOptions | undefined): LoadModelOptions | undefined {
+  const device = deviceOverride() as Device | undefined;
+  if (device === undefined) return options;
+  if (options === undefined) return { device };
+  // Anything else Model.create refuses with its own message.
+  if (typeof options !== 'object' || options === null) return options;
+  return { ...options, device };
+}
+
+/**
+ * Load a Hugging Face model directory (`config.json`, `model.safetensors` or shards,
+ * `tokenizer.json`) or a llama.cpp `.gguf` file. On the WASM backend the files may also be given
+ * as bytes: `{ 'config.json': Uint8Array, ... }` (in a browser: `kronlora/browser`).
+ */
+export function loadModel(source: ModelFiles, options?: LoadModelOptions): Promise<Model> {
+  const resolved = withDeviceOverride(options);
+  return Model.create(bindingForDevice(resolved?.device), source, resolved);
 }

@@ -3,7 +3,8 @@
  * the Rust core; this file checks JavaScript argument types and converts results.
  */
 import type { Device } from './model.js';
-import { type AdapterType, type Binding, type RawLayer, type RawNamedTensor, defaultBinding } from './backend.js';
+import { defaultBinding } from './backend.js';
+import type { AdapterType, Binding, RawLayer, RawNamedTensor } from './binding.js';
 import { KronLoraError, call } from './errors.js';
 
 /** A dense row-major tensor. */

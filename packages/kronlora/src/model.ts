@@ -2,7 +2,7 @@
  * `loadModel` and `Model`: a pretrained transformer (BERT-family encoder or Llama-family
  * decoder) with Kron-LoRA / LoRA adapters. Everything runs in the Rust core off the JS thread.
  */
-import { type Binding, type FloatRows, type ModelFiles, type RawModel, bindingForDevice, deviceOverride } from './backend.js';
+import type { Binding, FloatRows, ModelFiles, RawModel } from './binding.js';
 import { KronLoraError } from './errors.js';
 import { type EvalMetrics, type DataSource, type TrainOptions, type TrainTask, TrainingRun } from './training.js';
 
@@ -235,8 +235,7 @@ export class Model {
     if (typeof options !== 'object' || options === null) {
       throw new KronLoraError('ERR_INVALID_ARG_TYPE', 'loadModel options must be an object like { task, numLabels }');
     }
-    const device = deviceOverride() ?? options.device;
-    const raw = await binding.loadModel(source, toJson(device === undefined ? options : { ...options, device }));
+    const raw = await binding.loadModel(source, toJson(options));
     const description: Description = JSON.parse(await raw.describe());
     return new Model(raw, description.architecture, description.task, binding.name, description);
   }
@@ -439,13 +438,4 @@ export class Model {
   dispose(): void {
     this.raw.dispose();
   }
-}
-
-/**
- * Load a Hugging Face model directory (`config.json`, `model.safetensors` or shards,
- * `tokenizer.json`) or a llama.cpp `.gguf` file. On the WASM backend (e.g. in a browser) the
- * files may also be given as bytes: `{ 'config.json': Uint8Array, ... }`.
- */
-export function loadModel(source: ModelFiles, options?: LoadModelOptions): Promise<Model> {
-  return Model.create(bindingForDevice(deviceOverride() ?? options?.device), source, options);
 }

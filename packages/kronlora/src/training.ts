@@ -2,7 +2,7 @@
  * Training from JavaScript: the options and events of `model.train()`, and `TrainingRun`, the
  * handle it returns (an async iterable of events plus a promise of the result).
  */
-import type { RawTraining } from './backend.js';
+import type { RawTraining } from './binding.js';
 import { KronLoraError, fromBackendError } from './errors.js';
 
 /** A classification record. Labels are class indices, or names (mapped in sorted order and saved with the adapter). */

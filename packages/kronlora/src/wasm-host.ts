@@ -1,23 +1,11 @@
 /**
- * The main-thread side of the WASM backend's worker: one worker per process, started on first
- * use, with requests matched to replies by id. It does not keep the process alive when idle.
+ * The WASM backend's worker thread as seen from Node's main thread: one worker per process,
+ * started on first use, that does not keep the process alive when idle.
  */
 import { Worker } from 'node:worker_threads';
-import { KronLoraError, fromBackendError } from './errors.js';
-import type { Request } from './wasm-worker.js';
-
-/** A request as sent: the worker's `Request` less the id added here. */
-type RequestBody = Request extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
-
-interface Reply {
-  id: number;
-  /** A progress message of a streaming request (not its end). */
-  event?: unknown;
-  ok: boolean;
-  value?: unknown;
-  message?: string;
-  runtime?: boolean;
-}
+import { KronLoraError } from './errors.js';
+import { ReplyRouter, type RequestBody, type WasmChannel } from './wasm-client.js';
+import type { Reply } from './wasm-models.js';
 
 /**
  * The parent's Node flags minus those that only make sense for the main script: a worker
@@ -38,10 +26,9 @@ export function workerExecArgv(execArgv: string[]): string[] {
   return out;
 }
 
-export class WasmHost {
+export class WasmHost implements WasmChannel {
   private worker?: Worker;
-  private nextId = 1;
-  private pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; onEvent?: (e: unknown) => void }>();
+  private readonly router = new ReplyRouter();
 
   constructor(private readonly modulePath: string) {}
 
@@ -52,47 +39,28 @@ export class WasmHost {
       execArgv: workerExecArgv(process.execArgv),
     });
     worker.on('message', (reply: Reply) => {
-      const p = this.pending.get(reply.id);
-      if (!p) return;
-      if ('event' in reply) {
-        p.onEvent?.(reply.event);
-        return;
-      }
-      this.pending.delete(reply.id);
-      if (this.pending.size === 0) worker.unref();
-      if (reply.ok) p.resolve(reply.value);
-      else {
-        const error = reply.runtime ? new WebAssembly.RuntimeError(reply.message) : new Error(reply.message);
-        p.reject(fromBackendError(error));
-      }
+      if (this.router.settle(reply) && this.router.size === 0) worker.unref();
     });
-    worker.on('error', (error) => this.failAll(error));
+    worker.on('error', (error) => this.router.failAll(error));
     worker.on('exit', (code) => {
       this.worker = undefined;
-      this.failAll(new KronLoraError('ERR_INTERNAL', `the WASM worker exited (code ${code})`));
+      this.router.failAll(new KronLoraError('ERR_INTERNAL', `the WASM worker exited (code ${code})`));
     });
     worker.unref();
     this.worker = worker;
     return worker;
   }
 
-  private failAll(error: unknown): void {
-    for (const p of this.pending.values()) p.reject(fromBackendError(error));
-    this.pending.clear();
-  }
-
-  request<T>(message: RequestBody, transfer: ArrayBuffer[] = []): Promise<T> {
+  request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
     return this.stream<T>(message, undefined, transfer);
   }
 
   /** A request whose worker side posts `{ id, event }` messages before its reply. */
-  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: ArrayBuffer[] = []): Promise<T> {
+  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: Transferable[] = []): Promise<T> {
     const worker = this.start();
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, onEvent });
-      worker.ref();
-      worker.postMessage({ id, ...message }, transfer);
-    });
+    const [id, reply] = this.router.open<T>(onEvent);
+    worker.ref();
+    worker.postMessage({ id, ...message }, transfer as ArrayBuffer[]);
+    return reply;
   }
 }

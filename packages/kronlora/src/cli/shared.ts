@@ -7,7 +7,8 @@ import { withBackend } from '../index.js';
 import type { AdapterConfig, LoadModelOptions, Model, Task } from '../model.js';
 import type { TrainTask } from '../training.js';
 import { KronLoraError, call } from '../errors.js';
-import { type BackendName, type Binding, bindingForDevice, defaultBinding, deviceOverride, loadBackend } from '../backend.js';
+import { bindingForDevice, defaultBinding, deviceOverride, loadBackend } from '../backend.js';
+import type { BackendName, Binding } from '../binding.js';
 import { type Command, Option } from 'commander';
 
 export interface CommonFlags {
