@@ -18,5 +18,7 @@ if [ -f .cache/models/minilm/model.safetensors ] && [ -f .cache/models/smollm2/S
 else
   echo "test: parity tests skipped (no real models; \`npm run fetch-models\` fetches them)"
 fi
-echo "test: vitest (native and WASM backends)"
+echo "test: npm run pack (the tarballs test/install.test.ts installs)"
+node scripts/pack.mjs
+echo "test: vitest (native and WASM backends, the packed packages, the browser demo in Chromium)"
 pnpm exec vitest run

@@ -14,77 +14,13 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import type * as Native from '../native/native.js';
+import type { BackendName, Binding, RawModel } from './binding.js';
 import type * as Wasm from '../wasm/kronlora_wasm.js';
 import { KronLoraError, fromBackendError } from './errors.js';
+import { missingCpuFeatures } from './cpu-support.js';
 import { nodeStorage } from './node-storage.js';
 import { WasmHost } from './wasm-host.js';
-import type { WasmArgs, WasmMethod } from './wasm-worker.js';
-
-export type BackendName = 'native' | 'cuda' | 'wasm';
-
-/** A tensor as the bindings pass it. */
-export type RawNamedTensor = Native.NamedTensor;
-
-/**
- * What `NativeLayer` (napi) and `WasmLayer` (wasm-bindgen) both implement: napi's declaration,
- * which `WasmLayer` is checked against where it is created (and `free()`, WASM's only).
- */
-export type RawLayer = Native.NativeLayer & { free?(): void };
-
-export type AdapterType = 'kron-lora' | 'lora';
-
-/** Row-major rows × width floats. */
-export type FloatRows = Native.FloatRows;
-
-/** What both bindings' models offer, all asynchronous (native: libuv pool; WASM: a worker). */
-export interface RawModel {
-  describe(): Promise<string>;
-  addAdapter(name: string, optionsJson: string): Promise<number>;
-  /** `optionsJson` of the inference calls: `{ adapter? }`, checked by the core. */
-  embed(texts: string[], optionsJson: string): Promise<FloatRows>;
-  logits(texts: string[], optionsJson: string): Promise<FloatRows>;
-  classify(texts: string[], optionsJson: string): Promise<string>;
-  /** `optionsJson`: `{ maxTokens?, temperature?, seed? }`, checked and defaulted by the core. */
-  generate(prompt: string, optionsJson: string): Promise<string>;
-  /** Start training; events and the result come through the handle. */
-  train(optionsJson: string): Promise<RawTraining>;
-  evaluate(dataJson: string, optionsJson: string): Promise<string>;
-  saveAdapter(dir: string, name?: string): Promise<void>;
-  /** `optionsJson`: `{ format, name? }`, checked by the core. */
-  exportAdapter(path: string, optionsJson: string): Promise<void>;
-  saveMerged(path: string): Promise<void>;
-  /** `optionsJson`: `{ name?, replace? }`. */
-  loadAdapter(dir: string, optionsJson: string): Promise<number>;
-  /** `json`: `{ adapters, weights? }`. */
-  setActiveAdapters(json: string): Promise<void>;
-  deleteAdapter(name: string): Promise<void>;
-  mergeAdapters(): Promise<number>;
-  unmergeAdapters(): Promise<number>;
-  dispose(): void;
-}
-
-/** A training run in a backend: pull events (JSON; null at the end), the result, cancel. */
-export interface RawTraining {
-  next(): Promise<string | null>;
-  finish(): Promise<string>;
-  cancel(): void;
-}
-
-/** A model directory or `.gguf` path, or (WASM only, e.g. in a browser) the files' bytes by name. */
-export type ModelFiles = string | Record<string, Uint8Array>;
-
-export interface Binding {
-  readonly name: BackendName;
-  createLayer(kind: AdapterType, optionsJson: string, weight?: Float32Array, bias?: Float32Array): RawLayer;
-  factorization(dim: number, factor: number): number[];
-  loadModel(source: ModelFiles, optionsJson: string): Promise<RawModel>;
-  /** JSON `{ dir, task, numLabels, type, name }` of the adapter saved at `dir` (or in `dir/adapter`). */
-  savedAdapter(dir: string): string;
-  /** JSON `{ task, modelOptions }`: how to load the model at `modelPath` to train it with `{ task?, data }`. */
-  trainingSetup(modelPath: string, optionsJson: string): string;
-  /** How many CUDA GPUs this backend can use (0 but for the CUDA addon on a machine with a GPU). */
-  cudaDeviceCount(): number;
-}
+import { wasmRawModel } from './wasm-client.js';
 
 /**
  * wasm-bindgen declares most results `any`, so assigning a `WasmLayer` to `RawLayer` checks the
@@ -119,9 +55,19 @@ async function settle<T>(promise: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The CUDA addon: `KRONLORA_CUDA_ADDON` if set (a path), else the one `npm run build:cuda` writes. */
+/**
+ * The CUDA addon: `KRONLORA_CUDA_ADDON` if set (a path), else the one `npm run build:cuda` writes,
+ * else the optional package `@kronlora/<triple>-cuda` (`npm run pack` makes it from that build).
+ */
 export function cudaAddonPath(): string {
-  return process.env.KRONLORA_CUDA_ADDON || join(packageRoot, 'native', `kronlora.${nativeTriple()}.cuda.node`);
+  if (process.env.KRONLORA_CUDA_ADDON) return process.env.KRONLORA_CUDA_ADDON;
+  const local = join(packageRoot, 'native', `kronlora.${nativeTriple()}.cuda.node`);
+  if (existsSync(local)) return local;
+  try {
+    return require.resolve(`@kronlora/${nativeTriple()}-cuda`);
+  } catch {
+    return local;
+  }
 }
 
 /**
@@ -138,9 +84,30 @@ function quietCandleThreads(): void {
   process.env.CANDLE_BARRIER_POOL_SPIN_LIMIT ??= '0';
 }
 
+/**
+ * The native addon for this platform: a local build (`npm run build` in a checkout writes
+ * native/), else the per-platform package npm installs beside kronlora from its
+ * optionalDependencies (`@kronlora/linux-x64-gnu`, napi-rs' layout; `npm run pack` makes it).
+ */
+function nativeAddonPath(): string {
+  const triple = nativeTriple();
+  const local = join(packageRoot, 'native', `kronlora.${triple}.node`);
+  if (existsSync(local)) return local;
+  try {
+    return require.resolve(`@kronlora/${triple}`);
+  } catch {
+    // In a checkout (src/ is there) the addon comes from a build instead.
+    const build = existsSync(join(packageRoot, 'src')) ? ', and native/ holds no build (`npm run build`)' : '';
+    throw new Error(`the native package @kronlora/${triple} is not installed${build}`);
+  }
+}
+
 function loadNative(): Binding {
-  const file = join(packageRoot, 'native', `kronlora.${nativeTriple()}.node`);
-  if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build\`)`);
+  const missing = missingCpuFeatures();
+  if (missing.length) {
+    throw new Error(`this CPU lacks ${missing.join(', ')}, which the native addon (built for x86-64-v3) needs`);
+  }
+  const file = nativeAddonPath();
   quietCandleThreads();
   return nativeBinding('native', require(file) as typeof Native);
 }
@@ -152,7 +119,8 @@ function loadNative(): Binding {
  */
 function loadCuda(): Binding {
   const file = cudaAddonPath();
-  if (!existsSync(file)) throw new Error(`${file} does not exist (build it with \`npm run build:cuda\`)`);
+  if (!existsSync(file))
+    throw new Error(`${file} does not exist (build it with \`npm run build:cuda\`, or install @kronlora/${nativeTriple()}-cuda)`);
   quietCandleThreads();
   const binding = nativeBinding('cuda', require(file) as typeof Native);
   if (binding.cudaDeviceCount() === 0) {
@@ -206,31 +174,6 @@ function loadWasm(): Binding {
   const mod = require(file) as typeof Wasm;
   // Layers are small and synchronous here; models live in a worker thread.
   const host = new WasmHost(file);
-  const wrap = (model: number): RawModel => {
-    // `WasmModel`'s methods by name, with their declared arguments (less the storage, which the
-    // worker adds) and results.
-    const call = <M extends WasmMethod>(method: M, ...args: WasmArgs<M>) =>
-      host.request<ReturnType<Wasm.WasmModel[M]>>({ op: 'call', model, method, args });
-    return {
-      describe: () => call('describe'),
-      addAdapter: (name, json) => call('addAdapter', name, json),
-      embed: (texts, json) => call('embed', texts, json),
-      logits: (texts, json) => call('logits', texts, json),
-      classify: (texts, json) => call('classify', texts, json),
-      generate: (prompt, json) => call('generate', prompt, json),
-      train: async (optionsJson) => wasmTraining(host, model, optionsJson),
-      evaluate: (data, json) => call('evaluate', data, json),
-      saveAdapter: (dir, name) => call('saveAdapter', dir, name ?? null),
-      exportAdapter: (path, json) => call('exportAdapter', path, json),
-      saveMerged: (path) => call('saveMerged', path),
-      loadAdapter: (dir, json) => call('loadAdapter', dir, json),
-      setActiveAdapters: (json) => call('setActiveAdapters', json),
-      deleteAdapter: (name) => call('deleteAdapter', name),
-      mergeAdapters: () => call('mergeAdapters'),
-      unmergeAdapters: () => call('unmergeAdapters'),
-      dispose: () => void host.request({ op: 'free', model }).catch(() => {}),
-    };
-  };
   return {
     name: 'wasm',
     createLayer: (kind, json, weight, bias) => new mod.WasmLayer(kind, json, weight, bias),
@@ -242,32 +185,8 @@ function loadWasm(): Binding {
     cudaDeviceCount: () => mod.cudaDeviceCount(),
     loadModel: async (source, optionsJson) => {
       const files = typeof source === 'string' ? { path: source } : { files: source };
-      return wrap(await host.request<number>({ op: 'load', ...files, optionsJson }));
+      return wasmRawModel(host, await host.request<number>({ op: 'load', ...files, optionsJson }));
     },
-  };
-}
-
-/**
- * Training in the WASM worker: it trains synchronously, so events arrive as messages while it
- * runs and cancellation goes through a shared flag it reads before each record of the data and
- * after every step.
- */
-function wasmTraining(host: WasmHost, model: number, optionsJson: string): RawTraining {
-  const flag = new Int32Array(new SharedArrayBuffer(4));
-  const queue: (string | null)[] = [];
-  const waiting: ((e: string | null) => void)[] = [];
-  const push = (e: string | null) => {
-    const w = waiting.shift();
-    if (w) w(e);
-    else queue.push(e);
-  };
-  const done = host.stream<string>({ op: 'train', model, optionsJson, flag }, (event) => push(event as string));
-  const finished = done.finally(() => push(null));
-  finished.catch(() => {});
-  return {
-    next: () => (queue.length ? Promise.resolve(queue.shift()!) : new Promise((resolve) => waiting.push(resolve))),
-    finish: () => done,
-    cancel: () => Atomics.store(flag, 0, 1),
   };
 }
 
@@ -329,8 +248,16 @@ export function defaultBinding(): Binding {
   } else {
     try {
       chosen = loadBackend('native');
-    } catch {
+    } catch (error) {
       chosen = loadBackend('wasm');
+      // One line (the cause's first), so that a CLI user sees why it is slow, and how to choose it quietly.
+      const reason = (error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error)).split('\n')[0];
+      process.emitWarning(
+        `kronlora runs on the WASM backend, slower than native: ${reason}. KRONLORA_BACKEND=wasm chooses it without this notice.`,
+        {
+          code: 'KRONLORA_WASM_FALLBACK',
+        },
+      );
     }
   }
   return chosen;
