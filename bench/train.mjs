@@ -7,7 +7,10 @@
 // vector ISA; writes bench/results/train.json.
 //
 //   npm run bench:train [-- --python /path/to/python] [--rounds 3] [--steps 8] [--warmup 2]
-//                          [--threads 2] [--backend native|wasm] [--only kron-lora,lora]
+//                          [--threads 2] [--backend native|wasm|native,wasm] [--only kron-lora,lora]
+//
+// `--backend native,wasm --threads 1` compares the WASM core with the native addon on one thread
+// (WASM has no threads here), the two interleaved like the other systems.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -103,15 +106,20 @@ console.log(JSON.stringify({
 
 const common = { model, data: dataFile, steps, warmup, batch, maxLength, eval: evalCount };
 const env = { ...process.env, RAYON_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
-const systems = ['kron-lora', 'lora'].map((adapter) => ({
-  name: `kronlora ${adapter}`,
-  key: adapter,
-  run: () => [
-    process.execPath,
-    ['--input-type=module', '-e', kronloraChild],
-    { BENCH: JSON.stringify({ ...common, backend: a.backend, adapter }) },
-  ],
-}));
+const backends = a.backend.split(',');
+for (const b of backends) if (b !== 'native' && b !== 'wasm') throw new Error(`--backend takes native, wasm or both, got ${b}`);
+// Native runs keep the plain keys the ratios below name; WASM ones are prefixed.
+const systems = backends.flatMap((backend) =>
+  ['kron-lora', 'lora'].map((adapter) => ({
+    name: backend === 'native' ? `kronlora ${adapter}` : `kronlora-${backend} ${adapter}`,
+    key: backend === 'native' ? adapter : `${backend}-${adapter}`,
+    run: () => [
+      process.execPath,
+      ['--input-type=module', '-e', kronloraChild],
+      { BENCH: JSON.stringify({ ...common, backend, adapter }) },
+    ],
+  })),
+);
 if (a.python) {
   for (const adapter of ['lora', 'lokr']) {
     systems.push({
@@ -208,6 +216,9 @@ const ratios = {
   'kronlora Kron-LoRA / PEFT LoKr (train)': ratio('kron-lora', 'peft-lokr', 'examplesPerSecond'),
   'kronlora / PyTorch (eval, LoRA)': ratio('lora', 'peft-lora', 'evalExamplesPerSecond'),
   'kronlora / PyTorch (peak RSS, LoRA)': ratio('lora', 'peft-lora', 'peakRssMiB'),
+  'WASM / native (train, Kron-LoRA)': ratio('wasm-kron-lora', 'kron-lora', 'examplesPerSecond'),
+  'WASM / native (train, LoRA)': ratio('wasm-lora', 'lora', 'examplesPerSecond'),
+  'WASM / native (eval, Kron-LoRA)': ratio('wasm-kron-lora', 'kron-lora', 'evalExamplesPerSecond'),
 };
 console.log('');
 for (const [k, v] of Object.entries(ratios)) if (v !== undefined) console.log(`${k}: ${v.toFixed(2)}`);

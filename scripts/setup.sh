@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what building kronlora needs: Debian packages (Rust toolchain with wasm32 std sources,
-# the wasm linker), the wasm-bindgen CLI and pnpm. What is already installed is skipped.
+# Install what building and testing kronlora needs: Debian packages (Rust toolchain with wasm32
+# std sources, the wasm linker, Chromium for the browser test), the wasm-bindgen CLI and pnpm.
+# What is already installed is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -11,7 +12,8 @@ if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.
   exit 1
 fi
 
-apt_packages=(rustc-web cargo-web rust-web-src rust-web-clippy rustfmt-web lld gcc libc6-dev)
+# chromium: the browser the browser-demo test drives headless (test/browser.test.ts).
+apt_packages=(rustc-web cargo-web rust-web-src rust-web-clippy rustfmt-web lld gcc libc6-dev chromium)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

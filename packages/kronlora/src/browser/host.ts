@@ -1,0 +1,43 @@
+/**
+ * The page's side of the browser's Web Worker (Node's counterpart: wasm-host.ts): one worker
+ * per page, started on first use.
+ */
+import { KronLoraError } from '../errors.js';
+import { ReplyRouter, type RequestBody, type WasmChannel } from '../wasm-client.js';
+import type { Reply } from '../wasm-models.js';
+
+export class WebWorkerHost implements WasmChannel {
+  private worker?: Worker;
+  private readonly router = new ReplyRouter();
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    // This exact form lets bundlers (Vite, webpack, esbuild) find and emit the worker.
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    worker.onmessage = (event: MessageEvent<Reply>) => void this.router.settle(event.data);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      this.terminate(new KronLoraError('ERR_BACKEND', `the WASM worker failed: ${event.message || 'it could not be started'}`));
+    };
+    this.worker = worker;
+    return worker;
+  }
+
+  request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
+    return this.stream<T>(message, undefined, transfer);
+  }
+
+  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: Transferable[] = []): Promise<T> {
+    const worker = this.start();
+    const [id, reply] = this.router.open<T>(onEvent);
+    worker.postMessage({ id, ...message }, transfer);
+    return reply;
+  }
+
+  /** End the worker and every model in it; pending requests reject with `reason`. */
+  terminate(reason: Error): void {
+    this.worker?.terminate();
+    this.worker = undefined;
+    this.router.failAll(reason);
+  }
+}

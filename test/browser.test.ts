@@ -1,0 +1,146 @@
+/**
+ * The browser demo (examples/browser) in a real browser: Debian's Chromium, headless, driven by
+ * playwright-core, the page served by Vite as `npm run browser-demo` serves it. A tiny BERT is
+ * picked as files, trained for a few steps in the page's Web Worker (kronlora/browser, the WASM
+ * core), tried, downloaded as a zip, and loaded back in Node: the same logits. A second run is
+ * stopped with the Stop button (AbortSignal through SharedArrayBuffer). A screenshot goes to
+ * test-results/browser-demo.png.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { unzipSync } from 'fflate';
+import { withBackend } from 'kronlora';
+import { type Browser, chromium } from 'playwright-core';
+import { createServer, type ViteDevServer } from 'vite';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rng } from './reference.js';
+import { tinyBertDir } from './tiny-models.js';
+
+const root = join(import.meta.dirname, '..');
+/** Debian's package (scripts/setup.sh installs it); KRONLORA_CHROMIUM names another. */
+const chromiumPath = [process.env.KRONLORA_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
+
+/** Reviews in the tiny tokenizer's words: positive ones good/great/fun, negative bad/not. */
+function reviews(n: number, seed: number): { text: string; label: string }[] {
+  const next = rng(seed);
+  const pick = <T>(xs: T[]) => xs[Math.floor(((next() + 1) / 2) * xs.length) % xs.length];
+  return Array.from({ length: n }, (_, i) => {
+    const positive = i % 2 === 0;
+    const words = Array.from({ length: 3 + (i % 4) }, () =>
+      pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']),
+    );
+    return { text: words.join(' '), label: positive ? 'pos' : 'neg' };
+  });
+}
+
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+describe('the browser demo in Chromium', () => {
+  let server: ViteDevServer;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    expect(chromiumPath, "Chromium is missing: scripts/setup.sh installs Debian's `chromium` package").toBeDefined();
+    server = await createServer({ configFile: join(root, 'examples/browser/vite.config.mjs'), server: { host: '127.0.0.1', port: 0 } });
+    await server.listen();
+    // Root in a container: Chromium's sandbox needs user namespaces it may not have.
+    browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox'] });
+  }, 60_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it('trains a tiny model, downloads its adapter, which gives the same logits in Node', async () => {
+    const modelDir = tinyBertDir(7);
+    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
+    const dataFile = join(work, 'reviews.jsonl');
+    writeFileSync(
+      dataFile,
+      `${reviews(64, 11)
+        .map((r) => JSON.stringify(r))
+        .join('\n')}\n`,
+    );
+    const probes = ['great fun film', 'not a good plot', 'very bad movie'];
+
+    const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1100, height: 1400 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(server.resolvedUrls!.local[0]);
+    expect(await page.evaluate(() => crossOriginIsolated), 'the page is cross-origin isolated').toBe(true);
+
+    await page.setInputFiles(
+      '#model-files',
+      ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => join(modelDir, f)),
+    );
+    await page.locator('#model-info', { hasText: 'bert' }).waitFor();
+    await page.setInputFiles('#data-file', dataFile);
+    await page.locator('#data-info', { hasText: '64 records' }).waitFor();
+    for (const [id, value] of Object.entries({
+      rank: '4',
+      alpha: '8',
+      'kron-in': '2',
+      'kron-out': '4',
+      targets: 'all-linear',
+      epochs: '6',
+      'batch-size': '8',
+      'learning-rate': '0.02',
+      'validation-split': '0',
+      'max-length': '32',
+    })) {
+      await page.fill(`#${id}`, value);
+    }
+    await page.click('#train');
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 120_000 });
+    expect(await page.textContent('#status')).toMatch(/^completed after 48 steps/);
+    const losses: number[] = await page.evaluate(() => (window as unknown as { demo: { losses: number[] } }).demo.losses);
+    expect(losses).toHaveLength(48);
+    expect(mean(losses.slice(-8)), `losses ${losses.map((l) => l.toFixed(3)).join(' ')}`).toBeLessThan(mean(losses.slice(0, 8)) * 0.8);
+
+    await page.click('#evaluate');
+    await page.locator('#eval-info', { hasText: 'accuracy' }).waitFor();
+    await page.fill('#probe', probes.join('\n'));
+    await page.click('#run-probe');
+    await page.waitForFunction(() => (window as unknown as { demo: { outputs: unknown } }).demo.outputs);
+    const browserLogits: number[][] = await page.evaluate(() => (window as unknown as { demo: { outputs: number[][] } }).demo.outputs);
+
+    await page.selectOption('#format', 'kronlora');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    expect(download.suggestedFilename()).toBe('kronlora-adapter-kronlora.zip');
+    const files = unzipSync(readFileSync((await download.path())!));
+    expect(Object.keys(files).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
+    const adapterDir = join(work, 'adapter');
+    mkdirSync(adapterDir);
+    for (const [name, bytes] of Object.entries(files)) writeFileSync(join(adapterDir, name), bytes);
+
+    mkdirSync(join(root, 'test-results'), { recursive: true });
+    await page.screenshot({ path: join(root, 'test-results/browser-demo.png'), fullPage: true });
+
+    // Node's native backend, the adapter from the browser: the same logits (WASM vs native: 1e-4).
+    const model = await withBackend('native').loadModel(modelDir, { task: 'sequence-classification', numLabels: 2 });
+    await model.loadAdapter(adapterDir);
+    expect(model.labels()).toEqual(['neg', 'pos']);
+    const nodeLogits = (await model.logits(probes)).map((l) => Array.from(l));
+    for (let i = 0; i < probes.length; i++) {
+      for (let j = 0; j < 2; j++) expect(nodeLogits[i][j]).toBeCloseTo(browserLogits[i][j], 4);
+    }
+    // And not the untrained model's: the adapter carried what was learnt.
+    const base = await withBackend('native').loadModel(modelDir, { task: 'sequence-classification', numLabels: 2 });
+    const baseLogits = (await base.logits(probes)).map((l) => Array.from(l));
+    expect(Math.max(...baseLogits.flat().map((v, k) => Math.abs(v - nodeLogits.flat()[k])))).toBeGreaterThan(1e-2);
+
+    // Stop: a long run ends after the step in progress, as `cancelled`.
+    await page.fill('#epochs', '500');
+    await page.click('#train');
+    await page.waitForFunction(() => (window as unknown as { demo: { losses: number[] } }).demo.losses.length >= 2, null, {
+      timeout: 60_000,
+    });
+    await page.click('#stop');
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 60_000 });
+    expect(await page.textContent('#status')).toMatch(/^cancelled after \d+ steps/);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 240_000);
+});
