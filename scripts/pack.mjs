@@ -9,7 +9,18 @@
 // x86-64-v3 machine; the loader checks the CPU first. Sizes are printed and saved to
 // .packed/sizes.json. Needs the build (scripts/build.sh, which `npm run pack` runs first).
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -63,8 +74,11 @@ const platforms = [
   ['linux-x64-gnu-cuda', 'kronlora.linux-x64-gnu.cuda.node', 'native addon built with CUDA'],
 ];
 
-rmSync(outDir, { recursive: true, force: true });
-mkdirSync(stage, { recursive: true });
+// Only what this script writes is replaced: its staging folder and its own tarballs.
+mkdirSync(outDir, { recursive: true });
+rmSync(stage, { recursive: true, force: true });
+for (const f of readdirSync(outDir)) if (/^kronlora-.*\.tgz$/.test(f)) rmSync(join(outDir, f));
+mkdirSync(stage);
 const sizes = { version, packages: [] };
 
 // Platform packages first: kronlora lists the ones built here.
@@ -143,7 +157,5 @@ for (const p of sizes.packages) {
     : p.wasmBytes
       ? `; WASM ${mib(p.wasmBytes)} (×2: Node and web glue)`
       : '';
-  console.log(
-    `  ${p.file.padEnd(40)} ${mib(p.size).padStart(9)} packed, ${mib(p.unpackedSize).padStart(9)} unpacked${extra}`,
-  );
+  console.log(`  ${p.file.padEnd(40)} ${mib(p.size).padStart(9)} packed, ${mib(p.unpackedSize).padStart(9)} unpacked${extra}`);
 }

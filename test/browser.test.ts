@@ -15,7 +15,7 @@ import { type Browser, chromium } from 'playwright-core';
 import { createServer, type ViteDevServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rng } from './reference.js';
-import { tinyBertDir } from './tiny-models.js';
+import { tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
 
 const root = join(import.meta.dirname, '..');
 /** Debian's package (scripts/setup.sh installs it); KRONLORA_CHROMIUM names another. */
@@ -140,6 +140,66 @@ describe('the browser demo in Chromium', () => {
     await page.click('#stop');
     await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 60_000 });
     expect(await page.textContent('#status')).toMatch(/^cancelled after \d+ steps/);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 240_000);
+
+  it('fine-tunes a GGUF causal LM and downloads a llama.cpp LoRA that generates the same in Node', async () => {
+    const modelFile = tinyLlamaGguf(8);
+    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
+    const dataFile = join(work, 'completions.jsonl');
+    const records = Array.from({ length: 48 }, (_, i) =>
+      i % 2 ? { prompt: 'a', completion: ' the b' } : { prompt: 'c', completion: ' the c' },
+    );
+    writeFileSync(dataFile, `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    const prompts = ['a', 'c'];
+
+    const page = await browser.newPage({ acceptDownloads: true });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(server.resolvedUrls!.local[0]);
+    await page.setInputFiles('#model-files', modelFile);
+    await page.locator('#model-info', { hasText: 'GGUF' }).waitFor();
+    await page.setInputFiles('#data-file', dataFile);
+    await page.locator('#data-info', { hasText: 'language modelling' }).waitFor();
+    for (const [id, value] of Object.entries({ 'adapter-type': 'lora' })) await page.selectOption(`#${id}`, value);
+    for (const [id, value] of Object.entries({
+      rank: '4',
+      alpha: '8',
+      targets: 'all-linear',
+      epochs: '3',
+      'batch-size': '8',
+      'learning-rate': '0.02',
+      'validation-split': '0',
+      'max-length': '32',
+    })) {
+      await page.fill(`#${id}`, value);
+    }
+    await page.click('#train');
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 120_000 });
+    expect(await page.textContent('#status')).toMatch(/^completed after 18 steps/);
+    const losses: number[] = await page.evaluate(() => (window as unknown as { demo: { losses: number[] } }).demo.losses);
+    expect(mean(losses.slice(-3))).toBeLessThan(mean(losses.slice(0, 3)) * 0.8);
+
+    await page.fill('#probe', prompts.join('\n'));
+    await page.click('#run-probe');
+    await page.waitForFunction(() => (window as unknown as { demo: { outputs: unknown } }).demo.outputs);
+    const generated: string[] = await page.evaluate(() => (window as unknown as { demo: { outputs: string[] } }).demo.outputs);
+    // What it was trained to complete them with, before anything else.
+    expect(generated[0].startsWith(' the b'), JSON.stringify(generated)).toBe(true);
+    expect(generated[1].startsWith(' the c'), JSON.stringify(generated)).toBe(true);
+
+    await page.selectOption('#format', 'gguf-lora');
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    expect(download.suggestedFilename()).toBe('kronlora-adapter-gguf-lora.gguf');
+    const adapterFile = join(work, 'adapter.gguf');
+    writeFileSync(adapterFile, readFileSync((await download.path())!));
+    expect(readFileSync(adapterFile).subarray(0, 4).toString('latin1')).toBe('GGUF');
+
+    // Node's native backend with the llama.cpp LoRA from the browser: the same greedy text.
+    const model = await withBackend('native').loadModel(modelFile);
+    await model.loadAdapter(adapterFile);
+    for (const [i, prompt] of prompts.entries()) expect((await model.generate(prompt, { maxTokens: 32 })).text).toBe(generated[i]);
     expect(errors).toEqual([]);
     await page.close();
   }, 240_000);
