@@ -6,7 +6,7 @@
  * stopped with the Stop button (AbortSignal through SharedArrayBuffer). A screenshot goes to
  * test-results/browser-demo.png.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
@@ -40,8 +40,17 @@ describe('the browser demo in Chromium', () => {
   let server: ViteDevServer;
   let browser: Browser;
 
+  // The page's "Use cached …" buttons list this folder (its server's /models/), as .cache/models.
+  const servedModels = mkdtempSync(join(tmpdir(), 'kronlora-served-'));
+
   beforeAll(async () => {
     expect(chromiumPath, "Chromium is missing: scripts/setup.sh installs Debian's `chromium` package").toBeDefined();
+    mkdirSync(join(servedModels, 'tiny-llama'));
+    copyFileSync(tinyLlamaGguf(8), join(servedModels, 'tiny-llama/model.gguf'));
+    mkdirSync(join(servedModels, 'tiny-bert'));
+    const bert = tinyBertDir(7);
+    for (const f of ['config.json', 'tokenizer.json', 'model.safetensors']) copyFileSync(join(bert, f), join(servedModels, 'tiny-bert', f));
+    process.env.KRONLORA_DEMO_MODELS = servedModels;
     server = await createServer({ configFile: join(root, 'examples/browser/vite.config.mjs'), server: { host: '127.0.0.1', port: 0 } });
     await server.listen();
     // Root in a container: Chromium's sandbox needs user namespaces it may not have.
@@ -144,8 +153,35 @@ describe('the browser demo in Chromium', () => {
     await page.close();
   }, 240_000);
 
-  it('fine-tunes a GGUF causal LM and downloads a llama.cpp LoRA that generates the same in Node', async () => {
-    const modelFile = tinyLlamaGguf(8);
+  it('loads a model folder by URL (config, tokenizer, weights fetched; optional files absent)', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
+    const dataFile = join(work, 'reviews.jsonl');
+    writeFileSync(
+      dataFile,
+      `${reviews(32, 5)
+        .map((r) => JSON.stringify(r))
+        .join('\n')}\n`,
+    );
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(server.resolvedUrls!.local[0]);
+    await page.click('text=Use cached tiny-bert');
+    await page.locator('#model-info', { hasText: 'bert · 2 layers · hidden 16 (from .cache/models)' }).waitFor();
+    await page.setInputFiles('#data-file', dataFile);
+    for (const [id, value] of Object.entries({ 'max-steps': '2', 'batch-size': '8', 'validation-split': '0', 'max-length': '32' })) {
+      await page.fill(`#${id}`, value);
+    }
+    await page.click('#train');
+    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 60_000 });
+    expect(await page.textContent('#status')).toMatch(/^max-steps after 2 steps/);
+    expect(await page.textContent('#params-info')).toMatch(/^bert \(2 layers, hidden 16\): adapter on 4 modules/);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 120_000);
+
+  it('fine-tunes a GGUF causal LM given by URL and downloads a llama.cpp LoRA that generates the same in Node', async () => {
+    const modelFile = join(servedModels, 'tiny-llama/model.gguf');
     const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
     const dataFile = join(work, 'completions.jsonl');
     const records = Array.from({ length: 48 }, (_, i) =>
@@ -158,7 +194,8 @@ describe('the browser demo in Chromium', () => {
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(String(e)));
     await page.goto(server.resolvedUrls!.local[0]);
-    await page.setInputFiles('#model-files', modelFile);
+    // By URL this time: the server's model list, as `npm run fetch-models`' cache would be offered.
+    await page.click('text=Use cached tiny-llama/model.gguf');
     await page.locator('#model-info', { hasText: 'GGUF' }).waitFor();
     await page.setInputFiles('#data-file', dataFile);
     await page.locator('#data-info', { hasText: 'language modelling' }).waitFor();

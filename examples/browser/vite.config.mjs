@@ -9,7 +9,8 @@ import { defineConfig } from 'vite';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '../..');
-const models = join(repo, '.cache/models');
+// KRONLORA_DEMO_MODELS serves another folder of models (test/browser.test.ts: tiny ones).
+const models = process.env.KRONLORA_DEMO_MODELS || join(repo, '.cache/models');
 
 /** Cached model folders (config.json + tokenizer.json + model.safetensors) and .gguf files. */
 function cachedModels() {
