@@ -8,11 +8,11 @@ import { backend } from 'kronlora';
 import { tinyBertDir } from './tiny-models.js';
 
 /** Run a snippet in a fresh Node process with KRONLORA_BACKEND set (or unset). */
-function runWith(value: string | undefined, code: string): string {
+function runWith(value: string | undefined, code: string, nodeFlags: string[] = []): string {
   const env = { ...process.env };
   if (value === undefined) delete env.KRONLORA_BACKEND;
   else env.KRONLORA_BACKEND = value;
-  return execFileSync(process.execPath, ['--input-type=module', '-e', code], { env, encoding: 'utf8' }).trim();
+  return execFileSync(process.execPath, [...nodeFlags, '--input-type=module', '-e', code], { env, encoding: 'utf8' }).trim();
 }
 
 /** Run a snippet with `env` added (and KRONLORA_* unset unless given); stdout and stderr. */
@@ -90,6 +90,17 @@ describe('backend selection', () => {
       console.log(m.backend, v.length)`,
     );
     expect(out).toBe('wasm 16');
+  });
+
+  it('WASM models load under Node flags a worker refuses (V8 and process-wide: --max-old-space-size, --expose-gc, --title)', () => {
+    const dir = tinyBertDir(5);
+    const code = `import { loadModel } from 'kronlora';
+      const m = await loadModel(${JSON.stringify(dir)});
+      const [v] = await m.embed(['the movie']);
+      console.log(m.backend, v.length)`;
+    for (const flag of ['--max-old-space-size=2048', '--expose-gc', '--stack-size=2000', '--title=kronlora-test']) {
+      expect(runWith('wasm', code, [flag]), flag).toBe('wasm 16');
+    }
   });
 });
 

@@ -34,10 +34,17 @@ export class WasmHost implements WasmChannel {
 
   private start(): Worker {
     if (this.worker) return this.worker;
-    const worker = new Worker(new URL('./wasm-worker.js', import.meta.url), {
-      workerData: { modulePath: this.modulePath },
-      execArgv: workerExecArgv(process.execArgv),
-    });
+    const url = new URL('./wasm-worker.js', import.meta.url);
+    const workerData = { modulePath: this.modulePath };
+    let worker: Worker;
+    try {
+      worker = new Worker(url, { workerData, execArgv: workerExecArgv(process.execArgv) });
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw error;
+      // A worker refuses V8 and process-wide flags (`node --max-old-space-size=8192 app.js`,
+      // --expose-gc, --title); V8's apply to every thread of the process anyway.
+      worker = new Worker(url, { workerData, execArgv: [] });
+    }
     worker.on('message', (reply: Reply) => {
       if (this.router.settle(reply) && this.router.size === 0) worker.unref();
     });
