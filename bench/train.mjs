@@ -113,11 +113,7 @@ const systems = backends.flatMap((backend) =>
   ['kron-lora', 'lora'].map((adapter) => ({
     name: backend === 'native' ? `kronlora ${adapter}` : `kronlora-${backend} ${adapter}`,
     key: backend === 'native' ? adapter : `${backend}-${adapter}`,
-    run: () => [
-      process.execPath,
-      ['--input-type=module', '-e', kronloraChild],
-      { BENCH: JSON.stringify({ ...common, backend, adapter }) },
-    ],
+    run: () => [process.execPath, ['--input-type=module', '-e', kronloraChild], { BENCH: JSON.stringify({ ...common, backend, adapter }) }],
   })),
 );
 if (a.python) {

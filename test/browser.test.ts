@@ -11,30 +11,63 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
 import { withBackend } from 'kronlora';
-import { type Browser, chromium } from 'playwright-core';
+import { type Browser, type BrowserContextOptions, chromium, type Page } from 'playwright-core';
 import { createServer, type ViteDevServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rng } from './reference.js';
-import { tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
+import { reviews, tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
 
 const root = join(import.meta.dirname, '..');
 /** Debian's package (scripts/setup.sh installs it); KRONLORA_CHROMIUM names another. */
 const chromiumPath = [process.env.KRONLORA_CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => p && existsSync(p));
 
-/** Reviews in the tiny tokenizer's words: positive ones good/great/fun, negative bad/not. */
-function reviews(n: number, seed: number): { text: string; label: string }[] {
-  const next = rng(seed);
-  const pick = <T>(xs: T[]) => xs[Math.floor(((next() + 1) / 2) * xs.length) % xs.length];
-  return Array.from({ length: n }, (_, i) => {
-    const positive = i % 2 === 0;
-    const words = Array.from({ length: 3 + (i % 4) }, () =>
-      pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']),
-    );
-    return { text: words.join(' '), label: positive ? 'pos' : 'neg' };
-  });
+const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/** A JSONL file of `records` in a new temporary folder: [folder, file]. */
+function jsonl(name: string, records: object[]): [string, string] {
+  const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
+  writeFileSync(join(work, name), `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+  return [work, join(work, name)];
 }
 
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+/** The demo's fields set by id: `<select>`s chosen, `<input>`s filled. */
+async function setFields(page: Page, fields: Record<string, string>): Promise<void> {
+  for (const [id, value] of Object.entries(fields)) {
+    if ((await page.locator(`#${id}`).evaluate((el) => el.tagName)) === 'SELECT') await page.selectOption(`#${id}`, value);
+    else await page.fill(`#${id}`, value);
+  }
+}
+
+/** Wait for the run to end: the status line. */
+async function runEnd(page: Page, timeout = 120_000): Promise<string | null> {
+  await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout });
+  return page.textContent('#status');
+}
+
+/** Press Train and wait for the run to end: the status line. */
+async function train(page: Page, timeout = 120_000): Promise<string | null> {
+  await page.click('#train');
+  return runEnd(page, timeout);
+}
+
+/** A field of the page's `window.demo` state (examples/browser/main.js). */
+function demoState<T>(page: Page, key: 'losses' | 'outputs'): Promise<T> {
+  return page.evaluate((k) => (window as unknown as { demo: Record<string, unknown> }).demo[k], key) as Promise<T>;
+}
+
+/** Run the probe texts; what the page computed for them. */
+async function probe<T>(page: Page, texts: string[]): Promise<T> {
+  await page.fill('#probe', texts.join('\n'));
+  await page.click('#run-probe');
+  await page.waitForFunction(() => (window as unknown as { demo: { outputs: unknown } }).demo.outputs);
+  return demoState<T>(page, 'outputs');
+}
+
+/** Download the adapter in `format`: the file's name and bytes. */
+async function download(page: Page, format: string): Promise<[string, Buffer]> {
+  await page.selectOption('#format', format);
+  const [d] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  return [d.suggestedFilename(), readFileSync((await d.path())!)];
+}
 
 describe('the browser demo in Chromium', () => {
   let server: ViteDevServer;
@@ -57,6 +90,15 @@ describe('the browser demo in Chromium', () => {
     browser = await chromium.launch({ executablePath: chromiumPath, headless: true, args: ['--no-sandbox'] });
   }, 60_000);
 
+  /** The demo in a new tab; uncaught page errors are collected. */
+  async function openDemo(options: BrowserContextOptions = {}): Promise<{ page: Page; errors: string[] }> {
+    const page = await browser.newPage(options);
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(String(e)));
+    await page.goto(server.resolvedUrls!.local[0]);
+    return { page, errors };
+  }
+
   afterAll(async () => {
     await browser?.close();
     await server?.close();
@@ -64,20 +106,10 @@ describe('the browser demo in Chromium', () => {
 
   it('trains a tiny model, downloads its adapter, which gives the same logits in Node', async () => {
     const modelDir = tinyBertDir(7);
-    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
-    const dataFile = join(work, 'reviews.jsonl');
-    writeFileSync(
-      dataFile,
-      `${reviews(64, 11)
-        .map((r) => JSON.stringify(r))
-        .join('\n')}\n`,
-    );
+    const [work, dataFile] = jsonl('reviews.jsonl', reviews(64, 11));
     const probes = ['great fun film', 'not a good plot', 'very bad movie'];
 
-    const page = await browser.newPage({ acceptDownloads: true, viewport: { width: 1100, height: 1400 } });
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(server.resolvedUrls!.local[0]);
+    const { page, errors } = await openDemo({ acceptDownloads: true, viewport: { width: 1100, height: 1400 } });
     expect(await page.evaluate(() => crossOriginIsolated), 'the page is cross-origin isolated').toBe(true);
 
     await page.setInputFiles(
@@ -87,7 +119,7 @@ describe('the browser demo in Chromium', () => {
     await page.locator('#model-info', { hasText: 'bert' }).waitFor();
     await page.setInputFiles('#data-file', dataFile);
     await page.locator('#data-info', { hasText: '64 records' }).waitFor();
-    for (const [id, value] of Object.entries({
+    await setFields(page, {
       rank: '4',
       alpha: '8',
       'kron-in': '2',
@@ -98,27 +130,19 @@ describe('the browser demo in Chromium', () => {
       'learning-rate': '0.02',
       'validation-split': '0',
       'max-length': '32',
-    })) {
-      await page.fill(`#${id}`, value);
-    }
-    await page.click('#train');
-    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 120_000 });
-    expect(await page.textContent('#status')).toMatch(/^completed after 48 steps/);
-    const losses: number[] = await page.evaluate(() => (window as unknown as { demo: { losses: number[] } }).demo.losses);
+    });
+    expect(await train(page)).toMatch(/^completed after 48 steps/);
+    const losses = await demoState<number[]>(page, 'losses');
     expect(losses).toHaveLength(48);
     expect(mean(losses.slice(-8)), `losses ${losses.map((l) => l.toFixed(3)).join(' ')}`).toBeLessThan(mean(losses.slice(0, 8)) * 0.8);
 
     await page.click('#evaluate');
     await page.locator('#eval-info', { hasText: 'accuracy' }).waitFor();
-    await page.fill('#probe', probes.join('\n'));
-    await page.click('#run-probe');
-    await page.waitForFunction(() => (window as unknown as { demo: { outputs: unknown } }).demo.outputs);
-    const browserLogits: number[][] = await page.evaluate(() => (window as unknown as { demo: { outputs: number[][] } }).demo.outputs);
+    const browserLogits = await probe<number[][]>(page, probes);
 
-    await page.selectOption('#format', 'kronlora');
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
-    expect(download.suggestedFilename()).toBe('kronlora-adapter-kronlora.zip');
-    const files = unzipSync(readFileSync((await download.path())!));
+    const [name, zip] = await download(page, 'kronlora');
+    expect(name).toBe('kronlora-adapter-kronlora.zip');
+    const files = unzipSync(zip);
     expect(Object.keys(files).sort()).toEqual(['adapter_config.json', 'adapter_model.safetensors']);
     const adapterDir = join(work, 'adapter');
     mkdirSync(adapterDir);
@@ -147,34 +171,19 @@ describe('the browser demo in Chromium', () => {
       timeout: 60_000,
     });
     await page.click('#stop');
-    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 60_000 });
-    expect(await page.textContent('#status')).toMatch(/^cancelled after \d+ steps/);
+    expect(await runEnd(page, 60_000)).toMatch(/^cancelled after \d+ steps/);
     expect(errors).toEqual([]);
     await page.close();
   }, 240_000);
 
   it('loads a model folder by URL (config, tokenizer, weights fetched; optional files absent)', async () => {
-    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
-    const dataFile = join(work, 'reviews.jsonl');
-    writeFileSync(
-      dataFile,
-      `${reviews(32, 5)
-        .map((r) => JSON.stringify(r))
-        .join('\n')}\n`,
-    );
-    const page = await browser.newPage();
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(server.resolvedUrls!.local[0]);
+    const [, dataFile] = jsonl('reviews.jsonl', reviews(32, 5));
+    const { page, errors } = await openDemo();
     await page.click('text=Use cached tiny-bert');
     await page.locator('#model-info', { hasText: 'bert · 2 layers · hidden 16 (from .cache/models)' }).waitFor();
     await page.setInputFiles('#data-file', dataFile);
-    for (const [id, value] of Object.entries({ 'max-steps': '2', 'batch-size': '8', 'validation-split': '0', 'max-length': '32' })) {
-      await page.fill(`#${id}`, value);
-    }
-    await page.click('#train');
-    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 60_000 });
-    expect(await page.textContent('#status')).toMatch(/^max-steps after 2 steps/);
+    await setFields(page, { 'max-steps': '2', 'batch-size': '8', 'validation-split': '0', 'max-length': '32' });
+    expect(await train(page, 60_000)).toMatch(/^max-steps after 2 steps/);
     expect(await page.textContent('#params-info')).toMatch(/^bert \(2 layers, hidden 16\): adapter on 4 modules/);
     expect(errors).toEqual([]);
     await page.close();
@@ -182,25 +191,20 @@ describe('the browser demo in Chromium', () => {
 
   it('fine-tunes a GGUF causal LM given by URL and downloads a llama.cpp LoRA that generates the same in Node', async () => {
     const modelFile = join(servedModels, 'tiny-llama/model.gguf');
-    const work = mkdtempSync(join(tmpdir(), 'kronlora-browser-'));
-    const dataFile = join(work, 'completions.jsonl');
     const records = Array.from({ length: 48 }, (_, i) =>
       i % 2 ? { prompt: 'a', completion: ' the b' } : { prompt: 'c', completion: ' the c' },
     );
-    writeFileSync(dataFile, `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
+    const [work, dataFile] = jsonl('completions.jsonl', records);
     const prompts = ['a', 'c'];
 
-    const page = await browser.newPage({ acceptDownloads: true });
-    const errors: string[] = [];
-    page.on('pageerror', (e) => errors.push(String(e)));
-    await page.goto(server.resolvedUrls!.local[0]);
+    const { page, errors } = await openDemo({ acceptDownloads: true });
     // By URL this time: the server's model list, as `npm run fetch-models`' cache would be offered.
     await page.click('text=Use cached tiny-llama/model.gguf');
     await page.locator('#model-info', { hasText: 'GGUF' }).waitFor();
     await page.setInputFiles('#data-file', dataFile);
     await page.locator('#data-info', { hasText: 'language modelling' }).waitFor();
-    for (const [id, value] of Object.entries({ 'adapter-type': 'lora' })) await page.selectOption(`#${id}`, value);
-    for (const [id, value] of Object.entries({
+    await setFields(page, {
+      'adapter-type': 'lora',
       rank: '4',
       alpha: '8',
       targets: 'all-linear',
@@ -209,28 +213,20 @@ describe('the browser demo in Chromium', () => {
       'learning-rate': '0.02',
       'validation-split': '0',
       'max-length': '32',
-    })) {
-      await page.fill(`#${id}`, value);
-    }
-    await page.click('#train');
-    await page.waitForSelector('#status[data-state="done"], #status[data-state="error"]', { timeout: 120_000 });
-    expect(await page.textContent('#status')).toMatch(/^completed after 18 steps/);
-    const losses: number[] = await page.evaluate(() => (window as unknown as { demo: { losses: number[] } }).demo.losses);
+    });
+    expect(await train(page)).toMatch(/^completed after 18 steps/);
+    const losses = await demoState<number[]>(page, 'losses');
     expect(mean(losses.slice(-3))).toBeLessThan(mean(losses.slice(0, 3)) * 0.8);
 
-    await page.fill('#probe', prompts.join('\n'));
-    await page.click('#run-probe');
-    await page.waitForFunction(() => (window as unknown as { demo: { outputs: unknown } }).demo.outputs);
-    const generated: string[] = await page.evaluate(() => (window as unknown as { demo: { outputs: string[] } }).demo.outputs);
+    const generated = await probe<string[]>(page, prompts);
     // What it was trained to complete them with, before anything else.
     expect(generated[0].startsWith(' the b'), JSON.stringify(generated)).toBe(true);
     expect(generated[1].startsWith(' the c'), JSON.stringify(generated)).toBe(true);
 
-    await page.selectOption('#format', 'gguf-lora');
-    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
-    expect(download.suggestedFilename()).toBe('kronlora-adapter-gguf-lora.gguf');
+    const [name, gguf] = await download(page, 'gguf-lora');
+    expect(name).toBe('kronlora-adapter-gguf-lora.gguf');
     const adapterFile = join(work, 'adapter.gguf');
-    writeFileSync(adapterFile, readFileSync((await download.path())!));
+    writeFileSync(adapterFile, gguf);
     expect(readFileSync(adapterFile).subarray(0, 4).toString('latin1')).toBe('GGUF');
 
     // Node's native backend with the llama.cpp LoRA from the browser: the same greedy text.

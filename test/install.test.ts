@@ -68,6 +68,17 @@ function checkApi(run: ReturnType<typeof install>['run'], extra: Record<string, 
 
 const notices = (stderr: string) => stderr.split('\n').filter((l) => l.includes('KRONLORA_WASM_FALLBACK'));
 
+/** `npx kronlora --help` and `info --json` from the installed bin: the info's stderr. */
+function checkCli(run: ReturnType<typeof install>['run'], backend: string): string {
+  const help = run('npx', ['kronlora', '--help']);
+  expect(help.status, help.stderr).toBe(0);
+  expect(help.stdout).toMatch(/Usage: kronlora/);
+  const info = run('npx', ['kronlora', 'info', '--model', modelDir, '--json']);
+  expect(info.status, info.stderr).toBe(0);
+  expect(JSON.parse(info.stdout)).toMatchObject({ architecture: 'bert (2 layers, hidden 16)', backend });
+  return info.stderr;
+}
+
 describe('the packed packages, installed without a Rust toolchain', () => {
   it('npm run pack wrote both tarballs', () => {
     for (const t of [mainTarball, nativeTarball]) expect(existsSync(t), `${t} is missing: run \`npm run pack\``).toBe(true);
@@ -88,12 +99,7 @@ describe('the packed packages, installed without a Rust toolchain', () => {
     expect(api.losses.at(-1)!).toBeLessThan(api.losses[0] * 0.5);
     nativeLosses = api.losses;
 
-    const help = run('npx', ['kronlora', '--help']);
-    expect(help.status, help.stderr).toBe(0);
-    expect(help.stdout).toMatch(/Usage: kronlora/);
-    const info = run('npx', ['kronlora', 'info', '--model', modelDir, '--json']);
-    expect(info.status, info.stderr).toBe(0);
-    expect(JSON.parse(info.stdout)).toMatchObject({ architecture: 'bert (2 layers, hidden 16)', backend: 'native' });
+    expect(notices(checkCli(run, 'native'))).toEqual([]);
   }, 300_000);
 
   it('without it: the WASM core, the same losses, and one notice', () => {
@@ -107,13 +113,7 @@ describe('the packed packages, installed without a Rust toolchain', () => {
     // Chosen on purpose: quiet.
     expect(notices(checkApi(run, { KRONLORA_BACKEND: 'wasm' }).stderr)).toEqual([]);
 
-    const help = run('npx', ['kronlora', '--help']);
-    expect(help.status, help.stderr).toBe(0);
-    expect(help.stdout).toMatch(/Usage: kronlora/);
-    const info = run('npx', ['kronlora', 'info', '--model', modelDir, '--json']);
-    expect(info.status, info.stderr).toBe(0);
-    expect(JSON.parse(info.stdout)).toMatchObject({ architecture: 'bert (2 layers, hidden 16)', backend: 'wasm' });
-    expect(notices(info.stderr)).toHaveLength(1);
+    expect(notices(checkCli(run, 'wasm'))).toHaveLength(1);
   }, 300_000);
 });
 

@@ -86,6 +86,19 @@ const BERT_WORDS = [
   '!',
 ];
 
+/** Reviews in the tiny BERT's words: positive ones good/great/fun, negative bad/not (labels `pos` / `neg`). */
+export function reviews(n: number, seed: number): { text: string; label: string }[] {
+  const next = rng(seed);
+  const pick = <T>(xs: T[]) => xs[Math.floor(((next() + 1) / 2) * xs.length) % xs.length];
+  return Array.from({ length: n }, (_, i) => {
+    const positive = i % 2 === 0;
+    const words = Array.from({ length: 3 + (i % 4) }, () =>
+      pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']),
+    );
+    return { text: words.join(' '), label: positive ? 'pos' : 'neg' };
+  });
+}
+
 export function tinyBertDir(seed = 1): string {
   const dir = mkdtempSync(join(tmpdir(), 'kronlora-bert-'));
   const { vocab, hidden: h, layers, heads, ffn, maxPositions } = BERT;

@@ -2,28 +2,14 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KronLoraError, type TrainEvent, type TrainResult, type ClassificationRecord } from 'kronlora';
+import { KronLoraError, type TrainEvent, type TrainResult } from 'kronlora';
 import { backends, on } from './backends.js';
-import { rng } from './reference.js';
-import { tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
+import { reviews, tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
 
 const bertDir = tinyBertDir(3);
 const llamaFile = tinyLlamaGguf(4);
 const KRON = { type: 'kron-lora', rank: 4, alpha: 8, kronIn: 2, kronOut: 4, targetModules: 'all-linear' } as const;
 const LORA = { type: 'lora', rank: 4, alpha: 8, targetModules: 'all-linear' } as const;
-
-/** Reviews of words the tiny tokenizer knows: positive ones use good/great/fun, negative bad/not. */
-function reviews(n: number, seed: number): ClassificationRecord[] {
-  const next = rng(seed);
-  const pick = <T>(xs: T[]) => xs[Math.floor(((next() + 1) / 2) * xs.length) % xs.length];
-  return Array.from({ length: n }, (_, i) => {
-    const positive = i % 2 === 0;
-    const words = Array.from({ length: 3 + (i % 4) }, () =>
-      pick(positive ? ['good', 'great', 'fun', 'very', 'film'] : ['bad', 'not', 'plot', 'a', 'movie']),
-    );
-    return { text: words.join(' '), label: positive ? 'pos' : 'neg' };
-  });
-}
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'kronlora-train-'));
 

@@ -11,40 +11,10 @@ import { call } from './errors.js';
 import { layersOn } from './layers.js';
 import { type Device, type LoadModelOptions, Model } from './model.js';
 
-export { KronLoraError, type KronLoraErrorCode } from './errors.js';
-export type { BackendName } from './binding.js';
+export * from './model-api.js';
+export type { BackendName, ModelFiles } from './binding.js';
 export { KronLoraLinear, LoraLinear } from './layers.js';
 export type { KronLoraOptions, LayerOptions, LoraExport, Tensor } from './layers.js';
-export { Model } from './model.js';
-export type {
-  ActiveAdapter,
-  AdapterConfig,
-  Classification,
-  Device,
-  ExportFormat,
-  Family,
-  GenerateOptions,
-  Generation,
-  InferenceOptions,
-  LoadModelOptions,
-  ModuleInfo,
-  Task,
-  TrainableParameters,
-} from './model.js';
-export type { ModelFiles } from './binding.js';
-export { TrainingRun } from './training.js';
-export type {
-  CausalLmRecord,
-  ClassificationRecord,
-  DataSource,
-  EvalMetrics,
-  MultipleChoiceRecord,
-  TrainEvent,
-  TrainOptions,
-  TrainRecord,
-  TrainResult,
-  TrainTask,
-} from './training.js';
 
 function factorizationOn(binding: Binding, dim: number, factor: number): [number, number] {
   const [m, n] = call(() => binding.factorization(dim, factor));

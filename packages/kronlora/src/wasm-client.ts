@@ -69,6 +69,32 @@ export class ReplyRouter {
   }
 }
 
+/**
+ * A host's side of its worker: requests get an id and a promise of the reply; `post` sends them
+ * the host's way (Node's worker_threads, or a browser's Worker), `settle` routes what comes back.
+ */
+export abstract class WorkerChannel implements WasmChannel {
+  protected readonly router = new ReplyRouter();
+
+  /** Send one request (with its id) to the worker, starting it if needed. */
+  protected abstract post(message: Request, transfer: Transferable[]): void;
+
+  request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
+    return this.stream<T>(message, undefined, transfer);
+  }
+
+  /** A request whose worker side posts `{ id, event }` messages before its reply. */
+  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: Transferable[] = []): Promise<T> {
+    const [id, reply] = this.router.open<T>(onEvent);
+    try {
+      this.post({ id, ...message } as Request, transfer);
+    } catch (error) {
+      this.router.settle({ id, ok: false, message: error instanceof Error ? error.message : String(error) });
+    }
+    return reply;
+  }
+}
+
 /** Model `id` of the worker behind `channel`, as the raw interface `Model` drives. */
 export function wasmRawModel(channel: WasmChannel, model: number): RawModel {
   // `WasmModel`'s methods by name, with their declared arguments (less the storage, which the

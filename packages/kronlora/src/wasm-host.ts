@@ -4,8 +4,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { KronLoraError } from './errors.js';
-import { ReplyRouter, type RequestBody, type WasmChannel } from './wasm-client.js';
-import type { Reply } from './wasm-models.js';
+import { WorkerChannel } from './wasm-client.js';
+import type { Reply, Request } from './wasm-models.js';
 
 /**
  * The parent's Node flags minus those that only make sense for the main script: a worker
@@ -26,11 +26,12 @@ export function workerExecArgv(execArgv: string[]): string[] {
   return out;
 }
 
-export class WasmHost implements WasmChannel {
+export class WasmHost extends WorkerChannel {
   private worker?: Worker;
-  private readonly router = new ReplyRouter();
 
-  constructor(private readonly modulePath: string) {}
+  constructor(private readonly modulePath: string) {
+    super();
+  }
 
   private start(): Worker {
     if (this.worker) return this.worker;
@@ -58,16 +59,10 @@ export class WasmHost implements WasmChannel {
     return worker;
   }
 
-  request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
-    return this.stream<T>(message, undefined, transfer);
-  }
-
-  /** A request whose worker side posts `{ id, event }` messages before its reply. */
-  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: Transferable[] = []): Promise<T> {
+  protected post(message: Request, transfer: Transferable[]): void {
     const worker = this.start();
-    const [id, reply] = this.router.open<T>(onEvent);
+    // Kept alive while a request is pending; unref'd again when the last reply arrives.
     worker.ref();
-    worker.postMessage({ id, ...message }, transfer as ArrayBuffer[]);
-    return reply;
+    worker.postMessage(message, transfer as ArrayBuffer[]);
   }
 }

@@ -3,12 +3,11 @@
  * per page, started on first use.
  */
 import { KronLoraError } from '../errors.js';
-import { ReplyRouter, type RequestBody, type WasmChannel } from '../wasm-client.js';
-import type { Reply } from '../wasm-models.js';
+import { WorkerChannel } from '../wasm-client.js';
+import type { Reply, Request } from '../wasm-models.js';
 
-export class WebWorkerHost implements WasmChannel {
+export class WebWorkerHost extends WorkerChannel {
   private worker?: Worker;
-  private readonly router = new ReplyRouter();
 
   private start(): Worker {
     if (this.worker) return this.worker;
@@ -23,15 +22,8 @@ export class WebWorkerHost implements WasmChannel {
     return worker;
   }
 
-  request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
-    return this.stream<T>(message, undefined, transfer);
-  }
-
-  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer: Transferable[] = []): Promise<T> {
-    const worker = this.start();
-    const [id, reply] = this.router.open<T>(onEvent);
-    worker.postMessage({ id, ...message }, transfer);
-    return reply;
+  protected post(message: Request, transfer: Transferable[]): void {
+    this.start().postMessage(message, transfer);
   }
 
   /** End the worker and every model in it; pending requests reject with `reason`. */

@@ -17,35 +17,7 @@ import { wasmRawModel } from '../wasm-client.js';
 import { WebWorkerHost } from './host.js';
 import { type BrowserFile, type BrowserModelSource, type Gathered, gather, modelFiles } from './sources.js';
 
-export { KronLoraError, type KronLoraErrorCode } from '../errors.js';
-export { Model } from '../model.js';
-export { TrainingRun } from '../training.js';
-export type {
-  ActiveAdapter,
-  AdapterConfig,
-  Classification,
-  ExportFormat,
-  Family,
-  GenerateOptions,
-  Generation,
-  InferenceOptions,
-  LoadModelOptions,
-  ModuleInfo,
-  Task,
-  TrainableParameters,
-} from '../model.js';
-export type {
-  CausalLmRecord,
-  ClassificationRecord,
-  DataSource,
-  EvalMetrics,
-  MultipleChoiceRecord,
-  TrainEvent,
-  TrainOptions,
-  TrainRecord,
-  TrainResult,
-  TrainTask,
-} from '../training.js';
+export * from '../model-api.js';
 export type { BrowserFile, BrowserModelSource } from './sources.js';
 
 const host = new WebWorkerHost();
