@@ -3,8 +3,9 @@
 //   kronlora-<v>.tgz                    TypeScript (dist/), the CLI, the WASM core (Node and web glue)
 //   kronlora-linux-x64-gnu-<v>.tgz      @kronlora/linux-x64-gnu: the native addon, stripped
 //   kronlora-linux-x64-gnu-cuda-<v>.tgz @kronlora/linux-x64-gnu-cuda, only when `npm run build:cuda` built it
-// kronlora names the platform packages as optionalDependencies, so npm installs the one whose
-// os / cpu / libc match and skips the others; without one, kronlora runs on WASM. The addon is
+// kronlora names the CPU platform packages as optionalDependencies, so npm installs the one whose
+// os / cpu / libc match and skips the others; without one, kronlora runs on WASM. The CUDA package
+// is installed by name, beside them, where a GPU is. The addon is
 // built for x86-64-v3 (.cargo/config.toml), not for this CPU, so the package runs on any
 // x86-64-v3 machine; the loader checks the CPU first. Sizes are printed and saved to
 // .packed/sizes.json. Needs the build (scripts/build.sh, which `npm run pack` runs first).
@@ -115,7 +116,9 @@ for (const [suffix, addon, what] of platforms) {
       2,
     )}\n`,
   );
-  optional[name] = version;
+  // The CPU addon installs with kronlora wherever it fits; the CUDA one (large, useless without
+  // a GPU) only when asked for: `npm install @kronlora/linux-x64-gnu-cuda`.
+  if (!suffix.endsWith('-cuda')) optional[name] = version;
   const packed = npmPack(dir);
   sizes.packages.push({ name, addonBytes: statSync(built).size, strippedBytes: statSync(join(dir, addon)).size, ...packed });
 }

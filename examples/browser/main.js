@@ -293,6 +293,7 @@ $('run-probe').addEventListener('click', async () => {
     .value.split('\n')
     .filter((t) => t.trim());
   if (!texts.length) return;
+  state.outputs = null;
   try {
     const table = $('probe-output');
     table.replaceChildren();
@@ -310,15 +311,17 @@ $('run-probe').addEventListener('click', async () => {
         cell(row, c.scores.map((s) => s.toFixed(3)).join(' · '));
       });
     } else {
-      state.outputs = [];
+      const generated = [];
       for (const h of ['prompt', 'continuation']) cell(head, h, 'th');
       for (const text of texts) {
         const g = await state.model.generate(text, { maxTokens: 32 });
-        state.outputs.push(g.text);
+        generated.push(g.text);
         const row = table.insertRow();
         cell(row, text);
         cell(row, g.text);
       }
+      // Set once all are done: a reader of window.demo sees every output or none.
+      state.outputs = generated;
     }
   } catch (error) {
     fail(error);
