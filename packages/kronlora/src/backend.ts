@@ -102,14 +102,18 @@ function nativeAddonPath(): string {
   }
 }
 
-function loadNative(): Binding {
+/** Load an addon (CPU or CUDA build: both are compiled for x86-64-v3), after checking the CPU. */
+function requireAddon(name: 'native' | 'cuda', file: string): Binding {
   const missing = missingCpuFeatures();
   if (missing.length) {
-    throw new Error(`this CPU lacks ${missing.join(', ')}, which the native addon (built for x86-64-v3) needs`);
+    throw new Error(`this CPU lacks ${missing.join(', ')}, which the ${name} addon (built for x86-64-v3) needs`);
   }
-  const file = nativeAddonPath();
   quietCandleThreads();
-  return nativeBinding('native', require(file) as typeof Native);
+  return nativeBinding(name, require(file) as typeof Native);
+}
+
+function loadNative(): Binding {
+  return requireAddon('native', nativeAddonPath());
 }
 
 /**
@@ -121,8 +125,7 @@ function loadCuda(): Binding {
   const file = cudaAddonPath();
   if (!existsSync(file))
     throw new Error(`${file} does not exist (build it with \`npm run build:cuda\`, or install @kronlora/${nativeTriple()}-cuda)`);
-  quietCandleThreads();
-  const binding = nativeBinding('cuda', require(file) as typeof Native);
+  const binding = requireAddon('cuda', file);
   if (binding.cudaDeviceCount() === 0) {
     throw new Error(`${file} loaded but sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides them)`);
   }
