@@ -6,13 +6,13 @@
  * stopped with the Stop button (AbortSignal through SharedArrayBuffer). A screenshot goes to
  * test-results/browser-demo.png.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { unzipSync } from 'fflate';
 import { withBackend } from 'kronlora';
 import { type Browser, type BrowserContextOptions, chromium, type Page } from 'playwright-core';
-import { createServer, type ViteDevServer } from 'vite';
+import { build, createServer, preview, type ViteDevServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { reviews, tinyBertDir, tinyLlamaGguf } from './tiny-models.js';
 
@@ -175,6 +175,36 @@ describe('the browser demo in Chromium', () => {
     expect(errors).toEqual([]);
     await page.close();
   }, 240_000);
+
+  it('runs as a production build too (vite build, then vite preview)', async () => {
+    const outDir = mkdtempSync(join(tmpdir(), 'kronlora-demo-build-'));
+    const configFile = join(root, 'examples/browser/vite.config.mjs');
+    await build({ configFile, logLevel: 'warn', build: { outDir, emptyOutDir: true } });
+    // One bundle: the page, kronlora/browser's worker and the WASM module as assets.
+    const assets = readdirSync(join(outDir, 'assets'));
+    expect(
+      assets.some((f) => /^kronlora_wasm_bg-.*\.wasm$/.test(f)),
+      assets.join(' '),
+    ).toBe(true);
+    const site = await preview({ configFile, logLevel: 'warn', build: { outDir }, preview: { host: '127.0.0.1', port: 0 } });
+    try {
+      const [, dataFile] = jsonl('reviews.jsonl', reviews(32, 6));
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(site.resolvedUrls!.local[0]);
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(true);
+      await page.click('text=Use cached tiny-bert');
+      await page.locator('#model-info', { hasText: 'hidden 16' }).waitFor();
+      await page.setInputFiles('#data-file', dataFile);
+      await setFields(page, { ...TINY_RUN, epochs: '2' });
+      expect(await train(page, 60_000)).toMatch(/^completed after 8 steps/);
+      expect(errors).toEqual([]);
+      await page.close();
+    } finally {
+      await site.close();
+    }
+  }, 120_000);
 
   it('loads a model folder by URL (config, tokenizer, weights fetched; optional files absent)', async () => {
     const [, dataFile] = jsonl('reviews.jsonl', reviews(32, 5));

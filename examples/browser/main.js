@@ -78,8 +78,9 @@ for (const id of ['model-folder', 'model-files']) {
 }
 
 async function listCachedModels() {
+  // Only the demo's own server lists models; a static copy of the page has none to offer.
   const response = await fetch('/models/index.json').catch(() => null);
-  if (!response?.ok) return;
+  if (!response?.ok || !response.headers.get('content-type')?.includes('json')) return;
   for (const m of await response.json()) {
     const button = document.createElement('button');
     button.className = 'secondary';

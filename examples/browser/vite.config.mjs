@@ -29,33 +29,40 @@ function cachedModels() {
 }
 
 /** Serves .cache/models read-only; names are checked, so nothing outside it is reachable. */
+function serveCachedModels(server) {
+  server.middlewares.use('/models', (req, res, next) => {
+    let path;
+    try {
+      path = decodeURIComponent((req.url ?? '/').split('?')[0]);
+    } catch {
+      res.statusCode = 400;
+      res.end('bad URL');
+      return;
+    }
+    if (path === '/index.json') {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify(cachedModels()));
+      return;
+    }
+    const m = /^\/([\w.-]+)\/([\w.-]+)$/.exec(path);
+    const file = m && !m[1].startsWith('.') && !m[2].startsWith('.') && join(models, m[1], m[2]);
+    if (!file || !existsSync(file) || !statSync(file).isFile()) {
+      if (m) {
+        res.statusCode = 404;
+        res.end('not found');
+        return;
+      }
+      return next();
+    }
+    res.setHeader('Content-Length', statSync(file).size);
+    res.setHeader('Content-Type', 'application/octet-stream');
+    createReadStream(file).pipe(res);
+  });
+}
+
+/** The same models for `vite` (dev) and `vite preview` (a production build). */
 function cachedModelsPlugin() {
-  return {
-    name: 'kronlora-cached-models',
-    configureServer(server) {
-      server.middlewares.use('/models', (req, res, next) => {
-        const path = decodeURIComponent((req.url ?? '/').split('?')[0]);
-        if (path === '/index.json') {
-          res.setHeader('Content-Type', 'application/json');
-          res.end(JSON.stringify(cachedModels()));
-          return;
-        }
-        const m = /^\/([\w.-]+)\/([\w.-]+)$/.exec(path);
-        const file = m && !m[1].startsWith('.') && !m[2].startsWith('.') && join(models, m[1], m[2]);
-        if (!file || !existsSync(file) || !statSync(file).isFile()) {
-          if (m) {
-            res.statusCode = 404;
-            res.end('not found');
-            return;
-          }
-          return next();
-        }
-        res.setHeader('Content-Length', statSync(file).size);
-        res.setHeader('Content-Type', 'application/octet-stream');
-        createReadStream(file).pipe(res);
-      });
-    },
-  };
+  return { name: 'kronlora-cached-models', configureServer: serveCachedModels, configurePreviewServer: serveCachedModels };
 }
 
 const isolation = { 'Cross-Origin-Opener-Policy': 'same-origin', 'Cross-Origin-Embedder-Policy': 'require-corp' };
