@@ -145,7 +145,7 @@ writeFileSync(
   )}\n`,
 );
 const packedMain = npmPack(main);
-sizes.packages.unshift({ name: 'kronlora', wasmBytes: statSync(join(main, 'wasm/kronlora_wasm_bg.wasm')).size, ...packedMain });
+sizes.packages.unshift({ name: 'kronlora', wasmBytes: statSync(join(main, 'wasm-web/kronlora_wasm_bg.wasm')).size, ...packedMain });
 
 rmSync(stage, { recursive: true, force: true });
 const tmp = join(outDir, 'sizes.json.tmp');
@@ -158,7 +158,7 @@ for (const p of sizes.packages) {
   const extra = p.strippedBytes
     ? `; addon ${mib(p.addonBytes)} → ${mib(p.strippedBytes)} stripped`
     : p.wasmBytes
-      ? `; WASM ${mib(p.wasmBytes)} (×2: Node and web glue)`
+      ? `; WASM ${mib(p.wasmBytes)} (one module, Node and web glue)`
       : '';
   console.log(`  ${p.file.padEnd(40)} ${mib(p.size).padStart(9)} packed, ${mib(p.unpackedSize).padStart(9)} unpacked${extra}`);
 }
