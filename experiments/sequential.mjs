@@ -1,6 +1,7 @@
 // Experiment 3, sequential fine-tuning (the paper's continual-learning setting): one adapter on
 // SmolLM2-135M-Instruct (quantised base) learns task A, then task B (`--tasks A,B`, default the
-// paper's arc-challenge,arc-easy; any two of scripts/fetch-data.mjs' MC_SETS), as multiple choice (trained on the right answer, scored by each choice's summed log-likelihood).
+// paper's arc-challenge,arc-easy; any two of scripts/fetch-data.mjs' MC_SETS), as multiple
+// choice (trained on the right answer, scored by each choice's summed log-likelihood).
 // For Kron-LoRA (d_A1 = 2, d_A2 = 4, r = 8) and LoRA (r = 8), all linear layers: accuracy on A's
 // test questions after learning A and after learning B (retention: how much of A survives), and
 // on B's. The base model's accuracy (no adapter) is the floor.
@@ -29,10 +30,12 @@ export async function run(argv, { root, out }) {
   };
   const model = join(await fetchModel('smollm2'), 'SmolLM2-135M-Instruct.Q4_1.gguf');
   await fetchMultipleChoice();
-  const [setA, setB] = a.tasks.split(',');
-  for (const set of [setA, setB]) {
+  const sets = a.tasks.split(',').map((t) => t.trim());
+  if (sets.length !== 2 || sets[0] === sets[1]) throw new Error(`--tasks takes two different sets, A,B; got "${a.tasks}"`);
+  for (const set of sets) {
     if (!MC_SETS[set]) throw new Error(`--tasks: unknown set "${set}"; known: ${Object.keys(MC_SETS).join(', ')}`);
   }
+  const [setA, setB] = sets;
   const task = (set) => ({
     name: set,
     ...mcSplit({ set, dir: join(root, `.cache/data/experiment-${set}`), train: settings.train, test: settings.test }),

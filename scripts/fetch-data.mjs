@@ -10,6 +10,8 @@
 //   Bisk et al. 2020), CommonsenseQA 1 221 (MIT, Talmor et al. 2019), OpenBookQA 1 000
 //   (Apache-2.0, Mihaylov et al. 2018), SciQ 1 000 (CC BY-NC 3.0, Welbl et al. 2017).
 //
+//   node scripts/fetch-data.mjs
+//
 // `imdbSplit()` / `spamSplit()` turn them into seeded train/test JSONL files (shuffled with a
 // fixed seed, duplicates dropped): reviews with `<br />` replaced by spaces, labels "negative" /
 // "positive"; e-mails without their headers (everything up to the first blank line, which would

@@ -206,6 +206,74 @@ describe('the browser demo in Chromium', () => {
     }
   }, 120_000);
 
+  it('kronlora/browser by itself: files by name, storeFile, adapterBlob formats, clear errors for bad input', async () => {
+    const { page, errors } = await openDemo();
+    const bert = join(servedModels, 'tiny-bert');
+    const files = Object.fromEntries(
+      ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => [f, Array.from(readFileSync(join(bert, f)))]),
+    );
+    const records = reviews(16, 3);
+    const result = await page.evaluate(
+      async ({ module, files, records }) => {
+        // Not `import(module)`: vitest would rewrite it for Node before the page sees it.
+        const k = await new Function('m', 'return import(m)')(module);
+        const codeOf = (p: Promise<unknown>) =>
+          p.then(
+            () => 'resolved',
+            (e: { code?: string }) => e.code,
+          );
+        // Bytes by file name (ArrayBuffers; the caller's buffers stay usable: they are copied).
+        const buffers = Object.fromEntries(Object.entries(files).map(([n, b]) => [n, new Uint8Array(b as number[]).buffer]));
+        const model = await k.loadModel(buffers, { task: 'sequence-classification', numLabels: 2 });
+        const intact = Object.values(buffers).every((b) => (b as ArrayBuffer).byteLength > 0);
+        await model.addAdapter('a', { type: 'kron-lora', rank: 4, alpha: 8, targetModules: 'all-linear' });
+        const jsonl = new Blob([records.map((r: object) => JSON.stringify(r)).join('\n')]);
+        const data = await k.storeFile(jsonl, 'train.jsonl');
+        const run = await model.train({ data, epochs: 1, batchSize: 8, maxLength: 32, validationSplit: 0 }).result;
+        const blobs: Record<string, [string, number]> = {};
+        for (const format of ['kronlora', 'peft-lora']) {
+          const blob = await k.adapterBlob(model, { format });
+          blobs[format] = [blob.type, blob.size];
+        }
+        return {
+          intact,
+          steps: run.step,
+          data,
+          blobs,
+          noSource: await codeOf(k.loadModel(undefined)),
+          badUrl: await codeOf(k.loadModel('/models/nope/')),
+          badName: await codeOf(k.storeFiles({ '../x': new Uint8Array(1) })),
+          notBytes: await codeOf(k.storeFile(42, 'x.jsonl')),
+          missingDir: await codeOf(k.readFiles('/nope')),
+          badFormat: await codeOf(k.adapterBlob(model, { format: 'onnx' })),
+          unknownOption: await codeOf(k.adapterBlob(model, { fromat: 'peft-lora' })),
+          headlessFormat: await codeOf(k.adapterBlob(model, { format: 'lycoris' })),
+          badData: await codeOf(model.train({ data: await k.storeFile(new Blob(['{ not json']), 'bad.jsonl') }).result),
+        };
+      },
+      { module: `/@fs${join(root, 'packages/kronlora/dist/browser/index.js')}`, files, records },
+    );
+    expect(result).toMatchObject({
+      intact: true,
+      steps: 2,
+      data: expect.stringMatching(/^\/files\/\d+\/train\.jsonl$/),
+      noSource: 'ERR_INVALID_ARG_TYPE',
+      badUrl: 'ERR_IO',
+      badName: 'ERR_INVALID_ARG_TYPE',
+      notBytes: 'ERR_INVALID_ARG_TYPE',
+      missingDir: 'ERR_IO',
+      badFormat: 'ERR_INVALID_OPTION',
+      unknownOption: 'ERR_INVALID_OPTION',
+      headlessFormat: 'ERR_UNSUPPORTED',
+      badData: 'ERR_INVALID_DATA',
+    });
+    expect(result.blobs.kronlora[0]).toBe('application/zip');
+    expect(result.blobs['peft-lora'][0]).toBe('application/zip');
+    for (const [, size] of Object.values(result.blobs)) expect(size).toBeGreaterThan(100);
+    expect(errors).toEqual([]);
+    await page.close();
+  }, 120_000);
+
   it('loads a model folder by URL (config, tokenizer, weights fetched; optional files absent)', async () => {
     const [, dataFile] = jsonl('reviews.jsonl', reviews(32, 5));
     const { page, errors } = await openDemo();

@@ -117,10 +117,18 @@ async function readRecords(file) {
   });
 }
 
+/**
+ * What the page trains on these records, and the classifier's size. The rule is the core's
+ * (`LabelSummary::of` in crates/kronlora-core/src/data/labels.rs, which `kronlora train` uses
+ * through `trainingSetup`): named labels count once each, index labels give the largest + 1,
+ * and never fewer than 2. kronlora/browser does not offer that function yet, hence this copy;
+ * the core still checks every label when training starts.
+ */
 function dataKind(records) {
   if (records.every((r) => 'text' in r && 'label' in r)) {
     const labels = [...new Set(records.map((r) => r.label))];
-    const numLabels = labels.every((l) => typeof l === 'number') ? Math.max(...labels) + 1 : labels.length;
+    const names = labels.filter((l) => typeof l !== 'number');
+    const numLabels = Math.max(names.length ? names.length : Math.max(1, ...labels) + 1, 2);
     return { task: 'classification', numLabels, summary: `classification, ${labels.length} labels (${labels.slice(0, 6).join(', ')})` };
   }
   return { task: 'causal-lm', summary: 'language modelling (text, prompt/completion or chat records)' };

@@ -39,11 +39,20 @@ type _LayerArityCheck = AssertNever<ArityMismatch<Native.NativeLayer, Wasm.WasmL
 const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 
-function nativeTriple(): string {
+/** napi-rs' platform name (`linux-x64-gnu`). */
+function platformTriple(): string {
   const { platform, arch } = process;
   if (platform !== 'linux') return `${platform}-${arch}`;
   const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
   return `linux-${arch}-${header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+}
+
+let triple: string | undefined;
+
+/** `platformTriple()`, computed once: `process.report.getReport()` builds a whole diagnostic report. */
+function nativeTriple(): string {
+  triple ??= platformTriple();
+  return triple;
 }
 
 /** Await a backend promise, rethrowing its failure as a `KronLoraError`. */

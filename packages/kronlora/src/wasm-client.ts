@@ -9,18 +9,7 @@ import { fromBackendError } from './errors.js';
 import type { Reply, Request, WasmArgs, WasmMethod } from './wasm-models.js';
 
 /** A request as sent: the worker's `Request` less the id the channel adds. */
-export type RequestBody = Request extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
-
-/** A worker the main thread talks to: one request, one reply, optional events in between. */
-export interface WasmChannel {
-  request<T>(message: RequestBody, transfer?: Transferable[]): Promise<T>;
-  stream<T>(message: RequestBody, onEvent?: (e: unknown) => void, transfer?: Transferable[]): Promise<T>;
-  /**
-   * Stop a training run whose cancellation flag the worker cannot see (no SharedArrayBuffer: a
-   * page that is not cross-origin isolated) by ending the worker. Absent where flags are shared.
-   */
-  terminate?(reason: Error): void;
-}
+type RequestBody = Request extends infer R ? (R extends unknown ? Omit<R, 'id'> : never) : never;
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -29,7 +18,7 @@ interface Pending {
 }
 
 /** Replies to requests by id; each host posts the messages its own way. */
-export class ReplyRouter {
+class ReplyRouter {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
 
@@ -73,11 +62,17 @@ export class ReplyRouter {
  * A host's side of its worker: requests get an id and a promise of the reply; `post` sends them
  * the host's way (Node's worker_threads, or a browser's Worker), `settle` routes what comes back.
  */
-export abstract class WorkerChannel implements WasmChannel {
+export abstract class WorkerChannel {
   protected readonly router = new ReplyRouter();
 
   /** Send one request (with its id) to the worker, starting it if needed. */
   protected abstract post(message: Request, transfer: Transferable[]): void;
+
+  /**
+   * Stop a training run whose cancellation flag the worker cannot see (no SharedArrayBuffer: a
+   * page that is not cross-origin isolated) by ending the worker. Absent where flags are shared.
+   */
+  terminate?(reason: Error): void;
 
   request<T>(message: RequestBody, transfer: Transferable[] = []): Promise<T> {
     return this.stream<T>(message, undefined, transfer);
@@ -96,7 +91,7 @@ export abstract class WorkerChannel implements WasmChannel {
 }
 
 /** Model `id` of the worker behind `channel`, as the raw interface `Model` drives. */
-export function wasmRawModel(channel: WasmChannel, model: number): RawModel {
+export function wasmRawModel(channel: WorkerChannel, model: number): RawModel {
   // `WasmModel`'s methods by name, with their declared arguments (less the storage, which the
   // worker adds) and results.
   const call = <M extends WasmMethod>(method: M, ...args: WasmArgs<M>) =>
@@ -128,7 +123,7 @@ export function wasmRawModel(channel: WasmChannel, model: number): RawModel {
  * every step. Without SharedArrayBuffer (a browser page that is not cross-origin isolated) the
  * worker cannot see the flag, so cancelling ends the worker instead (its models with it).
  */
-function wasmTraining(channel: WasmChannel, model: number, optionsJson: string): RawTraining {
+function wasmTraining(channel: WorkerChannel, model: number, optionsJson: string): RawTraining {
   const shared = typeof SharedArrayBuffer === 'function' && (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated !== false;
   const flag = new Int32Array(shared ? new SharedArrayBuffer(4) : new ArrayBuffer(4));
   const queue: (string | null)[] = [];

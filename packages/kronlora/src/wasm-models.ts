@@ -73,6 +73,15 @@ export interface WorkerEnvironment {
   post: (reply: Reply) => void;
 }
 
+/** Storage failures of the file requests, coded as the core codes its own (`readFiles` of a missing folder is not a kronlora bug). */
+function fileOp<T>(op: () => T): T {
+  try {
+    return op();
+  } catch (error) {
+    throw new Error(`[ERR_IO] ${error instanceof Error ? error.message : String(error)}`);
+  }
+}
+
 /** The handler of one worker's requests: call it with each message; it posts the reply. */
 export function wasmModels({ wasm, storage, readModelPath, post }: WorkerEnvironment): (req: Request) => void {
   const models = new Map<number, WasmModel>();
@@ -112,25 +121,24 @@ export function wasmModels({ wasm, storage, readModelPath, post }: WorkerEnviron
         models.delete(req.model);
         return undefined;
       case 'putFiles':
-        storage.createDirAll(req.dir);
-        for (const [name, bytes] of Object.entries(req.files)) {
-          const path = `${req.dir}/${name}`;
-          if (storage.exists(path)) storage.removeFile(path);
-          storage.writeNewFile(path, bytes);
-        }
-        return undefined;
-      case 'readFiles': {
-        const files: Record<string, Uint8Array> = {};
-        for (const name of storage.list(req.dir)) {
-          const path = `${req.dir}/${name}`;
-          if (storage.kind(path) === 'file') files[name] = storage.read(path);
-        }
-        if (req.remove) {
-          for (const name of Object.keys(files)) storage.removeFile(`${req.dir}/${name}`);
-          storage.removeEmptyDir(req.dir);
-        }
-        return files;
-      }
+        return fileOp(() => {
+          // Callers give a new directory each time: nothing there to replace.
+          storage.createDirAll(req.dir);
+          for (const [name, bytes] of Object.entries(req.files)) storage.writeNewFile(`${req.dir}/${name}`, bytes);
+        });
+      case 'readFiles':
+        return fileOp(() => {
+          const files: Record<string, Uint8Array> = {};
+          for (const name of storage.list(req.dir)) {
+            const path = `${req.dir}/${name}`;
+            if (storage.kind(path) === 'file') files[name] = storage.read(path);
+          }
+          if (req.remove) {
+            for (const name of Object.keys(files)) storage.removeFile(`${req.dir}/${name}`);
+            storage.removeEmptyDir(req.dir);
+          }
+          return files;
+        });
     }
   };
 

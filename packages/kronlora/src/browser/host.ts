@@ -27,7 +27,7 @@ export class WebWorkerHost extends WorkerChannel {
   }
 
   /** End the worker and every model in it; pending requests reject with `reason`. */
-  terminate(reason: Error): void {
+  override terminate(reason: Error): void {
     this.worker?.terminate();
     this.worker = undefined;
     this.router.failAll(reason);

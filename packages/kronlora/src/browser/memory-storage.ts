@@ -74,8 +74,9 @@ export class MemoryStorage implements WasmStorage {
     const p = normalize(path);
     if (this.exists(p)) throw fsError('EEXIST', path, 'already exists');
     if (!this.dirs.has(parent(p))) throw fsError('ENOENT', path, 'no parent directory');
-    // A copy: the caller's view may be into WASM memory, which moves as it grows.
-    this.files.set(p, bytes.slice());
+    // Kept as given: the core's storage calls pass a fresh copy out of WASM memory
+    // (js_sys's Uint8Array::from), and putFiles' bytes were transferred to this worker.
+    this.files.set(p, bytes);
   }
 
   /** Like POSIX rename: a file replaces a file, a directory replaces an empty directory. */
